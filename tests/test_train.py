@@ -1,0 +1,136 @@
+"""End-to-end runs of the shared loop: outputs, resume bit-identity, interruption, CLI, sweeps."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from uda.config import ConfigError
+from uda.engine import checkpoint as ckpt
+from uda.engine.loop import TrainingInterrupted, train
+
+from conftest import SMALL, make_cfg, run_cli, state_equal
+
+
+@pytest.fixture(autouse=True)
+def _data(mnist_root):
+    return mnist_root
+
+
+def test_run_writes_everything_a_report_or_resume_needs(tmp_path):
+    summary = train(make_cfg(*SMALL), tmp_path)
+    for key in ("method", "data", "seed", "steps", "source_acc", "target_acc", "wall_s", "images_per_s", "versions"):
+        assert key in summary
+    assert summary["method"] == "dann" and summary["steps"] == 6
+    assert set(summary["versions"]) >= {"torch", "torchvision", "uda"}
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [3, 6]
+    assert all(0 <= x["target_acc"] <= 100 for x in lines)
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    state = ckpt.load(tmp_path / "checkpoints" / "last.pt")  # weights_only=True
+    assert state["step"] == 6 and set(state["optimizers"]) == {"feat", "cls", "disc"}
+    assert state["config"]["method"]["name"] == "dann"
+
+
+def test_tensorboard_has_every_curve(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train(make_cfg(*SMALL), tmp_path)
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert tags >= {"loss/cls", "loss/domain", "acc/domain", "sched/grl_lambda", "lr/feat", "lr/disc",
+                    "eval/source_acc", "eval/target_acc", "perf/images_per_s"}
+    lam = [e.value for e in acc.Scalars("sched/grl_lambda")]
+    assert lam == sorted(lam) and lam[0] < lam[-1]
+    lr = [e.value for e in acc.Scalars("lr/feat")]
+    assert lr == sorted(lr, reverse=True) and lr[0] < 0.01
+
+
+@pytest.mark.parametrize("method", ["dann", "source_only"])
+def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, method):
+    cfg = make_cfg(*SMALL, f"method={method}")
+    full = train(cfg, tmp_path / "full")
+    with pytest.raises(TrainingInterrupted) as e:
+        train(cfg, tmp_path / "cut", stop_after=4)  # between two periodic checkpoints
+    assert e.value.step == 4
+    assert ckpt.load(tmp_path / "cut" / "checkpoints" / "last.pt")["step"] == 4
+    resumed = train(make_cfg(*SMALL, f"method={method}", "resume=true"), tmp_path / "cut")
+    a = ckpt.load(tmp_path / "full" / "checkpoints" / "last.pt")
+    b = ckpt.load(tmp_path / "cut" / "checkpoints" / "last.pt")
+    assert state_equal(a["method"], b["method"])
+    assert a["optimizers"]["feat"]["state"].keys() == b["optimizers"]["feat"]["state"].keys()
+    for k, s in a["optimizers"]["feat"]["state"].items():
+        assert torch.equal(s["momentum_buffer"], b["optimizers"]["feat"]["state"][k]["momentum_buffer"])
+    assert resumed["target_acc"] == full["target_acc"]
+    steps = [json.loads(x)["step"] for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [3, 6]
+
+
+def test_resume_guards(tmp_path):
+    with pytest.raises(ConfigError, match="no checkpoint"):
+        train(make_cfg(*SMALL, "resume=true"), tmp_path)
+    train(make_cfg(*SMALL), tmp_path)
+    with pytest.raises(ConfigError, match="resume=true"):
+        train(make_cfg(*SMALL), tmp_path)  # never overwrite a finished run by accident
+
+
+def test_cli_end_to_end_few_steps(tmp_path):
+    res = run_cli("train", *SMALL, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "target_acc=" in res.stdout
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["steps"] == 6 and summary["data"] == "mnist_mnistm"
+    assert (tmp_path / "run" / ".hydra" / "config.yaml").is_file()
+
+
+def test_cli_multirun_gives_each_run_its_own_directory(tmp_path):
+    small = [o for o in SMALL if not o.startswith("trainer.max_steps")]
+    res = run_cli("train", "-m", "method=source_only,dann", "seed=0", "trainer.max_steps=2", *small,
+                  f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    runs = sorted(p.parent.name for p in (tmp_path / "sweep").glob("*/summary.json"))
+    assert runs == ["0_source_only_seed0", "1_dann_seed0"]
+
+
+def _wait_for_checkpoint(path, proc, min_step, timeout=240):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        if path.exists():
+            try:
+                if ckpt.load(path)["step"] >= min_step:
+                    return
+            except Exception:
+                pass
+        time.sleep(0.2)
+    raise AssertionError("no checkpoint appeared")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_killed_cli_run_resumes_to_the_uninterrupted_result(tmp_path, sig):
+    """kill -9 (loses the current step) and Ctrl-C (checkpoints, exits 130): resume matches."""
+    args = [*SMALL, "trainer.max_steps=40", "trainer.checkpoint_every=1", "trainer.eval_every=20", "trainer.threads=1"]
+    ref = run_cli("train", *args, f"hydra.run.dir={tmp_path / 'ref'}", cwd=tmp_path)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    run = tmp_path / "cut"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "uda.cli", "train", *args, f"hydra.run.dir={run}"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_checkpoint(run / "checkpoints" / "last.pt", proc, min_step=3)
+    proc.send_signal(sig)
+    proc.wait(timeout=120)
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130 and "resume=true" in proc.stderr.read()
+    stopped = ckpt.load(run / "checkpoints" / "last.pt")["step"]
+    assert 3 <= stopped < 40
+    res = run_cli("train", *args, "resume=true", f"hydra.run.dir={run}", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    a = ckpt.load(tmp_path / "ref" / "checkpoints" / "last.pt")
+    b = ckpt.load(run / "checkpoints" / "last.pt")
+    assert b["step"] == 40 and state_equal(a["method"], b["method"])

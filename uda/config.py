@@ -1,0 +1,296 @@
+"""Typed config schemas, registered in Hydra's ConfigStore.
+
+Every YAML file under ``configs/`` names its schema in ``defaults``, so a typo or a wrong type on the
+command line fails at composition with Hydra's message naming the key. This module imports neither
+torch nor torchvision: `uda --help` and config validation stay fast.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from omegaconf import MISSING
+
+
+class UserError(Exception):
+    """A mistake in the user's input: printed as one line, never as a traceback."""
+
+
+class ConfigError(UserError):
+    pass
+
+
+class Precision(str, Enum):
+    auto = "auto"  # fp32 on CPU, fp16 with gradient scaling on CUDA
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Progress(str, Enum):
+    auto = "auto"  # a live bar on a terminal, plain log lines otherwise (CI, files)
+    bar = "bar"
+    log = "log"
+    none = "none"
+
+
+class OptimName(str, Enum):
+    sgd = "sgd"
+    adam = "adam"
+
+
+class Similarity(str, Enum):
+    dann = "dann"  # gradient reversal + domain classifier on the shared code
+    mmd = "mmd"  # multi-kernel RBF maximum mean discrepancy
+
+
+class Recon(str, Enum):
+    simse = "simse"  # scale-invariant MSE (the paper)
+    mse = "mse"  # plain MSE (the paper's ablation)
+
+
+class DiscInput(str, Enum):
+    features = "features"  # the encoder output (ADDA paper text)
+    logits = "logits"  # the classifier's logits (ADDA official code)
+
+
+class Schedule(str, Enum):
+    constant = "constant"
+    dann = "dann"  # lr_p = lr / (1 + alpha p)^beta  (Ganin et al. 2016)
+    step = "step"  # lr * gamma^(step // step_size)
+    poly = "poly"  # lr * (1 - p)^power
+
+
+# ---------------------------------------------------------------------------------------- methods
+@dataclass
+class MethodConfig:
+    name: str = MISSING
+
+
+@dataclass
+class SourceOnlyConfig(MethodConfig):
+    name: str = "source_only"
+
+
+@dataclass
+class DANNConfig(MethodConfig):
+    name: str = "dann"
+    # lambda_p = adv_weight * (2 / (1 + exp(-grl_gamma * p)) - 1), p = step / max_steps
+    adv_weight: float = 1.0
+    grl_gamma: float = 10.0
+    # hidden widths of the domain classifier on the backbone features (paper, MNIST: one FC100)
+    disc_hidden: list[int] = field(default_factory=lambda: [100])
+
+
+@dataclass
+class DSNConfig(MethodConfig):
+    """Bousmalis et al. 2016: L_task + alpha L_recon + beta L_difference + gamma L_similarity."""
+
+    name: str = "dsn"
+    alpha: float = 0.01
+    beta: float = 0.075
+    gamma: float = 0.25
+    similarity: Similarity = Similarity.dann
+    recon: Recon = Recon.simse
+    # task loss only for the first adapt_start steps, then all losses
+    adapt_start: int = 10000
+    code_size: int = 100  # shared and private codes
+    private_channels: list[int] = field(default_factory=lambda: [32, 64])
+    # mean-centre and L2-normalise the codes before the difference loss (official code)
+    difference_normalise: bool = True
+    # RBF bandwidths of the MMD similarity (official DSN code)
+    mmd_sigmas: list[float] = field(default_factory=lambda: [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 5.0, 10.0,
+                                                             15.0, 20.0, 25.0, 30.0, 35.0, 100.0, 1e3, 1e4, 1e5, 1e6])
+    disc_hidden: list[int] = field(default_factory=lambda: [100])
+
+
+# --------------------------------------------------------------------------------------- data
+@dataclass
+class DataConfig:
+    name: str = MISSING  # the pair, "<source>_<target>"
+    source: str = MISSING
+    target: str = MISSING
+    # where datasets live (and the offline MNIST-M build is cached); "" = $UDA_DATA or ~/.cache/uda
+    root: str = ""
+    image_size: int = 28
+    channels: int = 3
+    num_classes: int = 10
+    # the same normalisation for both domains: x = (x/255 - mean) / std, per channel
+    mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    # use only the first N training / test images of each domain (0 = all); for smoke runs
+    train_subset: int = 0
+    test_subset: int = 0
+    # put the in-memory datasets on the training device (no host->device copy per step)
+    on_device: bool = True
+
+
+# ---------------------------------------------------------------------------------------- nets
+@dataclass
+class BackboneConfig:
+    name: str = MISSING
+
+
+@dataclass
+class DANNDigitsConfig(BackboneConfig):
+    """DANN's MNIST net: conv5-32, pool2, conv5-48, pool2 | FC100, FC100, FC10."""
+
+    name: str = "dann_mnist"
+    conv_channels: list[int] = field(default_factory=lambda: [32, 48])
+    cls_hidden: list[int] = field(default_factory=lambda: [100, 100])
+
+
+@dataclass
+class LeNetConfig(BackboneConfig):
+    """ADDA's LeNet: conv5-20, pool2, conv5-50, pool2, FC500 | FC10."""
+
+    name: str = "lenet"
+    conv_channels: list[int] = field(default_factory=lambda: [20, 50])
+    feat_dim: int = 500
+    dropout: float = 0.5
+
+
+# ------------------------------------------------------------------------------------ optimizer
+@dataclass
+class OptimizerConfig:
+    name: OptimName = OptimName.sgd
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    schedule: Schedule = Schedule.dann
+    # dann schedule: lr_p = lr / (1 + sched_alpha p)^sched_beta
+    sched_alpha: float = 10.0
+    sched_beta: float = 0.75
+    # step schedule: lr * sched_gamma^(step // sched_step_size); poly: lr * (1 - p)^sched_power
+    sched_gamma: float = 0.95
+    sched_step_size: int = 20000
+    sched_power: float = 0.9
+
+
+@dataclass
+class ADDAConfig(MethodConfig):
+    """Tzeng et al. 2017: stage 1 source pretraining (``optimizer``), stage 2 adversarial adaptation."""
+
+    name: str = "adda"
+    pretrain_steps: int = 10000  # stage 1 length; stage 2 = trainer.max_steps - pretrain_steps
+    disc_input: DiscInput = DiscInput.features
+    disc_hidden: list[int] = field(default_factory=lambda: [500, 500])
+    # stage 2 optimizer for the target encoder and the discriminator: Adam 2e-4, beta1 0.5
+    adapt_optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(
+        name=OptimName.adam, lr=2e-4, betas=[0.5, 0.999], schedule=Schedule.constant))
+
+
+# -------------------------------------------------------------------------------------- trainer
+@dataclass
+class TrainerConfig:
+    max_steps: int = 10000
+    batch_size: int = 64  # per domain: DANN's 128 = 64 source + 64 target
+    eval_every: int = 1000
+    checkpoint_every: int = 1000
+    log_every: int = 50
+    eval_batch_size: int = 1000
+    precision: Precision = Precision.auto
+    channels_last: bool = False
+    # torch intra-op threads (0 = torch's default, which honours OMP_NUM_THREADS)
+    threads: int = 0
+    progress: Progress = Progress.auto
+    # also keep checkpoints/step_XXXXXXX.pt every N steps (0 = only last.pt)
+    keep_every: int = 0
+
+
+@dataclass
+class TrainConfig:
+    method: Any = MISSING
+    data: DataConfig = MISSING
+    backbone: Any = MISSING
+    optimizer: OptimizerConfig = MISSING
+    trainer: TrainerConfig = MISSING
+    seed: int = 0
+    resume: bool = False
+    device: Device = Device.auto
+    # deterministic kernels where torch has them (bit-identical resume on CPU holds either way)
+    deterministic: bool = False
+
+
+def register_configs() -> None:
+    """Put every schema in Hydra's ConfigStore (YAML files extend them by name)."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    cs.store(group="schema/method", name="source_only", node=SourceOnlyConfig)
+    cs.store(group="schema/method", name="dann", node=DANNConfig)
+    cs.store(group="schema/method", name="dsn", node=DSNConfig)
+    cs.store(group="schema/method", name="adda", node=ADDAConfig)
+    cs.store(group="schema/data", name="data", node=DataConfig)
+    cs.store(group="schema/backbone", name="dann_mnist", node=DANNDigitsConfig)
+    cs.store(group="schema/backbone", name="lenet", node=LeNetConfig)
+    cs.store(group="schema/optimizer", name="optimizer", node=OptimizerConfig)
+    cs.store(group="schema/trainer", name="trainer", node=TrainerConfig)
+
+
+def _positive(value: Any, what: str) -> None:
+    if value <= 0:
+        raise ConfigError(f"{what} must be > 0, got {value}")
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Checks a schema cannot express (ranges, cross-field consistency). Raises ConfigError."""
+    t = cfg.trainer
+    for key in ("max_steps", "batch_size", "eval_every", "checkpoint_every", "log_every", "eval_batch_size"):
+        _positive(getattr(t, key), f"trainer.{key}")
+    for key in ("keep_every", "threads"):
+        if getattr(t, key) < 0:
+            raise ConfigError(f"trainer.{key} must be >= 0, got {getattr(t, key)}")
+    d = cfg.data
+    _positive(d.image_size, "data.image_size")
+    _positive(d.num_classes, "data.num_classes")
+    if d.channels not in (1, 3):
+        raise ConfigError(f"data.channels must be 1 or 3, got {d.channels}")
+    for key in ("mean", "std"):
+        if len(getattr(d, key)) != d.channels:
+            raise ConfigError(f"data.{key} needs one value per channel ({d.channels}), got {getattr(d, key)}")
+    if any(s <= 0 for s in d.std):
+        raise ConfigError(f"data.std must be > 0, got {d.std}")
+    if d.train_subset < 0 or d.test_subset < 0:
+        raise ConfigError("data.train_subset and data.test_subset must be >= 0 (0 = all)")
+    o = cfg.optimizer
+    _positive(o.lr, "optimizer.lr")
+    if not 0 <= o.momentum < 1:
+        raise ConfigError(f"optimizer.momentum must be in [0, 1), got {o.momentum}")
+    if o.weight_decay < 0:
+        raise ConfigError(f"optimizer.weight_decay must be >= 0, got {o.weight_decay}")
+    if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
+        raise ConfigError(f"optimizer.betas must be two numbers in [0, 1), got {o.betas}")
+    _positive(o.sched_step_size, "optimizer.sched_step_size")
+    m = cfg.method
+    if isinstance(m, DSNConfig):
+        for key in ("alpha", "beta", "gamma"):
+            if getattr(m, key) < 0:
+                raise ConfigError(f"method.{key} must be >= 0, got {getattr(m, key)}")
+        if not 0 <= m.adapt_start < t.max_steps:
+            raise ConfigError(f"method.adapt_start must be in [0, trainer.max_steps={t.max_steps}), got {m.adapt_start}")
+        _positive(m.code_size, "method.code_size")
+        if not m.mmd_sigmas or any(s <= 0 for s in m.mmd_sigmas):
+            raise ConfigError(f"method.mmd_sigmas must be non-empty and > 0, got {m.mmd_sigmas}")
+    if isinstance(m, ADDAConfig):
+        _positive(m.pretrain_steps, "method.pretrain_steps")
+        if m.pretrain_steps >= t.max_steps:
+            raise ConfigError(f"method.pretrain_steps ({m.pretrain_steps}) must be < trainer.max_steps ({t.max_steps}): "
+                              "stage 2 needs at least one step")
+        _positive(m.adapt_optimizer.lr, "method.adapt_optimizer.lr")
+    if isinstance(m, DANNConfig):
+        if m.adv_weight < 0:
+            raise ConfigError(f"method.adv_weight must be >= 0, got {m.adv_weight}")
+        if m.grl_gamma < 0:
+            raise ConfigError(f"method.grl_gamma must be >= 0, got {m.grl_gamma}")
+        if any(h <= 0 for h in m.disc_hidden):
+            raise ConfigError(f"method.disc_hidden widths must be > 0, got {m.disc_hidden}")

@@ -1,0 +1,1 @@
+"""Datasets, domain pairs and the index streams that feed the loop."""

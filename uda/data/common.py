@@ -1,0 +1,52 @@
+"""Data root, checksums and atomic writes shared by the dataset builders."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from uda.config import UserError
+
+
+class DataError(UserError):
+    """A dataset is missing or corrupt: the message says which file and what to do."""
+
+
+def data_root(configured: str = "") -> Path:
+    """``data.root`` if set, else $UDA_DATA, else ~/.cache/uda (XDG_CACHE_HOME honoured)."""
+    if configured:
+        return Path(configured).expanduser()
+    if os.environ.get("UDA_DATA"):
+        return Path(os.environ["UDA_DATA"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "uda"
+
+
+def sha256(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify(path: Path, expected: str) -> None:
+    """Raise DataError naming ``path`` if it is missing or its sha256 is not ``expected``."""
+    if not path.is_file():
+        raise DataError(f"missing file {path}")
+    got = sha256(path)
+    if got != expected:
+        raise DataError(
+            f"checksum mismatch for {path} (size {path.stat().st_size} bytes): sha256 {got}, "
+            f"expected {expected}. The file is corrupt or truncated: delete it and run again."
+        )
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,332 @@
+"""The one training loop: device, AMP, optimizers, schedules, evaluation, logging, checkpoints.
+
+A method only supplies networks and ``update``; everything here is the same for every method.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import uda
+from uda.config import ConfigError, Device, Precision, Progress, TrainConfig, UserError
+from uda.data.pairs import Normalize, build_pair
+from uda.data.streams import IndexStream
+from uda.engine import checkpoint as ckpt
+from uda.engine.optim import Stepper, build_optimizer, lr_factor
+from uda.methods.base import Batch, Method
+from uda.metrics import accuracy
+from uda.registry import get_method
+
+log = logging.getLogger("uda")
+
+SOURCE_STREAM, TARGET_STREAM = 1, 2
+
+
+class TrainingInterrupted(UserError):
+    """Raised after a requested stop (signal, or ``stop_after``) once a checkpoint is safely written."""
+
+    def __init__(self, step: int, path: Path, signum: int | None):
+        self.step, self.path, self.signum = step, path, signum
+        super().__init__(f"stopped at step {step}; checkpoint saved to {path}. "
+                         f"Continue with the same overrides plus: resume=true hydra.run.dir={path.parent.parent}")
+
+
+def resolve_device(device: Device) -> torch.device:
+    if device == Device.auto:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == Device.cuda and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA device is available; valid here: auto, cpu")
+    return torch.device(device.value)
+
+
+def resolve_precision(precision: Precision, device: torch.device) -> Precision:
+    if precision == Precision.auto:
+        return Precision.fp16 if device.type == "cuda" else Precision.fp32
+    return precision
+
+
+def autocast(device: torch.device, precision: Precision):
+    if precision == Precision.fp32:
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == Precision.bf16 else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def versions() -> dict[str, str]:
+    import torchvision
+
+    return {"uda": uda.__version__, "torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
+            "python": sys.version.split()[0]}
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--verify", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+@dataclass
+class _StopFlag:
+    """Set by SIGINT/SIGTERM/SIGUSR1: the loop finishes the current step, checkpoints, and stops."""
+
+    signum: int | None = None
+    previous: dict[int, Any] = field(default_factory=dict)
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGUSR1", None)):
+            if sig is None:
+                continue
+            try:
+                self.previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: signals stay with their owner
+                pass
+
+    def _handle(self, signum, frame):
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        self.signum = signum
+        log.warning("signal %d received: saving a checkpoint after this step", signum)
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+class _Progress:
+    """A tqdm bar on a terminal; plain log lines under CI or when output is a file."""
+
+    def __init__(self, mode: Progress, total: int, initial: int, images_per_step: int):
+        if mode == Progress.auto:
+            mode = Progress.bar if sys.stderr.isatty() and not os.environ.get("CI") else Progress.log
+        self.mode, self.total, self.images_per_step = mode, total, images_per_step
+        self.bar = None
+        if mode == Progress.bar:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, leave=True)
+
+    def update(self, step: int, n: int, scalars: dict[str, float], img_s: float) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+            post = {k.split("/")[-1]: f"{v:.3g}" for k, v in scalars.items() if k.startswith(("loss/", "acc/domain"))}
+            self.bar.set_postfix(post | {"img/s": f"{img_s:.0f}"}, refresh=False)
+        elif self.mode == Progress.log:
+            parts = " ".join(f"{k}={v:.4g}" for k, v in scalars.items() if k.startswith(("loss/", "acc/")))
+            log.info("step %d/%d  %s  %.0f img/s", step, self.total, parts, img_s)
+
+    def write(self, msg: str) -> None:
+        if self.bar is not None:
+            self.bar.write(msg)
+        elif self.mode != Progress.none:
+            log.info(msg)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _config_dict(cfg: TrainConfig) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
+
+
+def _trim_metrics(path: Path, upto: int) -> None:
+    """Keep only the evaluations a checkpoint at step ``upto`` has seen (resume rewrites the rest)."""
+    if not path.is_file():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= upto]
+    path.write_text("".join(ln + "\n" for ln in keep))
+
+
+def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> dict[str, Any]:
+    """Train ``cfg`` in ``run_dir``; returns the summary (also written to summary.json).
+
+    ``stop_after``: stop as a signal would after that many steps (checkpoint, then
+    TrainingInterrupted) -- for tests and scripted preemption.
+    """
+    t_start = time.perf_counter()
+    run_dir = Path(run_dir)
+    tr = cfg.trainer
+    device = resolve_device(cfg.device)
+    precision = resolve_precision(tr.precision, device)
+    if tr.threads:
+        torch.set_num_threads(tr.threads)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    ckpt_path = run_dir / "checkpoints" / "last.pt"
+    if not cfg.resume and ckpt_path.exists():
+        raise ConfigError(f"{ckpt_path} exists: pass resume=true to continue that run, or choose another hydra.run.dir")
+    if cfg.resume and not ckpt_path.exists():
+        raise ConfigError(f"resume=true but there is no checkpoint at {ckpt_path}; "
+                          f"set hydra.run.dir to the run to continue, or drop resume=true to start fresh")
+
+    # data: uint8 tensors in memory (on the GPU when there is one), batches gathered by index
+    source, target, info = build_pair(cfg.data)
+    if cfg.data.on_device:
+        source, target = source.to(device), target.to(device)
+    prepare = Normalize(cfg.data.mean, cfg.data.std, device, tr.channels_last)
+
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    method: Method = get_method(cfg.method.name).from_config(cfg, info).to(device)
+    if tr.channels_last:
+        method = method.to(memory_format=torch.channels_last)
+    groups = method.param_groups()
+    overrides = method.optimizer_overrides()
+    opt_cfgs = {name: overrides.get(name, cfg.optimizer) for name in groups}
+    optimizers = {name: build_optimizer(params, opt_cfgs[name]) for name, params in groups.items()}
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == Precision.fp16)
+    stepper = Stepper(optimizers, scaler, device.type)
+    stages = method.stages(tr.max_steps)
+    if sum(s.steps for s in stages) != tr.max_steps or any(s.steps <= 0 for s in stages):
+        raise ConfigError(f"the stages {[(s.name, s.steps) for s in stages]} must be positive and add up to "
+                          f"trainer.max_steps={tr.max_steps}")
+    stage_ends = {sum(s.steps for s in stages[: i + 1]): s.name for i, s in enumerate(stages)}
+
+    start, wall_before, train_s_before, images_before = 0, 0.0, 0.0, 0
+    metrics_path = run_dir / "metrics.jsonl"
+    if cfg.resume:
+        state = ckpt.load(ckpt_path)
+        method.load_state_dict(state["method"])
+        for name, opt in optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        scaler.load_state_dict(state["scaler"])
+        ckpt.set_rng_state(state["rng"])
+        start = state["step"]
+        wall_before, train_s_before, images_before = state["wall_s"], state["train_s"], state["images"]
+        _trim_metrics(metrics_path, start)
+        log.info("resumed from %s at step %d", ckpt_path, start)
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    writer = SummaryWriter(str(run_dir / "tb"), purge_step=start + 1 if start else None)
+    src_stream = IndexStream(source.train_x.shape[0], tr.batch_size, seed=cfg.seed, stream=SOURCE_STREAM)
+    tgt_stream = IndexStream(target.train_x.shape[0], tr.batch_size, seed=cfg.seed, stream=TARGET_STREAM)
+    images_per_step = 2 * tr.batch_size
+    config_dict = _config_dict(cfg)
+
+    def save(done: int) -> None:
+        wall = wall_before + time.perf_counter() - t_start
+        state = {
+            "step": done, "method": method.state_dict(),
+            "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
+            "scaler": scaler.state_dict(), "rng": ckpt.rng_state(), "config": config_dict,
+            "wall_s": wall, "train_s": train_s, "images": images, "versions": versions(),
+        }
+        ckpt.save_atomic(state, ckpt_path)
+        if tr.keep_every and done % tr.keep_every == 0:
+            ckpt.save_atomic(state, ckpt_path.with_name(f"step_{done:07d}.pt"))
+
+    def evaluate(done: int) -> dict[str, float]:
+        method.eval()
+        with autocast(device, precision):
+            res = {
+                "step": done,
+                "source_acc": accuracy(method.predict, source.test_x, source.test_y, prepare=prepare, batch_size=tr.eval_batch_size),
+                "target_acc": accuracy(method.predict, target.test_x, target.test_y, prepare=prepare, batch_size=tr.eval_batch_size),
+            }
+            if done in stage_ends and len(stages) > 1:
+                res["stage_end"] = stage_ends[done]
+            with torch.no_grad():
+                grids = method.images(prepare(source.test_x[:8]), prepare(target.test_x[:8]))
+        method.train()
+        for k in ("source_acc", "target_acc"):
+            writer.add_scalar(f"eval/{k}", res[k], done)
+        for name, imgs in grids.items():  # back from the normalised space to [0, 1]
+            imgs = (imgs.float() + prepare.shift) / (255.0 * prepare.scale)
+            writer.add_images(name, imgs.clamp(0, 1), done)
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps(res) + "\n")
+        return res
+
+    stop = _StopFlag()
+    stop.install()
+    progress = _Progress(tr.progress, tr.max_steps, start, images_per_step)
+    train_s, images = train_s_before, images_before
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+    n_sum, t_int, last = 0, time.perf_counter(), None
+    method.train()
+    try:
+        for step in range(start, tr.max_steps):
+            t0 = time.perf_counter()
+            stepper.set_lr({name: lr_factor(c, step, tr.max_steps) for name, c in opt_cfgs.items()})
+            idx_s, idx_t = src_stream.indices(step), tgt_stream.indices(step)
+            if cfg.data.on_device:
+                idx_s, idx_t = idx_s.to(device, non_blocking=True), idx_t.to(device, non_blocking=True)
+            src = Batch(prepare(source.train_x[idx_s].to(device, non_blocking=True)), source.train_y[idx_s].to(device))
+            tgt = Batch(prepare(target.train_x[idx_t].to(device, non_blocking=True)), None)  # target labels never enter training
+            with autocast(device, precision):
+                out = method.update(src, tgt, step, stepper)
+            stepper.end_iteration()
+            for k, v in out.items():
+                sums[k] = sums[k] + v if k in sums else v.clone()
+                counts[k] = counts.get(k, 0) + 1
+            n_sum += 1
+            done = step + 1
+            train_s += time.perf_counter() - t0
+            images += images_per_step
+
+            if done % tr.log_every == 0 or done == tr.max_steps:
+                scalars = {k: v.item() / counts[k] for k, v in sums.items()}  # the only device sync of the interval
+                now = time.perf_counter()
+                img_s = n_sum * images_per_step / max(now - t_int, 1e-9)
+                for k, v in scalars.items():
+                    writer.add_scalar(k, v, done)
+                for name, opt in optimizers.items():
+                    writer.add_scalar(f"lr/{name}", opt.param_groups[0]["lr"], done)
+                writer.add_scalar("perf/images_per_s", img_s, done)
+                if len(stages) > 1:
+                    writer.add_scalar("sched/stage", sum(done > end for end in stage_ends), done)
+                bad = [k for k, v in scalars.items() if not math.isfinite(v)]
+                if bad:
+                    log.warning("non-finite values at step %d: %s", done, ", ".join(bad))
+                progress.update(done, n_sum, scalars, img_s)
+                sums, counts, n_sum, t_int = {}, {}, 0, now
+            if done % tr.eval_every == 0 or done in stage_ends:
+                last = evaluate(done)
+                progress.write(f"step {done}: source_acc {last['source_acc']:.2f}  target_acc {last['target_acc']:.2f}")
+            requested = stop.signum is not None or (stop_after is not None and done >= stop_after)
+            if done % tr.checkpoint_every == 0 or done == tr.max_steps or requested:
+                save(done)
+            if requested and done < tr.max_steps:
+                raise TrainingInterrupted(done, ckpt_path, stop.signum)
+    finally:
+        stop.restore()
+        progress.close()
+        writer.flush()
+        writer.close()
+
+    if last is None:  # resumed a run that had already finished: reuse its final evaluation
+        lines = [json.loads(ln) for ln in metrics_path.read_text().splitlines() if ln.strip()] if metrics_path.is_file() else []
+        last = lines[-1] if lines and lines[-1]["step"] == tr.max_steps else evaluate(tr.max_steps)
+    wall = wall_before + time.perf_counter() - t_start
+    summary = {
+        "method": cfg.method.name, "data": cfg.data.name, "seed": cfg.seed, "steps": tr.max_steps,
+        "source_acc": last["source_acc"], "target_acc": last["target_acc"],
+        "checkpoint": "last (no model selection; target labels are used only for this report)",
+        "wall_s": round(wall, 2), "train_s": round(train_s, 2),
+        "images_per_s": round(images / max(train_s, 1e-9), 1),
+        "device": str(device), "precision": precision.value, "threads": torch.get_num_threads(),
+        "versions": versions(), "git_commit": git_commit(),
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

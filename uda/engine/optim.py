@@ -1,0 +1,85 @@
+"""Optimizers per parameter group, learning-rate schedules computed from the step, and ``Stepper``."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from uda.config import OptimizerConfig, OptimName, Schedule
+
+
+def build_optimizer(params: list[nn.Parameter], cfg: OptimizerConfig) -> torch.optim.Optimizer:
+    if cfg.name == OptimName.sgd:
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.name == OptimName.adam:
+        return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.name}")
+
+
+def lr_factor(cfg: OptimizerConfig, step: int, max_steps: int) -> float:
+    """Multiplier of the base lr at ``step`` (derived from the step, so nothing to checkpoint)."""
+    p = step / max_steps
+    if cfg.schedule == Schedule.constant:
+        return 1.0
+    if cfg.schedule == Schedule.dann:  # Ganin et al. 2016: mu_p = mu_0 / (1 + alpha p)^beta
+        return 1.0 / (1.0 + cfg.sched_alpha * p) ** cfg.sched_beta
+    if cfg.schedule == Schedule.step:
+        return cfg.sched_gamma ** (step // cfg.sched_step_size)
+    if cfg.schedule == Schedule.poly:
+        return (1.0 - p) ** cfg.sched_power
+    raise ValueError(f"unknown schedule {cfg.schedule}")
+
+
+class Stepper:
+    """What a method's ``update`` calls: ``opt.step(loss, "feat", "cls")``.
+
+    Zeroes the named groups' gradients, backpropagates ``loss`` (scaled under fp16, outside
+    autocast), and steps the named groups' optimizers. Other groups are untouched; their stale
+    gradients are zeroed before their own step. The loop calls ``scaler.update()`` once per
+    iteration, so each group may be stepped at most once per iteration.
+    """
+
+    def __init__(self, optimizers: dict[str, torch.optim.Optimizer], scaler: torch.amp.GradScaler, device_type: str):
+        self.optimizers = optimizers
+        self.scaler = scaler
+        self.device_type = device_type
+        self._stepped: set[str] = set()
+
+    def _check(self, groups: tuple[str, ...]) -> None:
+        unknown = [g for g in groups if g not in self.optimizers]
+        if unknown or not groups:
+            raise KeyError(f"unknown parameter groups {unknown or '()'}; this method has {sorted(self.optimizers)}")
+
+    def zero(self, *groups: str) -> None:
+        self._check(groups)
+        for g in groups:
+            self.optimizers[g].zero_grad(set_to_none=True)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        with torch.autocast(self.device_type, enabled=False):
+            self.scaler.scale(loss).backward()
+
+    def apply(self, *groups: str) -> None:
+        """Step the named groups with the gradients accumulated since their ``zero``."""
+        self._check(groups)
+        again = self._stepped.intersection(groups)
+        if again:
+            raise RuntimeError(f"groups {sorted(again)} stepped twice in one iteration")
+        for g in groups:
+            self.scaler.step(self.optimizers[g])
+        self._stepped.update(groups)
+
+    def step(self, loss: torch.Tensor, *groups: str) -> None:
+        self.zero(*groups)
+        self.backward(loss)
+        self.apply(*groups)
+
+    def end_iteration(self) -> None:
+        self.scaler.update()
+        self._stepped.clear()
+
+    def set_lr(self, factors: dict[str, float]) -> None:
+        """lr = base lr x schedule factor, per parameter group (computed from the step each iteration)."""
+        for name, opt in self.optimizers.items():
+            for group in opt.param_groups:
+                group.setdefault("initial_lr", group["lr"])
+                group["lr"] = group["initial_lr"] * factors[name]

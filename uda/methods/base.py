@@ -1,0 +1,64 @@
+"""The contract between the shared loop and a method (see DESIGN.md).
+
+A method owns its networks and its per-iteration update order; the loop owns everything else
+(device, AMP, optimizers and learning-rate schedules, gradient scaling, checkpoints, evaluation,
+logging). Methods share code through functions (``uda.losses``, ``uda.nets``), not through hooks here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from uda.config import OptimizerConfig, TrainConfig
+    from uda.data.pairs import PairInfo
+    from uda.engine.optim import Stepper
+
+
+class Batch(NamedTuple):
+    """Images (normalised, on the device) and labels; ``y`` is None for the target domain."""
+
+    x: torch.Tensor
+    y: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    steps: int
+
+
+class Method(nn.Module):
+    method_name: str = ""
+
+    @classmethod
+    def from_config(cls, cfg: "TrainConfig", info: "PairInfo") -> "Method":
+        """Build the networks from the config and hand them to the keyword-only constructor."""
+        raise NotImplementedError
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Named parameter groups ("feat", "cls", "disc", ...); the loop gives each an optimizer."""
+        raise NotImplementedError
+
+    def optimizer_overrides(self) -> dict[str, "OptimizerConfig"]:
+        """Parameter groups whose optimizer differs from the run's ``optimizer`` config (ADDA stage 2)."""
+        return {}
+
+    def images(self, x_s: torch.Tensor, x_t: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Image grids for TensorBoard at each evaluation: name -> (N, C, H, W) in the normalised space."""
+        return {}
+
+    def stages(self, max_steps: int) -> list[Stage]:
+        """Stages of one run (ADDA: pretrain then adapt). Default: one stage of all steps."""
+        return [Stage("train", max_steps)]
+
+    def update(self, src: Batch, tgt: Batch, step: int, opt: "Stepper") -> dict[str, torch.Tensor]:
+        """One iteration in the paper's order. Returns detached scalars keyed ``loss/...``, ``acc/...``."""
+        raise NotImplementedError
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits for evaluation."""
+        raise NotImplementedError

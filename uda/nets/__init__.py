@@ -1,0 +1,23 @@
+"""Backbones, heads and discriminators. ``build_backbone`` maps a backbone config to networks."""
+from __future__ import annotations
+
+from torch import nn
+
+from uda.config import BackboneConfig, ConfigError, DANNDigitsConfig, LeNetConfig
+from uda.nets.digits import DANNDigitsFeatures, LeNetFeatures, mlp
+
+__all__ = ["build_backbone", "mlp", "DANNDigitsFeatures"]
+
+
+def build_backbone(cfg: BackboneConfig, *, in_channels: int, image_size: int, num_classes: int) -> tuple[nn.Module, nn.Module, int]:
+    """Return (feature extractor, classifier head, feature dimension)."""
+    if isinstance(cfg, DANNDigitsConfig):
+        features = DANNDigitsFeatures(in_channels=in_channels, image_size=image_size, channels=cfg.conv_channels)
+        classifier = mlp(features.out_dim, cfg.cls_hidden, num_classes)
+        return features, classifier, features.out_dim
+    if isinstance(cfg, LeNetConfig):
+        features = LeNetFeatures(in_channels=in_channels, image_size=image_size, channels=cfg.conv_channels,
+                                 feat_dim=cfg.feat_dim, dropout=cfg.dropout)
+        classifier = nn.Sequential(nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.feat_dim, num_classes))
+        return features, classifier, cfg.feat_dim
+    raise ConfigError(f"unknown backbone {cfg.name!r}; valid backbones: dann_mnist, lenet")

@@ -1,0 +1,58 @@
+"""Digit networks from the papers (28x28 / 32x32 inputs)."""
+from __future__ import annotations
+
+from torch import nn
+
+
+class DANNDigitsFeatures(nn.Module):
+    """Ganin et al. 2016, MNIST net: conv5x5-c1, ReLU, maxpool2, conv5x5-c2, ReLU, maxpool2, flatten.
+
+    28x28 input -> c2 x 4 x 4 = 768 features with the paper's (32, 48).
+    """
+
+    def __init__(self, *, in_channels: int, image_size: int, channels: list[int]):
+        super().__init__()
+        c1, c2 = channels
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, c1, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(c1, c2, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Flatten(),
+        )
+        side = ((image_size - 4) // 2 - 4) // 2
+        if side < 1:
+            raise ValueError(f"image_size {image_size} is too small for the DANN digits net (needs >= 16)")
+        self.out_dim = c2 * side * side
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def mlp(in_dim: int, hidden: list[int], out_dim: int) -> nn.Sequential:
+    """Fully connected layers with ReLU between them: in -> hidden... -> out (no final activation)."""
+    layers: list[nn.Module] = []
+    for h in hidden:
+        layers += [nn.Linear(in_dim, h), nn.ReLU(inplace=True)]
+        in_dim = h
+    layers.append(nn.Linear(in_dim, out_dim))
+    return nn.Sequential(*layers)
+
+
+class LeNetFeatures(nn.Module):
+    """ADDA's LeNet encoder (Tzeng et al. 2017): conv5x5-c1, pool2, ReLU, conv5x5-c2, dropout,
+    pool2, ReLU, flatten, FC feat_dim (linear: the classifier applies ReLU + dropout first)."""
+
+    def __init__(self, *, in_channels: int, image_size: int, channels: list[int], feat_dim: int, dropout: float):
+        super().__init__()
+        c1, c2 = channels
+        side = ((image_size - 4) // 2 - 4) // 2
+        if side < 1:
+            raise ValueError(f"image_size {image_size} is too small for LeNet (needs >= 16)")
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, c1, 5), nn.MaxPool2d(2), nn.ReLU(inplace=True),
+            nn.Conv2d(c1, c2, 5), nn.Dropout2d(dropout), nn.MaxPool2d(2), nn.ReLU(inplace=True),
+            nn.Flatten(), nn.Linear(c2 * side * side, feat_dim),
+        )
+        self.out_dim = feat_dim
+
+    def forward(self, x):
+        return self.net(x)
