@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from uda.config import DANNConfig, SourceOnlyConfig
+from uda.config import DANNConfig, DomainReduction, SourceOnlyConfig
 from uda.engine.optim import Stepper
 from uda.losses import grl_lambda
 from uda.methods import Batch
@@ -42,8 +42,9 @@ def changed(before, method):
     return {g for g, ps in method.param_groups().items() if any(not torch.equal(a, p) for a, p in zip(before[g], ps))}
 
 
-def test_dann_update_equals_hand_computed_step():
-    m = tiny_dann(max_steps=10, adv_weight=0.7)
+@pytest.mark.parametrize("reduction, scale", [(DomainReduction.sum, 1.0), (DomainReduction.mean, 0.5)])
+def test_dann_update_equals_hand_computed_step(reduction, scale):
+    m = tiny_dann(max_steps=10, adv_weight=0.7, domain_reduction=reduction)
     ref = copy.deepcopy(m)
     src, tgt = batches()
     step, lr = 3, 0.1
@@ -54,7 +55,7 @@ def test_dann_update_equals_hand_computed_step():
     f_s, f_t = ref.features(src.x), ref.features(tgt.x)
     loss_y = F.cross_entropy(ref.classifier(f_s), src.y)
     d_s, d_t = ref.discriminator(f_s).view(-1), ref.discriminator(f_t).view(-1)
-    loss_d = -(torch.log(1 - torch.sigmoid(d_s)).mean() + torch.log(torch.sigmoid(d_t)).mean())
+    loss_d = -scale * (torch.log(1 - torch.sigmoid(d_s)).mean() + torch.log(torch.sigmoid(d_t)).mean())
     fp, cp, dp = (list(mod.parameters()) for mod in (ref.features, ref.classifier, ref.discriminator))
     gy = torch.autograd.grad(loss_y, fp + cp, retain_graph=True)
     gd = torch.autograd.grad(loss_d, fp + dp)

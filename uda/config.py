@@ -61,6 +61,11 @@ class DiscInput(str, Enum):
     logits = "logits"  # the classifier's logits (ADDA official code)
 
 
+class DomainReduction(str, Enum):
+    mean = "mean"  # mean over all 2n domain predictions (source and target together)
+    sum = "sum"  # mean over source + mean over target (twice the above for equal batches)
+
+
 class Schedule(str, Enum):
     constant = "constant"
     dann = "dann"  # lr_p = lr / (1 + alpha p)^beta  (Ganin et al. 2016)
@@ -85,6 +90,8 @@ class DANNConfig(MethodConfig):
     # lambda_p = adv_weight * (2 / (1 + exp(-grl_gamma * p)) - 1), p = step / max_steps
     adv_weight: float = 1.0
     grl_gamma: float = 10.0
+    # how the domain loss reduces over the batch of n source + n target predictions
+    domain_reduction: DomainReduction = DomainReduction.mean
     # hidden widths of the domain classifier on the backbone features (paper, MNIST: one FC100)
     disc_hidden: list[int] = field(default_factory=lambda: [100])
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from uda.config import DANNConfig
+from uda.config import DANNConfig, DomainReduction
 from uda.losses import binary_accuracy, domain_bce, grad_reverse, grl_lambda
 from uda.methods.base import Batch, Method
 from uda.nets import build_backbone, mlp
@@ -63,6 +63,8 @@ class DANN(Method):
         d_s = self.discriminator(grad_reverse(f_s, lam))
         d_t = self.discriminator(grad_reverse(f_t, lam))
         loss_dom = domain_bce(d_s, 0) + domain_bce(d_t, 1)
+        if self.cfg.domain_reduction == DomainReduction.mean:
+            loss_dom = 0.5 * loss_dom  # = the mean over all 2n predictions (equal batch sizes)
         # 1) single step of F, C, D: F gets dCE - lambda dL_d, C gets dCE, D gets dL_d
         opt.step(loss_cls + loss_dom, "feat", "cls", "disc")
         return {
