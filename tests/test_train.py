@@ -134,3 +134,14 @@ def test_killed_cli_run_resumes_to_the_uninterrupted_result(tmp_path, sig):
     a = ckpt.load(tmp_path / "ref" / "checkpoints" / "last.pt")
     b = ckpt.load(run / "checkpoints" / "last.pt")
     assert b["step"] == 40 and state_equal(a["method"], b["method"])
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_runs_on_cpu(tmp_path, precision):
+    """The AMP paths (bf16 autocast; fp16 autocast with gradient scaling) train and stay finite."""
+    summary = train(make_cfg(*SMALL, f"trainer.precision={precision}", "trainer.channels_last=true"), tmp_path)
+    assert summary["precision"] == precision
+    state = ckpt.load(tmp_path / "checkpoints" / "last.pt")
+    assert all(torch.isfinite(v).all() for v in state["method"].values())
+    if precision == "fp16":
+        assert state["scaler"]["scale"] > 0  # the scaler's state is part of the checkpoint

@@ -40,13 +40,3 @@ def verify(path: Path, expected: str) -> None:
             f"checksum mismatch for {path} (size {path.stat().st_size} bytes): sha256 {got}, "
             f"expected {expected}. The file is corrupt or truncated: delete it and run again."
         )
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

@@ -15,13 +15,13 @@ seed, and cached in ``<root>/mnistm_offline/``. Differences from the original, b
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from uda.data.common import DataError
+from uda.engine.checkpoint import save_atomic
 
 log = logging.getLogger(__name__)
 
@@ -96,15 +96,8 @@ def _load_release(folder: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
             xs.append(decode_image(str(img), mode=ImageReadMode.RGB))
             ys.append(int(label))
         out[split] = (torch.stack(xs), torch.tensor(ys, dtype=torch.long))
-    _save(out, cache)
+    save_atomic(out, cache)
     return out
-
-
-def _save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def load_mnistm(root: Path, mnist: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -127,5 +120,5 @@ def load_mnistm(root: Path, mnist: dict[str, tuple[torch.Tensor, torch.Tensor]])
     for i, split in enumerate(("train", "test")):
         x, y = mnist[split]
         data[split] = (torch.from_numpy(blend(x[:, 0].numpy(), photos, BUILD_SEED + i)), y.clone())
-    _save(data, cache)
+    save_atomic(data, cache)
     return {"train": data["train"], "test": data["test"]}

@@ -111,7 +111,8 @@ class _StopFlag:
 class _Progress:
     """A tqdm bar on a terminal; plain log lines under CI or when output is a file."""
 
-    def __init__(self, mode: Progress, total: int, initial: int, images_per_step: int):
+    def __init__(self, mode: Progress, total: int, initial: int, images_per_step: int, every: int):
+        self.every = every  # plain log lines: one per `every` steps
         if mode == Progress.auto:
             mode = Progress.bar if sys.stderr.isatty() and not os.environ.get("CI") else Progress.log
         self.mode, self.total, self.images_per_step = mode, total, images_per_step
@@ -126,7 +127,7 @@ class _Progress:
             self.bar.update(n)
             post = {k.split("/")[-1]: f"{v:.3g}" for k, v in scalars.items() if k.startswith(("loss/", "acc/domain"))}
             self.bar.set_postfix(post | {"img/s": f"{img_s:.0f}"}, refresh=False)
-        elif self.mode == Progress.log:
+        elif self.mode == Progress.log and (step % self.every == 0 or step == self.total):
             parts = " ".join(f"{k}={v:.4g}" for k, v in scalars.items() if k.startswith(("loss/", "acc/")))
             log.info("step %d/%d  %s  %.0f img/s", step, self.total, parts, img_s)
 
@@ -213,6 +214,8 @@ def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> 
         wall_before, train_s_before, images_before = state["wall_s"], state["train_s"], state["images"]
         _trim_metrics(metrics_path, start)
         log.info("resumed from %s at step %d", ckpt_path, start)
+    else:
+        metrics_path.unlink(missing_ok=True)  # left by a run that died before its first checkpoint
 
     from torch.utils.tensorboard import SummaryWriter
 
@@ -259,7 +262,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> 
 
     stop = _StopFlag()
     stop.install()
-    progress = _Progress(tr.progress, tr.max_steps, start, images_per_step)
+    progress = _Progress(tr.progress, tr.max_steps, start, images_per_step, every=10 * tr.log_every)
     train_s, images = train_s_before, images_before
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
