@@ -169,3 +169,13 @@ def test_unknown_similarity_is_rejected_with_choices(tmp_path):
 
     res = run_cli("train", "method=dsn", "method.similarity=cosine", f"hydra.run.dir={tmp_path}", cwd=tmp_path, timeout=60)
     assert res.returncode != 0 and "cosine" in res.stderr and "dann, mmd" in res.stderr
+
+
+def test_dsn_reversal_weight_ramps_over_the_adaptation_phase():
+    import math
+
+    m = build("dsn", "method.adapt_start=2000", "trainer.max_steps=10000")
+    assert m.grl_lambda(2000) == 0.0
+    assert m.grl_lambda(10000) == pytest.approx(math.tanh(5))
+    assert m.grl_lambda(6000) == pytest.approx(2 / (1 + math.exp(-5)) - 1)
+    assert build("dsn", "method.grl_gamma=0").grl_lambda(5000) == 1.0

@@ -145,3 +145,21 @@ def test_mixed_precision_runs_on_cpu(tmp_path, precision):
     assert all(torch.isfinite(v).all() for v in state["method"].values())
     if precision == "fp16":
         assert state["scaler"]["scale"] > 0  # the scaler's state is part of the checkpoint
+
+
+@pytest.mark.parametrize("method", ["dann", "adda", "dsn"])
+def test_target_labels_never_reach_update(tmp_path, monkeypatch, method):
+    from uda.registry import get_method
+
+    cls = get_method(method)
+    seen = []
+    original = cls.update
+
+    def spy(self, src, tgt, step, opt):
+        seen.append((src.y is not None, tgt.y))
+        return original(self, src, tgt, step, opt)
+
+    monkeypatch.setattr(cls, "update", spy)
+    extra = {"adda": ["method.pretrain_steps=2"], "dsn": ["method.adapt_start=2"], "dann": []}[method]
+    train(make_cfg(*SMALL, f"method={method}", *extra), tmp_path)
+    assert len(seen) == 6 and all(has_src_labels and tgt_y is None for has_src_labels, tgt_y in seen)

@@ -116,6 +116,9 @@ class DSNConfig(MethodConfig):
     mmd_sigmas: list[float] = field(default_factory=lambda: [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 5.0, 10.0,
                                                              15.0, 20.0, 25.0, 30.0, 35.0, 100.0, 1e3, 1e4, 1e5, 1e6])
     disc_hidden: list[int] = field(default_factory=lambda: [100])
+    # DSN-DANN's gradient reversal weight: Ganin et al.'s ramp lambda = 2 / (1 + exp(-grl_gamma q)) - 1
+    # over the adaptation phase (q = 0 at adapt_start, 1 at the end); grl_gamma = 0 keeps lambda = 1
+    grl_gamma: float = 10.0
 
 
 # --------------------------------------------------------------------------------------- data
@@ -286,6 +289,8 @@ def validate(cfg: TrainConfig) -> None:
         if not 0 <= m.adapt_start < t.max_steps:
             raise ConfigError(f"method.adapt_start must be in [0, trainer.max_steps={t.max_steps}), got {m.adapt_start}")
         _positive(m.code_size, "method.code_size")
+        if m.grl_gamma < 0:
+            raise ConfigError(f"method.grl_gamma must be >= 0, got {m.grl_gamma}")
         if not m.mmd_sigmas or any(s <= 0 for s in m.mmd_sigmas):
             raise ConfigError(f"method.mmd_sigmas must be non-empty and > 0, got {m.mmd_sigmas}")
     if isinstance(m, ADDAConfig):

@@ -7,6 +7,8 @@ encoders E_p^s, E_p^t, one shared decoder D(h_c + h_p), classifier G on h_c. One
 
 L_recon: scale-invariant MSE on both domains; L_difference: ||H_c^T H_p||_F^2 on both domains;
 L_similarity: DANN (gradient reversal + domain classifier on h_c) or MMD between h_c^s and h_c^t.
+Reading chosen where the paper is silent: the reversal weight follows DANN's ramp (Ganin et al.)
+over the adaptation phase (``grl_gamma``; 0 = constant 1).
 For the first ``adapt_start`` steps only L_task is minimised (the paper's schedule).
 """
 from __future__ import annotations
@@ -16,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from uda.config import DSNConfig, Recon, Similarity
-from uda.losses import binary_accuracy, difference_loss, domain_bce, grad_reverse, mmd_rbf, simse
+from uda.losses import binary_accuracy, difference_loss, domain_bce, grad_reverse, grl_lambda, mmd_rbf, simse
 from uda.methods.base import Batch, Method
 from uda.nets import build_backbone, mlp
 from uda.nets.dsn import Decoder, PrivateEncoder
@@ -26,9 +28,9 @@ from uda.registry import register
 @register("dsn")
 class DSN(Method):
     def __init__(self, *, cfg: DSNConfig, shared: nn.Module, classifier: nn.Module, private_s: nn.Module,
-                 private_t: nn.Module, decoder: nn.Module, discriminator: nn.Module | None):
+                 private_t: nn.Module, decoder: nn.Module, discriminator: nn.Module | None, max_steps: int):
         super().__init__()
-        self.cfg = cfg
+        self.cfg, self.max_steps = cfg, max_steps
         self.shared, self.classifier = shared, classifier
         self.private_s, self.private_t, self.decoder = private_s, private_t, decoder
         self.discriminator = discriminator
@@ -49,7 +51,7 @@ class DSN(Method):
         decoder = Decoder(code_size=m.code_size, out_channels=info.channels, image_size=info.image_size)
         disc = mlp(m.code_size, m.disc_hidden, 1) if m.similarity == Similarity.dann else None
         return cls(cfg=m, shared=shared, classifier=classifier, private_s=private[0], private_t=private[1],
-                   decoder=decoder, discriminator=disc)
+                   decoder=decoder, discriminator=disc, max_steps=cfg.trainer.max_steps)
 
     def param_groups(self):
         groups = {
@@ -60,6 +62,13 @@ class DSN(Method):
         if self.discriminator is not None:
             groups["disc"] = list(self.discriminator.parameters())
         return groups
+
+    def grl_lambda(self, step: int) -> float:
+        """Ganin et al.'s ramp over the adaptation phase; constant 1 when grl_gamma = 0."""
+        if self.cfg.grl_gamma == 0:
+            return 1.0
+        q = (step - self.cfg.adapt_start) / max(1, self.max_steps - self.cfg.adapt_start)
+        return grl_lambda(q, self.cfg.grl_gamma)
 
     def _recon(self, x, x_hat):
         return simse(x, x_hat) if self.cfg.recon == Recon.simse else F.mse_loss(x_hat.float(), x.float())
@@ -83,7 +92,9 @@ class DSN(Method):
         loss_diff = (difference_loss(h_cs, h_ps, c.difference_normalise)
                      + difference_loss(h_ct, h_pt, c.difference_normalise))
         if c.similarity == Similarity.dann:
-            d = self.discriminator(grad_reverse(h_c, 1.0))
+            lam = self.grl_lambda(step)
+            out["sched/grl_lambda"] = torch.tensor(lam)
+            d = self.discriminator(grad_reverse(h_c, lam))
             d_s, d_t = d[:n_s], d[n_s:]
             loss_sim = domain_bce(d_s, 0) + domain_bce(d_t, 1)
             out["acc/domain"] = 0.5 * (binary_accuracy(d_s.detach(), 0) + binary_accuracy(d_t.detach(), 1))
