@@ -121,3 +121,27 @@ def test_normalize_maps_uint8_to_minus_one_one():
     norm = Normalize([0.5, 0.5, 0.5], [0.5, 0.5, 0.5], torch.device("cpu"))
     x = torch.tensor([0, 255], dtype=torch.uint8).view(1, 1, 1, 2).expand(1, 3, 1, 2)
     assert torch.allclose(norm(x), torch.tensor([-1.0, 1.0]).view(1, 1, 1, 2).expand(1, 3, 1, 2))
+
+
+def test_standard_mnistm_release_layout_is_read(tmp_path):
+    """A user's copy of the original release (PNG folders + label files) is used instead of a build."""
+    from PIL import Image
+
+    from uda.data.mnistm import load_mnistm
+
+    rel = tmp_path / "mnist_m"
+    g = torch.Generator().manual_seed(0)
+    want = {}
+    for split, n in (("train", 3), ("test", 2)):
+        (rel / f"mnist_m_{split}").mkdir(parents=True)
+        imgs = torch.randint(0, 256, (n, 3, 28, 28), dtype=torch.uint8, generator=g)
+        lines = []
+        for i in range(n):
+            Image.fromarray(imgs[i].permute(1, 2, 0).numpy()).save(rel / f"mnist_m_{split}" / f"{i:08d}.png")
+            lines.append(f"{i:08d}.png {(i * 3) % 10}")
+        (rel / f"mnist_m_{split}_labels.txt").write_text("\n".join(lines) + "\n")
+        want[split] = imgs
+    data = load_mnistm(tmp_path, mnist={})  # MNIST is not needed when the release is present
+    assert torch.equal(data["train"][0], want["train"]) and data["train"][1].tolist() == [0, 3, 6]
+    assert torch.equal(data["test"][0], want["test"]) and data["test"][1].tolist() == [0, 3]
+    assert (rel / "mnist_m_uint8.pt").is_file()  # decoded once, then cached

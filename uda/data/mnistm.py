@@ -75,7 +75,7 @@ def blend(digits: np.ndarray, photos: list[np.ndarray], seed: int) -> np.ndarray
 
 
 def _load_release(folder: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    from torchvision.io import ImageReadMode, decode_image
+    from PIL import Image
 
     cache = folder / "mnist_m_uint8.pt"
     if cache.is_file():
@@ -93,7 +93,8 @@ def _load_release(folder: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
             img = folder / f"mnist_m_{split}" / fname
             if not img.is_file():
                 raise DataError(f"MNIST-M image {img} listed in {labels_file.name} is missing")
-            xs.append(decode_image(str(img), mode=ImageReadMode.RGB))
+            with Image.open(img) as im:
+                xs.append(torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1))
             ys.append(int(label))
         out[split] = (torch.stack(xs), torch.tensor(ys, dtype=torch.long))
     save_atomic(out, cache)

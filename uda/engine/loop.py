@@ -111,11 +111,11 @@ class _StopFlag:
 class _Progress:
     """A tqdm bar on a terminal; plain log lines under CI or when output is a file."""
 
-    def __init__(self, mode: Progress, total: int, initial: int, images_per_step: int, every: int):
+    def __init__(self, mode: Progress, total: int, initial: int, every: int):
         self.every = every  # plain log lines: one per `every` steps
         if mode == Progress.auto:
             mode = Progress.bar if sys.stderr.isatty() and not os.environ.get("CI") else Progress.log
-        self.mode, self.total, self.images_per_step = mode, total, images_per_step
+        self.mode, self.total = mode, total
         self.bar = None
         if mode == Progress.bar:
             from tqdm import tqdm
@@ -262,7 +262,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> 
 
     stop = _StopFlag()
     stop.install()
-    progress = _Progress(tr.progress, tr.max_steps, start, images_per_step, every=10 * tr.log_every)
+    progress = _Progress(tr.progress, tr.max_steps, start, every=10 * tr.log_every)
     train_s, images = train_s_before, images_before
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
