@@ -48,7 +48,7 @@ def offline_photos() -> list[tuple[str, np.ndarray]]:
     photos += [(Path(f).stem, im) for f, im in zip(sk.filenames, sk.images)]
     out = []
     for name, im in photos:
-        t = torch.from_numpy(np.ascontiguousarray(im[..., :3])).permute(2, 0, 1)
+        t = torch.from_numpy(np.array(im[..., :3])).permute(2, 0, 1)  # a writable copy
         t = TF.resize(t, [PHOTO_SHORT_SIDE], antialias=True)  # short side -> 321, like BSDS500
         out.append((name, t.permute(1, 2, 0).contiguous().numpy()))
     return out
