@@ -11,7 +11,7 @@ from uda.engine import checkpoint as ckpt
 from uda.engine.loop import TrainingInterrupted, train
 from uda.engine.optim import Stepper
 from uda.methods import Batch
-from uda.methods.adda import ADDA, SOURCE
+from uda.methods.adda import SOURCE
 from uda.registry import get_method
 
 from conftest import SMALL, make_cfg, state_equal
