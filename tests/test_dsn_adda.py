@@ -75,6 +75,29 @@ def test_dsn_total_loss_is_the_weighted_sum_and_uses_private_encoders():
     assert all(g.shape == (8, 3, 28, 28) for g in grids.values()) and len(grids) == 2
 
 
+@pytest.mark.parametrize("layer, width", [("code", 100), ("conv", 768)])
+def test_dsn_similarity_acts_on_the_chosen_layer(layer, width):
+    from uda.losses import domain_bce, mmd_rbf
+
+    m = build("dsn", "method.adapt_start=0", f"method.similarity_layer={layer}")
+    assert m.discriminator[0].in_features == width
+    src, tgt = batches()
+    with torch.no_grad():
+        conv = m.shared[0](torch.cat([src.x, tgt.x]))
+        feats = conv if layer == "conv" else m.shared[2](m.shared[1](conv))
+        d = m.discriminator(feats)
+        want = domain_bce(d[:6], 0) + domain_bce(d[6:], 1)
+    out = m.update(src, tgt, 0, SpyStepper(m, lr=0.0))
+    assert out["loss/similarity"].item() == pytest.approx(want.item(), rel=1e-5)
+    mm = build("dsn", "method.adapt_start=0", "method.similarity=mmd", f"method.similarity_layer={layer}")
+    with torch.no_grad():
+        conv = mm.shared[0](torch.cat([src.x, tgt.x]))
+        feats = conv if layer == "conv" else mm.shared[2](mm.shared[1](conv))
+        want = mmd_rbf(feats[:6], feats[6:], mm.cfg.mmd_sigmas)
+    out = mm.update(src, tgt, 0, SpyStepper(mm, lr=0.0))
+    assert out["loss/similarity"].item() == pytest.approx(want.item(), rel=1e-5)
+
+
 # ---------------------------------------------------------------------------------------- ADDA
 def test_adda_stage1_changes_only_source_encoder_and_classifier():
     m = build("adda", "method.pretrain_steps=3")

@@ -111,28 +111,38 @@ def _wait_for_checkpoint(path, proc, min_step, timeout=240):
     raise AssertionError("no checkpoint appeared")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
-def test_killed_cli_run_resumes_to_the_uninterrupted_result(tmp_path, sig):
-    """kill -9 (loses the current step) and Ctrl-C (checkpoints, exits 130): resume matches."""
-    args = [*SMALL, "trainer.max_steps=40", "trainer.checkpoint_every=1", "trainer.eval_every=20", "trainer.threads=1"]
-    ref = run_cli("train", *args, f"hydra.run.dir={tmp_path / 'ref'}", cwd=tmp_path)
+KILL_ARGS = [*SMALL, "trainer.max_steps=40", "trainer.checkpoint_every=1", "trainer.eval_every=20", "trainer.threads=1"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, mnist_root):
+    d = tmp_path_factory.mktemp("uninterrupted")
+    ref = run_cli("train", *KILL_ARGS, f"hydra.run.dir={d / 'ref'}", cwd=d)
     assert ref.returncode == 0, ref.stderr[-2000:]
+    return ckpt.load(d / "ref" / "checkpoints" / "last.pt")
+
+
+@pytest.mark.parametrize("sig, status", [(signal.SIGKILL, -9), (signal.SIGINT, 130), (signal.SIGTERM, 143),
+                                         (signal.SIGUSR1, 138)])
+def test_killed_cli_run_resumes_to_the_uninterrupted_result(tmp_path, uninterrupted, sig, status):
+    """kill -9 loses the current step; Ctrl-C, SIGTERM and SIGUSR1 (SLURM preemption) checkpoint and
+    exit with their own status. Either way the resumed run ends bit-identical to an uninterrupted one."""
     run = tmp_path / "cut"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "uda.cli", "train", *args, f"hydra.run.dir={run}"],
+    proc = subprocess.Popen([sys.executable, "-m", "uda.cli", "train", *KILL_ARGS, f"hydra.run.dir={run}"],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for_checkpoint(run / "checkpoints" / "last.pt", proc, min_step=3)
     proc.send_signal(sig)
     proc.wait(timeout=120)
-    if sig == signal.SIGINT:
-        assert proc.returncode == 130 and "resume=true" in proc.stderr.read()
-    stopped = ckpt.load(run / "checkpoints" / "last.pt")["step"]
+    assert proc.returncode == status
+    if sig != signal.SIGKILL:
+        assert "resume=true" in proc.stderr.read()
+    stopped = ckpt.load_latest(run / "checkpoints")[0]["step"]
     assert 3 <= stopped < 40
-    res = run_cli("train", *args, "resume=true", f"hydra.run.dir={run}", cwd=tmp_path)
+    res = run_cli("train", *KILL_ARGS, "resume=true", f"hydra.run.dir={run}", cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
-    a = ckpt.load(tmp_path / "ref" / "checkpoints" / "last.pt")
     b = ckpt.load(run / "checkpoints" / "last.pt")
-    assert b["step"] == 40 and state_equal(a["method"], b["method"])
+    assert b["step"] == 40 and state_equal(uninterrupted["method"], b["method"])
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])

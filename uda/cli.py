@@ -19,11 +19,17 @@ commands:
               uda train -m method=source_only,dann seed=0,1,2   (a Hydra sweep)
               uda train resume=true hydra.run.dir=outputs/<date>/<time>
             `uda train --help` lists the config groups and every setting.
+  eval      re-evaluate a saved run on its pair's test splits (or another pair with the same classes):
+              uda eval RUN_DIR [checkpoint=last|best|prev|PATH.pt] [data=PAIR]
+  report    table over every run under the directories (sweeps included): target accuracy mean ± std
+            over seeds for the last checkpoint, each label-free selection criterion and the oracle;
+            writes report.md, report.csv and a PNG per pair:
+              uda report DIR [DIR...] [--out DIR]
 
 config groups: method, data, backbone, optimizer, trainer (configs/ in the repository)
 """
 
-COMMANDS = ("train",)
+COMMANDS = ("train", "eval", "report")
 
 
 def _train(overrides: list[str]) -> int:
@@ -46,7 +52,6 @@ def _train(overrides: list[str]) -> int:
 def run_train(cfg) -> float:
     """Hydra task: DictConfig -> typed TrainConfig -> the loop. User errors exit with one line."""
     import logging
-    import signal
 
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
@@ -61,16 +66,70 @@ def run_train(cfg) -> float:
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         summary = train(conf, run_dir)
     except UserError as e:
-        if hasattr(e, "signum"):  # TrainingInterrupted: the checkpoint is safe
-            print(f"uda: {e}", file=sys.stderr)
-            sys.exit(128 + (e.signum or signal.SIGINT))
-        print(f"uda: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        # exit status: 2 bad input, 3 non-finite losses, 128+signal after a requested stop (checkpoint safe)
+        code = getattr(e, "exit_code", 2)
+        print(f"uda: {e}" if code >= 128 else f"uda: error: {e}", file=sys.stderr)
+        sys.exit(code)
     logging.getLogger("uda").info("summary written to %s", run_dir / "summary.json")
     print(f"{summary['method']} {summary['data']} seed={summary['seed']} steps={summary['steps']}: "
           f"target_acc={summary['target_acc']:.2f}% source_acc={summary['source_acc']:.2f}% "
           f"({summary['wall_s']:.0f} s, {summary['images_per_s']:.0f} img/s) -> {run_dir}", flush=True)
     return summary["target_acc"]
+
+
+def _eval(args: list[str]) -> int:
+    if not args or args[0].startswith("-"):
+        print("usage: uda eval RUN_DIR [checkpoint=last|best|prev|PATH.pt] [data=PAIR] [other overrides]",
+              file=sys.stderr)
+        return 2
+    import json
+
+    from uda.config import UserError
+
+    opts = {"checkpoint": "last", "data": None}
+    overrides = []
+    for a in args[1:]:
+        key, _, value = a.partition("=")
+        if key in opts and value:
+            opts[key] = value
+        else:
+            overrides.append(a)
+    try:
+        from uda.eval_run import run_eval
+
+        result = run_eval(Path(args[0]), opts["checkpoint"], opts["data"], overrides)
+    except UserError as e:
+        print(f"uda: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # Hydra/OmegaConf errors in the given overrides
+        from hydra.errors import HydraException
+        from omegaconf.errors import OmegaConfBaseException
+
+        if isinstance(e, (HydraException, OmegaConfBaseException)):
+            print(f"uda: error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
+            return 2
+        raise
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _report(args: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="uda report", description="tables and figures over runs and sweeps")
+    parser.add_argument("dirs", nargs="+", type=Path, help="run or sweep directories (searched recursively)")
+    parser.add_argument("--out", type=Path, default=None, help="where report.md/.csv/.png go (default: first DIR)")
+    parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    ns = parser.parse_args(args)
+    from uda.report import report
+
+    try:
+        res = report(ns.dirs, ns.out, figures=not ns.no_figures)
+    except FileNotFoundError as e:
+        print(f"uda: error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {res['markdown']}, {res['csv']}" + "".join(f", {p}" for p in res["figures"]))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     if command == "train":
         return _train(rest)
+    if command == "eval":
+        return _eval(rest)
+    if command == "report":
+        return _report(rest)
     print(f"uda: unknown command {command!r}; valid commands: {', '.join(COMMANDS)}\n", file=sys.stderr)
     print(USAGE, file=sys.stderr)
     return 2

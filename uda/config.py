@@ -6,6 +6,7 @@ torch nor torchvision: `uda --help` and config validation stay fast.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -19,6 +20,18 @@ class UserError(Exception):
 
 class ConfigError(UserError):
     pass
+
+
+class NonFinite(str, Enum):
+    skip = "skip"  # drop the update (fp16: the scaler backs off), log it; stop after `nonfinite_patience` in a row
+    stop = "stop"  # stop at the first non-finite loss
+
+
+class Select(str, Enum):
+    source_val = "source_val"
+    entropy = "entropy"
+    dev = "dev"
+    snd = "snd"
 
 
 class Precision(str, Enum):
@@ -44,6 +57,12 @@ class Progress(str, Enum):
 class OptimName(str, Enum):
     sgd = "sgd"
     adam = "adam"
+
+
+class SimilarityLayer(str, Enum):
+    # the official DSN code's ``layers_to_regularize``: fc3 (the shared code h_c) or pool2 (its conv features)
+    code = "code"
+    conv = "conv"
 
 
 class Similarity(str, Enum):
@@ -105,6 +124,9 @@ class DSNConfig(MethodConfig):
     beta: float = 0.075
     gamma: float = 0.25
     similarity: Similarity = Similarity.dann
+    # where the similarity loss acts: code = h_c (fc3, the paper) | conv = the shared encoder's conv
+    # features below it (pool2; the official code's layers_to_regularize flag)
+    similarity_layer: SimilarityLayer = SimilarityLayer.code
     recon: Recon = Recon.simse
     # task loss only for the first adapt_start steps, then all losses
     adapt_start: int = 10000
@@ -138,6 +160,9 @@ class DataConfig:
     # use only the first N training / test images of each domain (0 = all); for smoke runs
     train_subset: int = 0
     test_subset: int = 0
+    # the last N images of each domain's train split (at most a fifth) are held out for label-free
+    # model selection: source validation accuracy, and target scores that never read target labels
+    val_size: int = 1000
     # put the in-memory datasets on the training device (no host->device copy per step)
     on_device: bool = True
 
@@ -214,6 +239,12 @@ class TrainerConfig:
     progress: Progress = Progress.auto
     # also keep checkpoints/step_XXXXXXX.pt every N steps (0 = only last.pt)
     keep_every: int = 0
+    # a non-finite loss: skip the update (and stop after `nonfinite_patience` consecutive ones) | stop
+    nonfinite: NonFinite = NonFinite.skip
+    nonfinite_patience: int = 20
+    # which evaluation checkpoints/best.pt keeps, chosen without target labels:
+    # source_val (accuracy on held-out source) | entropy | dev | snd (see uda/selection.py)
+    select: Select = Select.source_val
 
 
 @dataclass
@@ -224,7 +255,9 @@ class TrainConfig:
     optimizer: OptimizerConfig = MISSING
     trainer: TrainerConfig = MISSING
     seed: int = 0
-    resume: bool = False
+    # false: a new run (refuses a directory holding a checkpoint) | true: continue the checkpoint in
+    # hydra.run.dir (error if there is none) | auto: continue if there is one, else start fresh
+    resume: Any = False
     device: Device = Device.auto
     # deterministic kernels where torch has them (bit-identical resume on CPU holds either way)
     deterministic: bool = False
@@ -248,15 +281,30 @@ def register_configs() -> None:
 
 
 def _positive(value: Any, what: str) -> None:
-    if value <= 0:
+    if not (0 < value < math.inf):  # also refuses nan and inf
         raise ConfigError(f"{what} must be > 0, got {value}")
+
+
+def _nonneg(value: Any, what: str) -> None:
+    if not (0 <= value < math.inf):
+        raise ConfigError(f"{what} must be >= 0, got {value}")
+
+
+def _widths(values: list[int], what: str, n: int | None = None) -> None:
+    if n is not None and len(values) != n:
+        raise ConfigError(f"{what} needs exactly {n} values, got {list(values)}")
+    if any(v <= 0 for v in values):
+        raise ConfigError(f"{what} widths must be > 0, got {list(values)}")
 
 
 def validate(cfg: TrainConfig) -> None:
     """Checks a schema cannot express (ranges, cross-field consistency). Raises ConfigError."""
+    if cfg.resume not in (True, False, "auto"):
+        raise ConfigError(f"resume must be true, false or auto, got {cfg.resume!r}")
     t = cfg.trainer
     for key in ("max_steps", "batch_size", "eval_every", "checkpoint_every", "log_every", "eval_batch_size"):
         _positive(getattr(t, key), f"trainer.{key}")
+    _positive(t.nonfinite_patience, "trainer.nonfinite_patience")
     for key in ("keep_every", "threads"):
         if getattr(t, key) < 0:
             raise ConfigError(f"trainer.{key} must be >= 0, got {getattr(t, key)}")
@@ -268,29 +316,39 @@ def validate(cfg: TrainConfig) -> None:
     for key in ("mean", "std"):
         if len(getattr(d, key)) != d.channels:
             raise ConfigError(f"data.{key} needs one value per channel ({d.channels}), got {getattr(d, key)}")
-    if any(s <= 0 for s in d.std):
+    if not all(0 < s < math.inf for s in d.std):
         raise ConfigError(f"data.std must be > 0, got {d.std}")
+    if d.val_size < 0:
+        raise ConfigError(f"data.val_size must be >= 0, got {d.val_size}")
     if d.train_subset < 0 or d.test_subset < 0:
         raise ConfigError("data.train_subset and data.test_subset must be >= 0 (0 = all)")
     o = cfg.optimizer
     _positive(o.lr, "optimizer.lr")
     if not 0 <= o.momentum < 1:
         raise ConfigError(f"optimizer.momentum must be in [0, 1), got {o.momentum}")
-    if o.weight_decay < 0:
-        raise ConfigError(f"optimizer.weight_decay must be >= 0, got {o.weight_decay}")
+    _nonneg(o.weight_decay, "optimizer.weight_decay")
     if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
         raise ConfigError(f"optimizer.betas must be two numbers in [0, 1), got {o.betas}")
     _positive(o.sched_step_size, "optimizer.sched_step_size")
+    b = cfg.backbone
+    if isinstance(b, (DANNDigitsConfig, LeNetConfig)):
+        _widths(b.conv_channels, "backbone.conv_channels", 2)
+    if isinstance(b, DANNDigitsConfig):
+        _widths(b.cls_hidden, "backbone.cls_hidden")
+    if isinstance(b, LeNetConfig):
+        _positive(b.feat_dim, "backbone.feat_dim")
+        if not 0 <= b.dropout < 1:
+            raise ConfigError(f"backbone.dropout must be in [0, 1), got {b.dropout}")
     m = cfg.method
     if isinstance(m, DSNConfig):
         for key in ("alpha", "beta", "gamma"):
-            if getattr(m, key) < 0:
-                raise ConfigError(f"method.{key} must be >= 0, got {getattr(m, key)}")
+            _nonneg(getattr(m, key), f"method.{key}")
         if not 0 <= m.adapt_start < t.max_steps:
             raise ConfigError(f"method.adapt_start must be in [0, trainer.max_steps={t.max_steps}), got {m.adapt_start}")
         _positive(m.code_size, "method.code_size")
-        if m.grl_gamma < 0:
-            raise ConfigError(f"method.grl_gamma must be >= 0, got {m.grl_gamma}")
+        _nonneg(m.grl_gamma, "method.grl_gamma")
+        _widths(m.private_channels, "method.private_channels", 2)
+        _widths(m.disc_hidden, "method.disc_hidden")
         if not m.mmd_sigmas or any(s <= 0 for s in m.mmd_sigmas):
             raise ConfigError(f"method.mmd_sigmas must be non-empty and > 0, got {m.mmd_sigmas}")
     if isinstance(m, ADDAConfig):
@@ -299,10 +357,8 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"method.pretrain_steps ({m.pretrain_steps}) must be < trainer.max_steps ({t.max_steps}): "
                               "stage 2 needs at least one step")
         _positive(m.adapt_optimizer.lr, "method.adapt_optimizer.lr")
+        _widths(m.disc_hidden, "method.disc_hidden")
     if isinstance(m, DANNConfig):
-        if m.adv_weight < 0:
-            raise ConfigError(f"method.adv_weight must be >= 0, got {m.adv_weight}")
-        if m.grl_gamma < 0:
-            raise ConfigError(f"method.grl_gamma must be >= 0, got {m.grl_gamma}")
-        if any(h <= 0 for h in m.disc_hidden):
-            raise ConfigError(f"method.disc_hidden widths must be > 0, got {m.disc_hidden}")
+        _nonneg(m.adv_weight, "method.adv_weight")
+        _nonneg(m.grl_gamma, "method.grl_gamma")
+        _widths(m.disc_hidden, "method.disc_hidden")

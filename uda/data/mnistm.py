@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from uda.data.common import DataError
-from uda.engine.checkpoint import save_atomic
+from uda.engine.checkpoint import save_file
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def _load_release(folder: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
                 xs.append(torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1))
             ys.append(int(label))
         out[split] = (torch.stack(xs), torch.tensor(ys, dtype=torch.long))
-    save_atomic(out, cache)
+    save_file(out, cache)
     return out
 
 
@@ -121,5 +121,5 @@ def load_mnistm(root: Path, mnist: dict[str, tuple[torch.Tensor, torch.Tensor]])
     for i, split in enumerate(("train", "test")):
         x, y = mnist[split]
         data[split] = (torch.from_numpy(blend(x[:, 0].numpy(), photos, BUILD_SEED + i)), y.clone())
-    save_atomic(data, cache)
+    save_file(data, cache)
     return {"train": data["train"], "test": data["test"]}

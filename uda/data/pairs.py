@@ -22,9 +22,13 @@ class Domain:
     train_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
+    # held out from train for label-free model selection (a target's labels here are never read)
+    val_x: torch.Tensor | None = None
+    val_y: torch.Tensor | None = None
 
     def to(self, device: torch.device) -> "Domain":
-        return Domain(self.name, *(t.to(device) for t in (self.train_x, self.train_y, self.test_x, self.test_y)))
+        return Domain(self.name, *(None if t is None else t.to(device) for t in
+                                   (self.train_x, self.train_y, self.test_x, self.test_y, self.val_x, self.val_y)))
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,9 @@ def load_domain(name: str, cfg: DataConfig, cache: dict | None = None) -> Domain
     for split, y in (("train", ytr), ("test", yte)):
         if y.numel() and int(y.max()) >= cfg.num_classes:
             raise ConfigError(f"domain {name!r} ({split}) has label {int(y.max())} but data.num_classes={cfg.num_classes}")
-    return Domain(name, xtr, ytr, xte, yte)
+    n_val = min(cfg.val_size, xtr.shape[0] // 5)  # the last images of train, never trained on
+    n_tr = xtr.shape[0] - n_val
+    return Domain(name, xtr[:n_tr], ytr[:n_tr], xte, yte, xtr[n_tr:], ytr[n_tr:])
 
 
 def build_pair(cfg: DataConfig) -> tuple[Domain, Domain, PairInfo]:

@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,13 +22,14 @@ from typing import Any
 import torch
 
 import uda
-from uda.config import ConfigError, Device, Precision, Progress, TrainConfig, UserError
+from uda.config import ConfigError, Device, NonFinite, Precision, Progress, TrainConfig, UserError
 from uda.data.pairs import Normalize, build_pair
 from uda.data.streams import IndexStream
 from uda.engine import checkpoint as ckpt
 from uda.engine.optim import Stepper, build_optimizer, lr_factor
 from uda.methods.base import Batch, Method
-from uda.metrics import accuracy
+from uda.metrics import evaluate as evaluate_scores
+from uda.selection import CRITERIA, LABEL_FREE, select
 from uda.registry import get_method
 
 log = logging.getLogger("uda")
@@ -40,8 +42,63 @@ class TrainingInterrupted(UserError):
 
     def __init__(self, step: int, path: Path, signum: int | None):
         self.step, self.path, self.signum = step, path, signum
+        self.exit_code = 128 + (signum or signal.SIGINT)  # 130 Ctrl-C, 143 SIGTERM, 138 SIGUSR1
         super().__init__(f"stopped at step {step}; checkpoint saved to {path}. "
                          f"Continue with the same overrides plus: resume=true hydra.run.dir={path.parent.parent}")
+
+
+class NonFiniteLoss(UserError):
+    """Training produced non-finite losses (``trainer.nonfinite``); the last checkpoint is untouched."""
+
+    exit_code = 3
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out |= _flatten(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``key: old -> new`` for every setting that differs (``resume`` itself excluded)."""
+    a, b = _flatten(old), _flatten(new)
+    return [f"{k}: {a.get(k, '<unset>')} -> {b.get(k, '<unset>')}"
+            for k in sorted(a.keys() | b.keys()) if k != "resume" and a.get(k) != b.get(k)]
+
+
+def plan_stages(method: Method, max_steps: int) -> list:
+    """The method's stages for this budget; ConfigError unless all are positive and fill it exactly."""
+    stages = method.stages(max_steps)
+    if sum(s.steps for s in stages) != max_steps or any(s.steps <= 0 for s in stages):
+        raise ConfigError(f"the stages {[(s.name, s.steps) for s in stages]} must be positive and add up to "
+                          f"trainer.max_steps={max_steps}")
+    return stages
+
+
+def check_writable(run_dir: Path) -> None:
+    """Fail before training when the output directory cannot be created or written."""
+    probe = run_dir / f".write_probe{os.getpid()}"
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"output directory {run_dir} is not writable ({e.strerror or e}); "
+                          f"choose another with hydra.run.dir=...") from e
+
+
+def check_free_space(run_dir: Path, method: torch.nn.Module) -> None:
+    """Enough room for the checkpoints (a temporary file, last.pt and prev.pt)?"""
+    weights = sum(t.numel() * t.element_size() for t in method.state_dict().values())
+    need = 3 * 3 * weights + (16 << 20)  # weights + up to two optimizer moments, three files; + logs
+    free = shutil.disk_usage(run_dir).free
+    if free < need:
+        raise ConfigError(f"not enough free space in {run_dir}: checkpoints need about {need >> 20} MiB, "
+                          f"{free >> 20} MiB free")
 
 
 def resolve_device(device: Device) -> torch.device:
@@ -73,10 +130,15 @@ def versions() -> dict[str, str]:
 
 
 def git_commit() -> str | None:
+    """HEAD of the checkout ``uda`` runs from, with ``+dirty`` when tracked files differ from it."""
+    here = Path(__file__).parent
     try:
-        out = subprocess.run(["git", "rev-parse", "--verify", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
-        return out.stdout.strip() if out.returncode == 0 else None
+        out = subprocess.run(["git", "rev-parse", "--verify", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        if out.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return out.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -148,6 +210,12 @@ def _config_dict(cfg: TrainConfig) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
 
 
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+
+
 def _trim_metrics(path: Path, upto: int) -> None:
     """Keep only the evaluations a checkpoint at step ``upto`` has seen (resume rewrites the rest)."""
     if not path.is_file():
@@ -163,6 +231,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> 
     TrainingInterrupted) -- for tests and scripted preemption.
     """
     t_start = time.perf_counter()
+    commit = git_commit()  # the code this run starts with
     run_dir = Path(run_dir)
     tr = cfg.trainer
     device = resolve_device(cfg.device)
@@ -171,12 +240,19 @@ def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> 
         torch.set_num_threads(tr.threads)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    ckpt_path = run_dir / "checkpoints" / "last.pt"
-    if not cfg.resume and ckpt_path.exists():
-        raise ConfigError(f"{ckpt_path} exists: pass resume=true to continue that run, or choose another hydra.run.dir")
-    if cfg.resume and not ckpt_path.exists():
-        raise ConfigError(f"resume=true but there is no checkpoint at {ckpt_path}; "
-                          f"set hydra.run.dir to the run to continue, or drop resume=true to start fresh")
+    ckpt_dir = run_dir / "checkpoints"
+    ckpt_path = ckpt_dir / ckpt.LAST
+    has_ckpt = ckpt.exists(ckpt_dir)
+    if cfg.resume is False and has_ckpt:
+        raise ConfigError(f"{ckpt_dir} holds a checkpoint: pass resume=true to continue that run, "
+                          f"or choose another hydra.run.dir")
+    if cfg.resume is True and not has_ckpt:
+        raise ConfigError(f"resume=true but there is no checkpoint in {ckpt_dir}; set hydra.run.dir to the run "
+                          f"to continue, or pass resume=auto to start fresh when there is none")
+    resuming = has_ckpt and cfg.resume in (True, "auto")
+    if cfg.resume == "auto" and not has_ckpt:
+        log.info("resume=auto: no checkpoint in %s, starting fresh", ckpt_dir)
+    check_writable(run_dir)
 
     # data: uint8 tensors in memory (on the GPU when there is one), batches gathered by index
     source, target, info = build_pair(cfg.data)
@@ -195,25 +271,35 @@ def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> 
     optimizers = {name: build_optimizer(params, opt_cfgs[name]) for name, params in groups.items()}
     scaler = torch.amp.GradScaler(device.type, enabled=precision == Precision.fp16)
     stepper = Stepper(optimizers, scaler, device.type)
-    stages = method.stages(tr.max_steps)
-    if sum(s.steps for s in stages) != tr.max_steps or any(s.steps <= 0 for s in stages):
-        raise ConfigError(f"the stages {[(s.name, s.steps) for s in stages]} must be positive and add up to "
-                          f"trainer.max_steps={tr.max_steps}")
+    stages = plan_stages(method, tr.max_steps)
     stage_ends = {sum(s.steps for s in stages[: i + 1]): s.name for i, s in enumerate(stages)}
+    check_free_space(run_dir, method)
+    config_dict = _config_dict(cfg)
 
     start, wall_before, train_s_before, images_before = 0, 0.0, 0.0, 0
+    best: dict[str, Any] = {}  # the evaluation checkpoints/best.pt holds (trainer.select)
     metrics_path = run_dir / "metrics.jsonl"
-    if cfg.resume:
-        state = ckpt.load(ckpt_path)
-        method.load_state_dict(state["method"])
-        for name, opt in optimizers.items():
-            opt.load_state_dict(state["optimizers"][name])
+    if resuming:
+        ckpt.cleanup_temporaries(ckpt_dir)
+        state, used = ckpt.load_latest(ckpt_dir)
+        changed = config_changes(state.get("config", {}), config_dict)
+        if changed:
+            log.warning("resuming with a config that differs from the checkpoint's: %s", "; ".join(changed))
+        try:
+            method.load_state_dict(state["method"])
+            for name, opt in optimizers.items():
+                opt.load_state_dict(state["optimizers"][name])
+        except (RuntimeError, KeyError, ValueError) as e:
+            raise ckpt.CheckpointError(f"{used} does not fit this config ({str(e).strip().splitlines()[0][:300]}); "
+                                       f"resume with the run's own settings") from e
         scaler.load_state_dict(state["scaler"])
         ckpt.set_rng_state(state["rng"])
         start = state["step"]
         wall_before, train_s_before, images_before = state["wall_s"], state["train_s"], state["images"]
+        if state.get("best", {}).get("criterion") == tr.select.value:
+            best.update(state["best"])
         _trim_metrics(metrics_path, start)
-        log.info("resumed from %s at step %d", ckpt_path, start)
+        log.info("resumed from %s at step %d", used, start)
     else:
         metrics_path.unlink(missing_ok=True)  # left by a run that died before its first checkpoint
 
@@ -224,35 +310,43 @@ def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> 
     src_stream = IndexStream(source.train_x.shape[0], tr.batch_size, seed=cfg.seed, stream=SOURCE_STREAM)
     tgt_stream = IndexStream(target.train_x.shape[0], tr.batch_size, seed=cfg.seed, stream=TARGET_STREAM)
     images_per_step = 2 * tr.batch_size
-    config_dict = _config_dict(cfg)
 
-    def save(done: int) -> None:
-        wall = wall_before + time.perf_counter() - t_start
-        state = {
+    def state_at(done: int) -> dict[str, Any]:
+        return {
             "step": done, "method": method.state_dict(),
             "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
             "scaler": scaler.state_dict(), "rng": ckpt.rng_state(), "config": config_dict,
-            "wall_s": wall, "train_s": train_s, "images": images, "versions": versions(),
+            "wall_s": wall_before + time.perf_counter() - t_start, "train_s": train_s, "images": images,
+            "versions": versions(), "best": dict(best),
         }
+
+    def save(done: int) -> None:
+        state = state_at(done)
         ckpt.save_atomic(state, ckpt_path)
         if tr.keep_every and done % tr.keep_every == 0:
-            ckpt.save_atomic(state, ckpt_path.with_name(f"step_{done:07d}.pt"))
+            ckpt.save_atomic(state, ckpt_dir / f"step_{done:07d}.pt", keep_previous=False)
+        saved[0] = done
 
     def evaluate(done: int) -> dict[str, float]:
         method.eval()
         with autocast(device, precision):
-            res = {
-                "step": done,
-                "source_acc": accuracy(method.predict, source.test_x, source.test_y, prepare=prepare, batch_size=tr.eval_batch_size),
-                "target_acc": accuracy(method.predict, target.test_x, target.test_y, prepare=prepare, batch_size=tr.eval_batch_size),
-            }
+            res = {"step": done} | evaluate_scores(method, source, target, prepare=prepare, batch_size=tr.eval_batch_size)
             if done in stage_ends and len(stages) > 1:
                 res["stage_end"] = stage_ends[done]
             with torch.no_grad():
                 grids = method.images(prepare(source.test_x[:8]), prepare(target.test_x[:8]))
         method.train()
-        for k in ("source_acc", "target_acc"):
-            writer.add_scalar(f"eval/{k}", res[k], done)
+        for k, v in res.items():
+            if k in ("source_acc", "target_acc"):
+                writer.add_scalar(f"eval/{k}", v, done)
+            elif k != "step" and isinstance(v, float):
+                writer.add_scalar(f"select/{k}", v, done)
+        key, higher = CRITERIA[tr.select.value]
+        score = res.get(key)
+        if score is not None and math.isfinite(score) and (
+                best.get("score") is None or (score >= best["score"] if higher else score <= best["score"])):
+            best.update(criterion=tr.select.value, step=done, score=score)
+            ckpt.save_atomic(state_at(done), ckpt_dir / "best.pt", keep_previous=False)
         for name, imgs in grids.items():  # back from the normalised space to [0, 1]
             imgs = (imgs.float() + prepare.shift) / (255.0 * prepare.scale)
             writer.add_images(name, imgs.clamp(0, 1), done)
@@ -267,6 +361,8 @@ def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> 
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
     n_sum, t_int, last = 0, time.perf_counter(), None
+    saved = [start if resuming else None]  # step of the newest checkpoint on disk
+    bad_run, skipped_total = 0, 0  # consecutive / total updates skipped for non-finite losses
     method.train()
     try:
         for step in range(start, tr.max_steps):
@@ -277,19 +373,34 @@ def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> 
                 idx_s, idx_t = idx_s.to(device, non_blocking=True), idx_t.to(device, non_blocking=True)
             src = Batch(prepare(source.train_x[idx_s].to(device, non_blocking=True)), source.train_y[idx_s].to(device))
             tgt = Batch(prepare(target.train_x[idx_t].to(device, non_blocking=True)), None)  # target labels never enter training
+            stepper.begin_iteration()
             with autocast(device, precision):
                 out = method.update(src, tgt, step, stepper)
             stepper.end_iteration()
-            for k, v in out.items():
-                sums[k] = sums[k] + v if k in sums else v.clone()
-                counts[k] = counts.get(k, 0) + 1
+            if stepper.skipped:
+                bad_run, skipped_total = bad_run + 1, skipped_total + 1
+                terms = [k for k, v in out.items() if not bool(torch.isfinite(v).all())] or ["(unlogged term)"]
+                log.warning("step %d: non-finite %s; update skipped (%d in a row)", step + 1, ", ".join(terms), bad_run)
+                writer.add_scalar("perf/nonfinite_skipped", skipped_total, step + 1)
+                if tr.nonfinite == NonFinite.stop or bad_run >= tr.nonfinite_patience:
+                    where = f"{ckpt_path.parent} (step {saved[0]})" if saved[0] is not None else "none written yet"
+                    why = ("trainer.nonfinite=stop" if tr.nonfinite == NonFinite.stop
+                           else f"{bad_run} consecutive steps, trainer.nonfinite_patience={tr.nonfinite_patience}")
+                    raise NonFiniteLoss(f"non-finite loss at step {step + 1} in {', '.join(terms)} ({why}); "
+                                        f"last checkpoint: {where}. Lower the learning rate or loss weights, "
+                                        f"or use trainer.precision=fp32")
+            else:
+                bad_run = 0
+                for k, v in out.items():
+                    sums[k] = sums[k] + v if k in sums else v.clone()
+                    counts[k] = counts.get(k, 0) + 1
             n_sum += 1
             done = step + 1
             train_s += time.perf_counter() - t0
             images += images_per_step
 
             if done % tr.log_every == 0 or done == tr.max_steps:
-                scalars = {k: v.item() / counts[k] for k, v in sums.items()}  # the only device sync of the interval
+                scalars = {k: v.item() / counts[k] for k, v in sums.items()}  # the interval's one sync for logging
                 now = time.perf_counter()
                 img_s = n_sum * images_per_step / max(now - t_int, 1e-9)
                 for k, v in scalars.items():
@@ -318,18 +429,26 @@ def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> 
         writer.flush()
         writer.close()
 
+    rows = read_metrics(metrics_path)
     if last is None:  # resumed a run that had already finished: reuse its final evaluation
-        lines = [json.loads(ln) for ln in metrics_path.read_text().splitlines() if ln.strip()] if metrics_path.is_file() else []
-        last = lines[-1] if lines and lines[-1]["step"] == tr.max_steps else evaluate(tr.max_steps)
+        last = rows[-1] if rows and rows[-1]["step"] == tr.max_steps else evaluate(tr.max_steps)
+        rows = read_metrics(metrics_path)
+    selected = {}
+    for crit in (*LABEL_FREE, "oracle"):
+        row = select(rows, crit)
+        if row is not None:
+            selected[crit] = {"step": row["step"], "target_acc": row["target_acc"], "source_acc": row["source_acc"]}
     wall = wall_before + time.perf_counter() - t_start
     summary = {
         "method": cfg.method.name, "data": cfg.data.name, "seed": cfg.seed, "steps": tr.max_steps,
         "source_acc": last["source_acc"], "target_acc": last["target_acc"],
         "checkpoint": "last (no model selection; target labels are used only for this report)",
+        # the evaluation each criterion picks; only "oracle" reads target labels (for reference)
+        "selected": selected, "select": tr.select.value, "best_checkpoint": dict(best),
         "wall_s": round(wall, 2), "train_s": round(train_s, 2),
         "images_per_s": round(images / max(train_s, 1e-9), 1),
         "device": str(device), "precision": precision.value, "threads": torch.get_num_threads(),
-        "versions": versions(), "git_commit": git_commit(),
+        "versions": versions(), "git_commit": commit,
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

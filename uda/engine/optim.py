@@ -36,6 +36,10 @@ class Stepper:
     autocast), and steps the named groups' optimizers. Other groups are untouched; their stale
     gradients are zeroed before their own step. The loop calls ``scaler.update()`` once per
     iteration, so each group may be stepped at most once per iteration.
+
+    A non-finite loss is not backpropagated and its update is skipped (counted in ``skipped``; the
+    loop applies ``trainer.nonfinite``). Checking costs one device sync per update, which the fp16
+    gradient scaler performs anyway.
     """
 
     def __init__(self, optimizers: dict[str, torch.optim.Optimizer], scaler: torch.amp.GradScaler, device_type: str):
@@ -43,6 +47,8 @@ class Stepper:
         self.scaler = scaler
         self.device_type = device_type
         self._stepped: set[str] = set()
+        self._bad = False  # the loss backpropagated since the last ``zero`` was non-finite
+        self.skipped = 0  # updates skipped for a non-finite loss in this iteration
 
     def _check(self, groups: tuple[str, ...]) -> None:
         unknown = [g for g in groups if g not in self.optimizers]
@@ -53,10 +59,15 @@ class Stepper:
         self._check(groups)
         for g in groups:
             self.optimizers[g].zero_grad(set_to_none=True)
+        self._bad = False
 
     def backward(self, loss: torch.Tensor) -> None:
         with torch.autocast(self.device_type, enabled=False):
-            self.scaler.scale(loss).backward()
+            scaled = self.scaler.scale(loss)  # (also initialises the fp16 scale on the first call)
+            if not bool(torch.isfinite(loss.detach()).all()):
+                self._bad = True
+                return
+            scaled.backward()
 
     def apply(self, *groups: str) -> None:
         """Step the named groups with the gradients accumulated since their ``zero``."""
@@ -64,6 +75,12 @@ class Stepper:
         again = self._stepped.intersection(groups)
         if again:
             raise RuntimeError(f"groups {sorted(again)} stepped twice in one iteration")
+        if self._bad:  # skip: parameters and optimizer state stay as they were
+            for g in groups:
+                self.optimizers[g].zero_grad(set_to_none=True)
+            self.skipped += 1
+            self._bad = False
+            return
         for g in groups:
             self.scaler.step(self.optimizers[g])
         self._stepped.update(groups)
@@ -74,8 +91,15 @@ class Stepper:
         self.apply(*groups)
 
     def end_iteration(self) -> None:
-        self.scaler.update()
+        if self._stepped:
+            self.scaler.update()
+        elif self.scaler.is_enabled() and self.skipped:  # nothing stepped: back off as an overflow would
+            self.scaler.update(self.scaler.get_scale() * self.scaler.get_backoff_factor())
         self._stepped.clear()
+        self._bad = False
+
+    def begin_iteration(self) -> None:
+        self.skipped = 0
 
     def set_lr(self, factors: dict[str, float]) -> None:
         """lr = base lr x schedule factor, per parameter group (computed from the step each iteration)."""

@@ -85,6 +85,7 @@ class ADDA(Method):
         acc_d = 0.5 * ((d_s.argmax(1) == SOURCE).float().mean() + (d_t.argmax(1) == TARGET).float().mean())
         return {"loss/disc": loss_d.detach(), "loss/adv": loss_adv.detach(), "acc/domain": acc_d.detach()}
 
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
+    def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         encoder = self.tgt_encoder if bool(self.adapted) else self.src_encoder
-        return self.classifier(encoder(x))
+        f = encoder(x)
+        return f, self.classifier(f)

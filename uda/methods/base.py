@@ -59,6 +59,13 @@ class Method(nn.Module):
         """One iteration in the paper's order. Returns detached scalars keyed ``loss/...``, ``acc/...``."""
         raise NotImplementedError
 
+    def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the representation the classifier reads, class logits) of the predicting model.
+
+        Evaluation uses the logits; label-free selection (DEV) uses the features.
+        """
+        raise NotImplementedError
+
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits for evaluation."""
-        raise NotImplementedError
+        return self.features_and_logits(x)[1]

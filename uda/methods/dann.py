@@ -75,5 +75,6 @@ class DANN(Method):
             "sched/grl_lambda": torch.tensor(lam),
         }
 
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+    def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.features(x)
+        return f, self.classifier(f)

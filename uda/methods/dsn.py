@@ -6,7 +6,8 @@ encoders E_p^s, E_p^t, one shared decoder D(h_c + h_p), classifier G on h_c. One
     L = L_task + alpha L_recon + beta L_difference + gamma L_similarity
 
 L_recon: scale-invariant MSE on both domains; L_difference: ||H_c^T H_p||_F^2 on both domains;
-L_similarity: DANN (gradient reversal + domain classifier on h_c) or MMD between h_c^s and h_c^t.
+L_similarity: DANN (gradient reversal + domain classifier) or MMD, on h_c (the paper; the official
+code's layers_to_regularize=fc3) or on the conv features below it (``similarity_layer=conv``, pool2).
 Reading chosen where the paper is silent: the reversal weight follows DANN's ramp (Ganin et al.)
 over the adaptation phase (``grl_gamma``; 0 = constant 1).
 For the first ``adapt_start`` steps only L_task is minimised (the paper's schedule).
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from uda.config import DSNConfig, Recon, Similarity
+from uda.config import ConfigError, DSNConfig, Recon, Similarity, SimilarityLayer
 from uda.losses import binary_accuracy, difference_loss, domain_bce, grad_reverse, grl_lambda, mmd_rbf, simse
 from uda.methods.base import Batch, Method
 from uda.nets import build_backbone, mlp
@@ -43,13 +44,14 @@ class DSN(Method):
         # E_c = conv layers + the head's first FC (+ReLU); G = the rest of the head
         fc1 = next(layer for layer in head if isinstance(layer, nn.Linear))
         if fc1.out_features != m.code_size:
-            raise ValueError(f"method.code_size={m.code_size} must equal the backbone's first FC width {fc1.out_features}")
+            raise ConfigError(f"method.code_size={m.code_size} must equal the backbone's first FC width {fc1.out_features}")
         shared = nn.Sequential(features, head[0], head[1])
         classifier = head[2:]
         private = [PrivateEncoder(in_channels=info.channels, image_size=info.image_size,
                                   channels=m.private_channels, code_size=m.code_size) for _ in range(2)]
         decoder = Decoder(code_size=m.code_size, out_channels=info.channels, image_size=info.image_size)
-        disc = mlp(m.code_size, m.disc_hidden, 1) if m.similarity == Similarity.dann else None
+        sim_dim = m.code_size if m.similarity_layer == SimilarityLayer.code else feat_dim
+        disc = mlp(sim_dim, m.disc_hidden, 1) if m.similarity == Similarity.dann else None
         return cls(cfg=m, shared=shared, classifier=classifier, private_s=private[0], private_t=private[1],
                    decoder=decoder, discriminator=disc, max_steps=cfg.trainer.max_steps)
 
@@ -76,8 +78,10 @@ class DSN(Method):
     def update(self, src: Batch, tgt: Batch, step, opt):
         c = self.cfg
         n_s = src.x.shape[0]
-        h_c = self.shared(torch.cat([src.x, tgt.x]))
+        conv = self.shared[0](torch.cat([src.x, tgt.x]))  # E_c = conv features -> FC code (+ReLU)
+        h_c = self.shared[2](self.shared[1](conv))
         h_cs, h_ct = h_c[:n_s], h_c[n_s:]
+        sim_in = h_c if c.similarity_layer == SimilarityLayer.code else conv
         logits_s = self.classifier(h_cs)
         loss_task = F.cross_entropy(logits_s.float(), src.y)
         out = {"loss/task": loss_task.detach(), "acc/source_batch": (logits_s.argmax(1) == src.y).float().mean().detach()}
@@ -94,12 +98,12 @@ class DSN(Method):
         if c.similarity == Similarity.dann:
             lam = self.grl_lambda(step)
             out["sched/grl_lambda"] = torch.tensor(lam)
-            d = self.discriminator(grad_reverse(h_c, lam))
+            d = self.discriminator(grad_reverse(sim_in, lam))
             d_s, d_t = d[:n_s], d[n_s:]
             loss_sim = domain_bce(d_s, 0) + domain_bce(d_t, 1)
             out["acc/domain"] = 0.5 * (binary_accuracy(d_s.detach(), 0) + binary_accuracy(d_t.detach(), 1))
         else:
-            loss_sim = mmd_rbf(h_cs, h_ct, c.mmd_sigmas)
+            loss_sim = mmd_rbf(sim_in[:n_s], sim_in[n_s:], c.mmd_sigmas)
         loss = loss_task + c.alpha * loss_recon + c.beta * loss_diff + c.gamma * loss_sim
         # 2) one step of every part on the full objective (similarity reversed into E_c by the GRL)
         opt.step(loss, *self.param_groups())
@@ -107,8 +111,9 @@ class DSN(Method):
                 "loss/similarity": loss_sim.detach(), "loss/total": loss.detach()}
         return out
 
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.shared(x))
+    def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h_c = self.shared(x)
+        return h_c, self.classifier(h_c)
 
     @torch.no_grad()
     def images(self, x_s: torch.Tensor, x_t: torch.Tensor) -> dict[str, torch.Tensor]:

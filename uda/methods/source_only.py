@@ -39,5 +39,6 @@ class SourceOnly(Method):
             "acc/source_batch": (logits_s.argmax(1) == src.y).float().mean().detach(),
         }
 
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+    def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.features(x)
+        return f, self.classifier(f)

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 from torch import nn
 
+from uda.config import ConfigError
+
+MAX_DIGITS_SIZE = 128  # these nets flatten their last feature map: beyond this the FC layer explodes
+
 
 class DANNDigitsFeatures(nn.Module):
     """Ganin et al. 2016, MNIST net: conv5x5-c1, ReLU, maxpool2, conv5x5-c2, ReLU, maxpool2, flatten.
@@ -20,7 +24,9 @@ class DANNDigitsFeatures(nn.Module):
         )
         side = ((image_size - 4) // 2 - 4) // 2
         if side < 1:
-            raise ValueError(f"image_size {image_size} is too small for the DANN digits net (needs >= 16)")
+            raise ConfigError(f"data.image_size={image_size} is too small for the DANN digits net (needs >= 16)")
+        if image_size > MAX_DIGITS_SIZE:
+            raise ConfigError(f"data.image_size={image_size} is too large for the DANN digits net (at most {MAX_DIGITS_SIZE})")
         self.out_dim = c2 * side * side
 
     def forward(self, x):
@@ -46,7 +52,9 @@ class LeNetFeatures(nn.Module):
         c1, c2 = channels
         side = ((image_size - 4) // 2 - 4) // 2
         if side < 1:
-            raise ValueError(f"image_size {image_size} is too small for LeNet (needs >= 16)")
+            raise ConfigError(f"data.image_size={image_size} is too small for LeNet (needs >= 16)")
+        if image_size > MAX_DIGITS_SIZE:
+            raise ConfigError(f"data.image_size={image_size} is too large for LeNet (at most {MAX_DIGITS_SIZE})")
         self.net = nn.Sequential(
             nn.Conv2d(in_channels, c1, 5), nn.MaxPool2d(2), nn.ReLU(inplace=True),
             nn.Conv2d(c1, c2, 5), nn.Dropout2d(dropout), nn.MaxPool2d(2), nn.ReLU(inplace=True),

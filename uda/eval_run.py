@@ -1,0 +1,71 @@
+"""``uda eval RUN_DIR [checkpoint=last|best|prev|PATH] [data=PAIR]``: re-evaluate a saved run.
+
+The run's config is recomposed from its ``.hydra/overrides.yaml`` (plus ``data=`` to evaluate on
+another pair with the same classes), the checkpoint's weights are loaded (verified, weights only),
+and the result (test accuracies and the label-free selection scores) is printed and written as
+``eval_<checkpoint>_<pair>.json`` in the run directory.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from uda.config import ConfigError
+
+
+def run_eval(run_dir: Path, checkpoint: str = "last", data: str | None = None,
+             overrides: list[str] | None = None) -> dict[str, Any]:
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from uda.cli import CONFIG_DIR
+    from uda.config import register_configs, validate
+
+    run_dir = Path(run_dir)
+    over_file = run_dir / ".hydra" / "overrides.yaml"
+    if not over_file.is_file():
+        raise ConfigError(f"{run_dir} is not a uda run directory (no .hydra/overrides.yaml)")
+    run_overrides = [o for o in OmegaConf.to_container(OmegaConf.load(over_file))
+                     if not o.startswith(("hydra.", "resume="))]
+    extra = list(overrides or [])
+    if data is not None:
+        run_overrides = [o for o in run_overrides if not o.startswith("data=")]
+        extra.insert(0, f"data={data}")
+    register_configs()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = OmegaConf.to_object(compose("train", overrides=run_overrides + extra))
+    validate(cfg)
+
+    import torch
+
+    from uda.data.pairs import Normalize, build_pair
+    from uda.engine import checkpoint as ckpt
+    from uda.engine.loop import autocast, resolve_device, resolve_precision
+    from uda.metrics import evaluate
+    from uda.registry import get_method
+
+    path = Path(checkpoint) if checkpoint.endswith(".pt") else run_dir / "checkpoints" / f"{checkpoint}.pt"
+    if not path.is_file():
+        have = sorted(p.stem for p in (run_dir / "checkpoints").glob("*.pt"))
+        raise ConfigError(f"no checkpoint {path}; this run has: {', '.join(have) or 'none'} (or give a .pt path)")
+    state = ckpt.load(path)
+    trained_classes = state.get("config", {}).get("data", {}).get("num_classes")
+    if trained_classes is not None and trained_classes != cfg.data.num_classes:
+        raise ConfigError(f"the run was trained on {trained_classes} classes but data={cfg.data.name} has "
+                          f"{cfg.data.num_classes}")
+    device = resolve_device(cfg.device)
+    source, target, info = build_pair(cfg.data)
+    source, target = source.to(device), target.to(device)
+    method = get_method(cfg.method.name).from_config(cfg, info).to(device)
+    method.load_state_dict(state["method"])
+    method.eval()
+    prepare = Normalize(cfg.data.mean, cfg.data.std, device, False)
+    with torch.no_grad(), autocast(device, resolve_precision(cfg.trainer.precision, device)):
+        scores = evaluate(method, source, target, prepare=prepare, batch_size=cfg.trainer.eval_batch_size)
+    result = {"run": str(run_dir), "checkpoint": str(path), "step": state["step"], "method": cfg.method.name,
+              "data": cfg.data.name, **scores}
+    out = run_dir / f"eval_{path.stem}_{cfg.data.name}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    result["written_to"] = str(out)
+    return result
