@@ -35,6 +35,28 @@ def run_cli(*args: str, cwd: Path, timeout: float = 300, **kw) -> subprocess.Com
                           text=True, timeout=timeout, **kw)
 
 
+# a 40-step run that checkpoints every step: what the kill / preemption tests interrupt
+KILL_ARGS = [*SMALL, "trainer.max_steps=40", "trainer.checkpoint_every=1", "trainer.eval_every=20", "trainer.threads=1"]
+
+
+def spawn_train(*args: str, run_dir: Path, cwd: Path) -> subprocess.Popen:
+    """``uda train`` in the background (1 thread), to be signalled or killed by a test."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "uda.cli", "train", *args, f"hydra.run.dir={run_dir}"],
+                            cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture(scope="session")
+def uninterrupted(tmp_path_factory, mnist_root) -> dict:
+    """The final checkpoint of KILL_ARGS run without interruption (the reference for resumed runs)."""
+    from uda.engine import checkpoint as ckpt
+
+    d = tmp_path_factory.mktemp("uninterrupted")
+    ref = run_cli("train", *KILL_ARGS, f"hydra.run.dir={d / 'ref'}", cwd=d)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    return ckpt.load(d / "ref" / "checkpoints" / "last.pt")
+
+
 @pytest.fixture(scope="session")
 def mnist_root() -> Path:
     """The real MNIST (and the offline MNIST-M build), prepared by the product's own code path.

@@ -5,8 +5,6 @@ import logging
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -17,7 +15,7 @@ from uda.engine import checkpoint as ckpt
 from uda.engine.loop import NonFiniteLoss, train
 from uda.engine.optim import Stepper
 
-from conftest import SMALL, make_cfg, run_cli, state_equal
+from conftest import KILL_ARGS, SMALL, make_cfg, run_cli, spawn_train, state_equal
 
 
 def _state(step: int) -> dict:
@@ -231,23 +229,9 @@ def test_stepper_skips_a_nonfinite_update_and_fp16_scaler_backs_off():
 
 # --- killed processes --------------------------------------------------------------------------
 
-KILL_ARGS = [*[o for o in SMALL if not o.startswith(("trainer.max_steps", "trainer.checkpoint_every", "trainer.eval_every"))],
-             "trainer.max_steps=30", "trainer.checkpoint_every=1", "trainer.eval_every=15", "trainer.threads=1"]
-
-
-@pytest.fixture(scope="module")
-def reference_run(tmp_path_factory, mnist_root):
-    d = tmp_path_factory.mktemp("ref")
-    res = run_cli("train", *KILL_ARGS, f"hydra.run.dir={d / 'run'}", cwd=d)
-    assert res.returncode == 0, res.stderr[-2000:]
-    return ckpt.load(d / "run" / "checkpoints" / "last.pt")
-
-
 def _kill_and_resume(tmp_path, reference, delay: float):
     run = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "uda.cli", "train", *KILL_ARGS, f"hydra.run.dir={run}"],
-                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = spawn_train(*KILL_ARGS, run_dir=run, cwd=tmp_path)
     deadline = time.time() + 120
     while not (run / "checkpoints" / "manifest.json").exists():  # the first write has begun
         assert proc.poll() is None, proc.stderr.read()[-2000:]
@@ -259,16 +243,16 @@ def _kill_and_resume(tmp_path, reference, delay: float):
     res = run_cli("train", *KILL_ARGS, "resume=auto", f"hydra.run.dir={run}", cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     final = ckpt.load(run / "checkpoints" / "last.pt")
-    assert final["step"] == 30 and state_equal(final["method"], reference["method"])
+    assert final["step"] == 40 and state_equal(final["method"], reference["method"])
 
 
 @pytest.mark.parametrize("delay", [0.0, 0.3])
-def test_sigkill_during_training_and_writes_then_resume_matches(tmp_path, reference_run, delay):
+def test_sigkill_during_training_and_writes_then_resume_matches(tmp_path, uninterrupted, delay):
     """kill -9 right as checkpoint writing starts, and later mid-run (checkpoint every step)."""
-    _kill_and_resume(tmp_path, reference_run, delay)
+    _kill_and_resume(tmp_path, uninterrupted, delay)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("trial", range(20))
-def test_sigkill_at_random_points_many_times(tmp_path, reference_run, trial):
-    _kill_and_resume(tmp_path, reference_run, random.Random(trial).uniform(0.0, 1.5))
+def test_sigkill_at_random_points_many_times(tmp_path, uninterrupted, trial):
+    _kill_and_resume(tmp_path, uninterrupted, random.Random(trial).uniform(0.0, 1.5))

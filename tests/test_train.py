@@ -1,10 +1,7 @@
 """End-to-end runs of the shared loop: outputs, resume bit-identity, interruption, CLI, sweeps."""
 import contextlib
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -14,7 +11,7 @@ from uda.config import ConfigError
 from uda.engine import checkpoint as ckpt
 from uda.engine.loop import TrainingInterrupted, train
 
-from conftest import SMALL, make_cfg, run_cli, state_equal
+from conftest import KILL_ARGS, SMALL, make_cfg, run_cli, spawn_train, state_equal
 
 
 @pytest.fixture(autouse=True)
@@ -111,26 +108,13 @@ def _wait_for_checkpoint(path, proc, min_step, timeout=240):
     raise AssertionError("no checkpoint appeared")
 
 
-KILL_ARGS = [*SMALL, "trainer.max_steps=40", "trainer.checkpoint_every=1", "trainer.eval_every=20", "trainer.threads=1"]
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, mnist_root):
-    d = tmp_path_factory.mktemp("uninterrupted")
-    ref = run_cli("train", *KILL_ARGS, f"hydra.run.dir={d / 'ref'}", cwd=d)
-    assert ref.returncode == 0, ref.stderr[-2000:]
-    return ckpt.load(d / "ref" / "checkpoints" / "last.pt")
-
-
 @pytest.mark.parametrize("sig, status", [(signal.SIGKILL, -9), (signal.SIGINT, 130), (signal.SIGTERM, 143),
                                          (signal.SIGUSR1, 138)])
 def test_killed_cli_run_resumes_to_the_uninterrupted_result(tmp_path, uninterrupted, sig, status):
     """kill -9 loses the current step; Ctrl-C, SIGTERM and SIGUSR1 (SLURM preemption) checkpoint and
     exit with their own status. Either way the resumed run ends bit-identical to an uninterrupted one."""
     run = tmp_path / "cut"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "uda.cli", "train", *KILL_ARGS, f"hydra.run.dir={run}"],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = spawn_train(*KILL_ARGS, run_dir=run, cwd=tmp_path)
     _wait_for_checkpoint(run / "checkpoints" / "last.pt", proc, min_step=3)
     proc.send_signal(sig)
     proc.wait(timeout=120)

@@ -47,14 +47,19 @@ def _fsync_dir(path: Path) -> None:
         pass
 
 
-def _write_durable(data: bytes, path: Path) -> None:
-    """Write ``data`` to ``path`` via a temporary file + fsync + rename; never a partial ``path``."""
+def _write_durable(data: bytes, path: Path, before_replace=None) -> None:
+    """Write ``data`` to ``path`` via a temporary file + fsync + rename; never a partial ``path``.
+
+    ``before_replace`` runs once the new bytes are safely on disk, just before the rename.
+    """
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if before_replace is not None:
+            before_replace()
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -117,19 +122,8 @@ def save_atomic(obj: Any, path: Path, *, keep_previous: bool = True) -> None:
             m.setdefault("files", {})[path.name] = digest
         # the manifest knows the new digest before any checkpoint file changes
         _write_durable(json.dumps(m, indent=1).encode(), directory / MANIFEST)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            if keep_previous and path.name == LAST and path.exists():
-                _keep_as_previous(path, directory / PREV)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(directory)
+        keep = keep_previous and path.name == LAST and path.exists()
+        _write_durable(data, path, before_replace=(lambda: _keep_as_previous(path, directory / PREV)) if keep else None)
     except OSError as e:
         intact = [p.name for p in (directory / LAST, directory / PREV) if p.exists()]
         what = "no space left on device" if e.errno == errno.ENOSPC else str(e)
