@@ -12,7 +12,7 @@ from conftest import make_cfg, run_cli
 def test_default_config_is_dann_on_mnist_mnistm_with_paper_settings():
     cfg = make_cfg()
     assert isinstance(cfg.method, DANNConfig)
-    assert cfg.data.name == "mnist_mnistm" and (cfg.data.source, cfg.data.target) == ("mnist", "mnistm")
+    assert cfg.data.name == "mnist_mnistm" and (cfg.data.source.name, cfg.data.target.name) == ("mnist", "mnistm")
     assert cfg.trainer.batch_size == 64  # 64 source + 64 target = the paper's 128
     assert cfg.optimizer.lr == 0.01 and cfg.optimizer.momentum == 0.9
     assert cfg.trainer.precision == Precision.auto and cfg.device == Device.auto

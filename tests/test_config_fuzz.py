@@ -25,7 +25,7 @@ KEYS = [
     "trainer.log_every", "trainer.precision", "trainer.threads", "trainer.progress", "trainer.keep_every",
     "trainer.nonfinite", "trainer.nonfinite_patience",
     "optimizer.lr", "optimizer.momentum", "optimizer.betas", "optimizer.schedule", "optimizer.name",
-    "data.image_size", "data.channels", "data.mean", "data.std", "data.num_classes", "data.train_subset",
+    "data.image_size", "data.channels", "data.source.path", "data.target.name", "data.mean", "data.std", "data.num_classes", "data.train_subset",
     "backbone.conv_channels", "backbone.cls_hidden",
     "method.adv_weight", "method.grl_gamma", "method.alpha", "method.beta", "method.gamma",
     "method.similarity", "method.adapt_start", "method.code_size", "method.pretrain_steps",
@@ -34,7 +34,7 @@ KEYS = [
 ]
 GROUPS = {"method": ["dann", "source_only", "dsn", "adda", "cyclegan", "Dann", ""],
           "optimizer": ["dann_sgd", "dsn_sgd", "adam", "rmsprop"],
-          "backbone": ["dann_mnist", "lenet", "resnet50"], "data": ["mnist_mnistm", "mnist_usps"]}
+          "backbone": ["dann_mnist", "lenet", "resnet50"], "data": ["mnist_mnistm", "mnist_usps", "svhn_mnist", "custom", "office31"]}
 
 values = st.one_of(
     st.integers(-3, 40000).map(str), st.floats(-2, 2).map(str), st.sampled_from(["nan", "inf", "-inf", ".nan"]),
@@ -54,7 +54,8 @@ def build(overrides):
     cfg = make_cfg(*overrides)
     validate(cfg)
     d = cfg.data
-    info = PairInfo(d.name, d.source, d.target, d.channels, d.image_size, d.num_classes)
+    # 0 = "from the source images" (custom pairs): stand in typical values for building the nets
+    info = PairInfo(d.name, d.source.name, d.target.name, d.channels or 3, d.image_size or 28, d.num_classes or 10)
     method = get_method(cfg.method.name).from_config(cfg, info)
     plan_stages(method, cfg.trainer.max_steps)
     return cfg

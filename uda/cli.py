@@ -21,6 +21,8 @@ commands:
             `uda train --help` lists the config groups and every setting.
   eval      re-evaluate a saved run on its pair's test splits (or another pair with the same classes):
               uda eval RUN_DIR [checkpoint=last|best|prev|PATH.pt] [data=PAIR]
+  data      what data is present and where missing files go:
+              uda data list [--root DIR] | uda data verify NAME | uda data prepare NAME
   report    table over every run under the directories (sweeps included): target accuracy mean ± std
             over seeds for the last checkpoint, each label-free selection criterion and the oracle;
             writes report.md, report.csv and a PNG per pair:
@@ -29,7 +31,7 @@ commands:
 config groups: method, data, backbone, optimizer, trainer (configs/ in the repository)
 """
 
-COMMANDS = ("train", "eval", "report")
+COMMANDS = ("train", "eval", "report", "data")
 
 
 def _train(overrides: list[str]) -> int:
@@ -56,10 +58,16 @@ def run_train(cfg) -> float:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
+    from omegaconf.errors import OmegaConfBaseException
+
     from uda.config import UserError, validate
 
     try:
-        conf = OmegaConf.to_object(cfg)
+        try:
+            conf = OmegaConf.to_object(cfg)
+        except OmegaConfBaseException as e:  # e.g. a required key left at ??? (data.source.path)
+            print(f"uda: error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
+            sys.exit(2)
         validate(conf)
         from uda.engine.loop import train  # the heavy imports start here
 
@@ -113,6 +121,36 @@ def _eval(args: list[str]) -> int:
     return 0
 
 
+def _data(args: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="uda data", description="datasets: present, missing, checksums")
+    parser.add_argument("action", choices=["list", "verify", "prepare"])
+    parser.add_argument("name", nargs="?", help="domain (verify, prepare): mnist, mnistm, usps, svhn")
+    parser.add_argument("--root", default="", help="data root (default: $UDA_DATA or ~/.cache/uda)")
+    ns = parser.parse_args(args)
+    from uda.config import UserError
+    from uda.data import catalog
+    from uda.data.common import data_root
+
+    root = data_root(ns.root)
+    try:
+        if ns.action == "list":
+            print(f"data root: {root}")
+            for name, state, detail in catalog.status(root):
+                print(f"  {name:8s} {state:8s} {detail}")
+                print(f"  {'':8s} {'':8s} {catalog.DOMAIN_NOTES[name]}")
+            return 0
+        if not ns.name:
+            parser.error(f"{ns.action} needs a domain name: {', '.join(catalog.DOMAIN_NOTES)}")
+        fn = catalog.verify if ns.action == "verify" else catalog.prepare
+        print(fn(root, ns.name))
+        return 0
+    except UserError as e:
+        print(f"uda: error: {e}", file=sys.stderr)
+        return 2
+
+
 def _report(args: list[str]) -> int:
     import argparse
 
@@ -149,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         return _eval(rest)
     if command == "report":
         return _report(rest)
+    if command == "data":
+        return _data(rest)
     print(f"uda: unknown command {command!r}; valid commands: {', '.join(COMMANDS)}\n", file=sys.stderr)
     print(USAGE, file=sys.stderr)
     return 2

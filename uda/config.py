@@ -144,17 +144,31 @@ class DSNConfig(MethodConfig):
 
 
 # --------------------------------------------------------------------------------------- data
+# the built-in domains (uda/data/pairs.py DOMAINS) and "custom"; kept here so validation needs no torch
+DOMAIN_NAMES = ("mnist", "mnistm", "usps", "svhn", "custom")
+
+
+@dataclass
+class DomainConfig:
+    # a built-in domain (mnist, mnistm, usps, svhn), or "custom": your own data at `path`
+    name: str = MISSING
+    # custom: an ImageFolder tree (train/<class>/..., test/<class>/...) or an .npz file with
+    # x_train, y_train, x_test, y_test (uint8 N x H x W [x C]; a target's y_train may be absent)
+    path: str = ""
+
+
 @dataclass
 class DataConfig:
     name: str = MISSING  # the pair, "<source>_<target>"
-    source: str = MISSING
-    target: str = MISSING
+    source: DomainConfig = field(default_factory=DomainConfig)
+    target: DomainConfig = field(default_factory=DomainConfig)
     # where datasets live (and the offline MNIST-M build is cached); "" = $UDA_DATA or ~/.cache/uda
     root: str = ""
+    # 0 = take it from the source domain (custom pairs)
     image_size: int = 28
     channels: int = 3
     num_classes: int = 10
-    # the same normalisation for both domains: x = (x/255 - mean) / std, per channel
+    # the same normalisation for both domains: x = (x/255 - mean) / std, per channel ([] = 0.5 each)
     mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     # use only the first N training / test images of each domain (0 = all); for smoke runs
@@ -163,6 +177,8 @@ class DataConfig:
     # the last N images of each domain's train split (at most a fifth) are held out for label-free
     # model selection: source validation accuracy, and target scores that never read target labels
     val_size: int = 1000
+    # check files that have a published version against its checksum (false: use a modified copy)
+    verify: bool = True
     # put the in-memory datasets on the training device (no host->device copy per step)
     on_device: bool = True
 
@@ -309,13 +325,22 @@ def validate(cfg: TrainConfig) -> None:
         if getattr(t, key) < 0:
             raise ConfigError(f"trainer.{key} must be >= 0, got {getattr(t, key)}")
     d = cfg.data
-    _positive(d.image_size, "data.image_size")
-    _positive(d.num_classes, "data.num_classes")
-    if d.channels not in (1, 3):
-        raise ConfigError(f"data.channels must be 1 or 3, got {d.channels}")
+    for key in ("image_size", "num_classes"):
+        if getattr(d, key) < 0:
+            raise ConfigError(f"data.{key} must be > 0, or 0 to take it from the source domain; got {getattr(d, key)}")
+    if d.channels not in (0, 1, 3):
+        raise ConfigError(f"data.channels must be 1 or 3 (0 = the source's), got {d.channels}")
+    for role in ("source", "target"):
+        dom = getattr(d, role)
+        if dom.name not in DOMAIN_NAMES:
+            raise ConfigError(f"unknown domain data.{role}.name={dom.name!r}; valid domains: {', '.join(DOMAIN_NAMES)}")
+        if dom.name == "custom" and not dom.path:
+            raise ConfigError(f"data.{role}.path is required for a custom domain: an ImageFolder directory "
+                              f"(train/, test/) or an .npz file")
     for key in ("mean", "std"):
-        if len(getattr(d, key)) != d.channels:
-            raise ConfigError(f"data.{key} needs one value per channel ({d.channels}), got {getattr(d, key)}")
+        values = getattr(d, key)
+        if values and d.channels and len(values) != d.channels:
+            raise ConfigError(f"data.{key} needs one value per channel ({d.channels}), got {values}")
     if not all(0 < s < math.inf for s in d.std):
         raise ConfigError(f"data.std must be > 0, got {d.std}")
     if d.val_size < 0:

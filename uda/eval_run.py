@@ -50,17 +50,17 @@ def run_eval(run_dir: Path, checkpoint: str = "last", data: str | None = None,
         have = sorted(p.stem for p in (run_dir / "checkpoints").glob("*.pt"))
         raise ConfigError(f"no checkpoint {path}; this run has: {', '.join(have) or 'none'} (or give a .pt path)")
     state = ckpt.load(path)
-    trained_classes = state.get("config", {}).get("data", {}).get("num_classes")
-    if trained_classes is not None and trained_classes != cfg.data.num_classes:
-        raise ConfigError(f"the run was trained on {trained_classes} classes but data={cfg.data.name} has "
-                          f"{cfg.data.num_classes}")
     device = resolve_device(cfg.device)
     source, target, info = build_pair(cfg.data)
+    trained_classes = state.get("config", {}).get("data", {}).get("num_classes")
+    if trained_classes and trained_classes != info.num_classes:
+        raise ConfigError(f"the run was trained on {trained_classes} classes but data={cfg.data.name} has "
+                          f"{info.num_classes}")
     source, target = source.to(device), target.to(device)
     method = get_method(cfg.method.name).from_config(cfg, info).to(device)
     method.load_state_dict(state["method"])
     method.eval()
-    prepare = Normalize(cfg.data.mean, cfg.data.std, device, False)
+    prepare = Normalize(info.mean, info.std, device, False)
     with torch.no_grad(), autocast(device, resolve_precision(cfg.trainer.precision, device)):
         scores = evaluate(method, source, target, prepare=prepare, batch_size=cfg.trainer.eval_batch_size)
     result = {"run": str(run_dir), "checkpoint": str(path), "step": state["step"], "method": cfg.method.name,

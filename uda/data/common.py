@@ -22,8 +22,9 @@ def data_root(configured: str = "") -> Path:
     return Path(cache) / "uda"
 
 
-def sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
+def sha256(path: Path, chunk: int = 1 << 20, algorithm: str = "sha256") -> str:
+    """Hex digest of a file (``algorithm``: any hashlib name; md5 for torchvision's published sums)."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)

@@ -1,14 +1,17 @@
 """Domain pairs: two in-memory uint8 datasets that meet the same network."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from uda.config import ConfigError, DataConfig
+from uda.config import ConfigError, DataConfig, DomainConfig
 from uda.data.common import data_root
+
+log = logging.getLogger("uda")
 
 Splits = dict[str, tuple[torch.Tensor, torch.Tensor]]
 
@@ -39,9 +42,11 @@ class PairInfo:
     channels: int
     image_size: int
     num_classes: int
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
 
 
-def _mnist(root: Path, cache: dict) -> Splits:
+def _mnist(root: Path, cache: dict, cfg: DataConfig) -> Splits:
     from uda.data.mnist import load_mnist
 
     if "mnist" not in cache:
@@ -49,14 +54,27 @@ def _mnist(root: Path, cache: dict) -> Splits:
     return cache["mnist"]
 
 
-def _mnistm(root: Path, cache: dict) -> Splits:
+def _mnistm(root: Path, cache: dict, cfg: DataConfig) -> Splits:
     from uda.data.mnistm import load_mnistm
 
-    return load_mnistm(root, _mnist(root, cache))
+    return load_mnistm(root, _mnist(root, cache, cfg))
 
 
-# name -> loader(root, shared cache) returning {"train": (x, y), "test": (x, y)}
-DOMAINS: dict[str, Callable[[Path, dict], Splits]] = {"mnist": _mnist, "mnistm": _mnistm}
+def _usps(root: Path, cache: dict, cfg: DataConfig) -> Splits:
+    from uda.data.digits import load_usps
+
+    return load_usps(root, cfg.verify)
+
+
+def _svhn(root: Path, cache: dict, cfg: DataConfig) -> Splits:
+    from uda.data.digits import load_svhn
+
+    return load_svhn(root, cfg.verify)
+
+
+# name -> loader(root, shared cache, data config) returning {"train": (x, y), "test": (x, y)}
+DOMAINS: dict[str, Callable[[Path, dict, DataConfig], Splits]] = {
+    "mnist": _mnist, "mnistm": _mnistm, "usps": _usps, "svhn": _svhn}
 
 
 def _harmonise(x: torch.Tensor, channels: int, size: int) -> torch.Tensor:
@@ -76,29 +94,66 @@ def _harmonise(x: torch.Tensor, channels: int, size: int) -> torch.Tensor:
     raise ConfigError(f"cannot turn {x.shape[1]}-channel images into {channels} channels")
 
 
-def load_domain(name: str, cfg: DataConfig, cache: dict | None = None) -> Domain:
-    if name not in DOMAINS:
-        raise ConfigError(f"unknown domain {name!r}; valid domains: {', '.join(sorted(DOMAINS))}")
-    splits = DOMAINS[name](data_root(cfg.root), {} if cache is None else cache)
+def _raw(dom: DomainConfig, role: str, cfg: DataConfig, cache: dict) -> tuple[Splits, list[str] | None]:
+    if dom.name == "custom":
+        from uda.data.custom import load_custom
+
+        return load_custom(dom.path, role=role, size=cfg.image_size or None)
+    if dom.name not in DOMAINS:
+        raise ConfigError(f"unknown domain data.{role}.name={dom.name!r}; valid domains: "
+                          f"{', '.join(sorted(DOMAINS))}, custom")
+    return DOMAINS[dom.name](data_root(cfg.root), cache, cfg), None
+
+
+def _finish(name: str, splits: Splits, cfg: DataConfig, channels: int, size: int, n_classes: int) -> Domain:
     (xtr, ytr), (xte, yte) = splits["train"], splits["test"]
     if cfg.train_subset:
         xtr, ytr = xtr[: cfg.train_subset], ytr[: cfg.train_subset]
     if cfg.test_subset:
         xte, yte = xte[: cfg.test_subset], yte[: cfg.test_subset]
-    xtr, xte = (_harmonise(x, cfg.channels, cfg.image_size) for x in (xtr, xte))
+    if len(xtr) == 0 or len(xte) == 0:
+        raise ConfigError(f"domain {name!r} has an empty train or test split")
+    xtr, xte = (_harmonise(x, channels, size) for x in (xtr, xte))
     for split, y in (("train", ytr), ("test", yte)):
-        if y.numel() and int(y.max()) >= cfg.num_classes:
-            raise ConfigError(f"domain {name!r} ({split}) has label {int(y.max())} but data.num_classes={cfg.num_classes}")
+        if y.numel() and int(y.max()) >= n_classes:
+            raise ConfigError(f"domain {name!r} ({split}) has label {int(y.max())} but the pair has {n_classes} classes "
+                              f"(data.num_classes)")
     n_val = min(cfg.val_size, xtr.shape[0] // 5)  # the last images of train, never trained on
     n_tr = xtr.shape[0] - n_val
     return Domain(name, xtr[:n_tr], ytr[:n_tr], xte, yte, xtr[n_tr:], ytr[n_tr:])
 
 
 def build_pair(cfg: DataConfig) -> tuple[Domain, Domain, PairInfo]:
+    """Both domains, harmonised to one image size and channel count; 0 in the config = the source's."""
     cache: dict = {}
-    source = load_domain(cfg.source, cfg, cache)
-    target = load_domain(cfg.target, cfg, cache)
-    info = PairInfo(cfg.name, cfg.source, cfg.target, cfg.channels, cfg.image_size, cfg.num_classes)
+    s_splits, s_classes = _raw(cfg.source, "source", cfg, cache)
+    t_splits, t_classes = _raw(cfg.target, "target", cfg, cache)
+    x0 = s_splits["train"][0]
+    if not cfg.image_size and x0.shape[-1] != x0.shape[-2]:
+        raise ConfigError(f"the source images are {x0.shape[-2]}x{x0.shape[-1]}: set data.image_size to resize "
+                          f"both domains to a square size")
+    channels = cfg.channels or int(x0.shape[1])
+    size = cfg.image_size or int(x0.shape[-1])
+    if cfg.num_classes:
+        n_classes = cfg.num_classes
+    else:
+        from uda.data.custom import num_classes
+
+        n_classes = num_classes(s_splits, s_classes)
+        n_t = num_classes(t_splits, t_classes)
+        if (t_classes is not None and s_classes is not None and n_t != n_classes) or n_t > n_classes:
+            raise ConfigError(f"class counts differ: source {cfg.source.path or cfg.source.name} has {n_classes} "
+                              f"classes, target {cfg.target.path or cfg.target.name} has {n_t}")
+    if s_classes is not None and t_classes is not None and s_classes != t_classes and len(s_classes) == len(t_classes):
+        log.warning("source and target class folders are named differently; matched by sorted order: %s vs %s",
+                    s_classes, t_classes)
+    mean = list(cfg.mean) or [0.5] * channels
+    std = list(cfg.std) or [0.5] * channels
+    if len(mean) != channels or len(std) != channels:
+        raise ConfigError(f"data.mean / data.std need one value per channel ({channels}), got {mean} / {std}")
+    source = _finish(cfg.source.name, s_splits, cfg, channels, size, n_classes)
+    target = _finish(cfg.target.name, t_splits, cfg, channels, size, n_classes)
+    info = PairInfo(cfg.name, cfg.source.name, cfg.target.name, channels, size, n_classes, tuple(mean), tuple(std))
     return source, target, info
 
 

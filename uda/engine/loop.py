@@ -258,7 +258,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> 
     source, target, info = build_pair(cfg.data)
     if cfg.data.on_device:
         source, target = source.to(device), target.to(device)
-    prepare = Normalize(cfg.data.mean, cfg.data.std, device, tr.channels_last)
+    prepare = Normalize(info.mean, info.std, device, tr.channels_last)
 
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)

