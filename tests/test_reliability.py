@@ -84,7 +84,7 @@ def test_a_crash_at_any_point_of_a_write_leaves_a_loadable_checkpoint(tmp_path, 
     calls = {"n": 0}
 
     class Killed(BaseException):
-        pass
+        """Stands for the process dying mid-write."""
 
     def dying(real):
         def f(*a, **k):
