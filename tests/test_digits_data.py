@@ -1,4 +1,5 @@
-"""USPS and SVHN through torchvision's classes, on small fixture files in the publishers' formats."""
+"""USPS and SVHN through torchvision's classes, SynDigits from its .mat release, on small fixture files
+in the publishers' formats."""
 import bz2
 import json
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 from uda.data.common import DataError
-from uda.data.digits import load_svhn, load_usps
+from uda.data.digits import load_svhn, load_syndigits, load_usps
 from uda.data.pairs import build_pair
 
 from conftest import SMALL, make_cfg, run_cli
@@ -41,11 +42,29 @@ def write_svhn(d, n_train=30, n_test=20, *, drop_key=None):
         savemat(d / fn, data)
 
 
+def write_syndigits(d, n_train=30, n_test=20, *, zero_as_ten=False, gray=False):
+    """Ganin's SynNumbers .mat files: SVHN's layout (X 32 x 32 x 3 x N uint8, y N x 1), labels 0..9."""
+    from scipy.io import savemat
+
+    d.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(2)
+    for fn, n in (("synth_train_32x32.mat", n_train), ("synth_test_32x32.mat", n_test)):
+        y = np.arange(n) % 10
+        if zero_as_ten:
+            y[y == 0] = 10
+        x = rng.integers(0, 256, (32, 32, 3, n), dtype=np.uint8)
+        x[0, 0, 0, :] = np.arange(n)  # pixel (row 0, col 0, red) tells the images apart after transposing
+        if gray:  # a wrong layout: no channel axis
+            x = x[:, :, 0, :]
+        savemat(d / fn, {"X": x, "y": y.reshape(n, 1).astype(np.uint8)})
+
+
 @pytest.fixture()
 def root(tmp_path, mnist_root):
     (tmp_path / "MNIST").symlink_to(mnist_root / "MNIST")
     write_usps(tmp_path / "usps")
     write_svhn(tmp_path / "svhn")
+    write_syndigits(tmp_path / "syndigits")
     return tmp_path
 
 
@@ -62,6 +81,24 @@ def test_svhn_reads_the_mat_release_and_maps_10_to_0(root):
     x, y = s["train"]
     assert x.shape == (30, 3, 32, 32) and x.dtype == torch.uint8
     assert y.tolist()[:10] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 0]
+
+
+def test_syndigits_reads_the_mat_release(root, tmp_path):
+    s = load_syndigits(root)  # no published checksum: verify=True checks presence and structure only
+    x, y = s["train"]
+    assert x.shape == (30, 3, 32, 32) and x.dtype == torch.uint8 and s["test"][0].shape == (20, 3, 32, 32)
+    assert y.tolist()[:11] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0]
+    assert x[:5, 0, 0, 0].tolist() == [0, 1, 2, 3, 4]  # N x C x H x W from MATLAB's H x W x C x N
+    write_syndigits(tmp_path / "ten" / "syndigits", zero_as_ten=True)
+    assert load_syndigits(tmp_path / "ten")["train"][1].tolist()[:11] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0]
+
+
+def test_syndigits_wrong_layout_and_missing_files_are_clear(tmp_path):
+    with pytest.raises(DataError, match=r"syndigits/synth_train_32x32.mat \(from http://yaroslav.ganin.net"):
+        load_syndigits(tmp_path)
+    write_syndigits(tmp_path / "syndigits", gray=True)
+    with pytest.raises(DataError, match="expected 32 x 32 x 3 x N uint8"):
+        load_syndigits(tmp_path)
 
 
 def test_files_that_are_not_the_published_ones_fail_the_checksum(root):
@@ -81,7 +118,7 @@ def test_a_mat_file_without_its_images_is_one_clear_error(tmp_path):
 
 
 @pytest.mark.parametrize("pair, shape", [("usps_mnist", (1, 28, 28)), ("mnist_usps", (1, 28, 28)),
-                                         ("svhn_mnist", (3, 32, 32))])
+                                         ("svhn_mnist", (3, 32, 32)), ("syndigits_svhn", (3, 32, 32))])
 def test_pairs_meet_one_network(root, pair, shape):
     cfg = make_cfg(f"data={pair}", f"data.root={root}", "data.verify=false", "data.train_subset=200",
                    "data.test_subset=50")
@@ -92,12 +129,13 @@ def test_pairs_meet_one_network(root, pair, shape):
     assert (info.channels, info.image_size) == (shape[0], shape[1])
 
 
-def test_training_on_usps_end_to_end(root, tmp_path):
+@pytest.mark.parametrize("pair", ["mnist_usps", "usps_mnist", "svhn_mnist", "syndigits_svhn"])
+def test_training_on_each_digits_pair_end_to_end(root, tmp_path, pair):
     run = tmp_path / "run"
-    res = run_cli("train", "data=mnist_usps", f"data.root={root}", "data.verify=false", *SMALL,
+    res = run_cli("train", f"data={pair}", f"data.root={root}", "data.verify=false", *SMALL,
                   f"hydra.run.dir={run}", cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert json.loads((run / "summary.json").read_text())["data"] == "mnist_usps"
+    assert json.loads((run / "summary.json").read_text())["data"] == pair
 
 
 def test_data_list_shows_present_and_missing(tmp_path):
@@ -106,6 +144,8 @@ def test_data_list_shows_present_and_missing(tmp_path):
     assert res.returncode == 0, res.stderr
     lines = {ln.split()[0]: ln for ln in res.stdout.splitlines() if ln.startswith("  ") and ln.split()}
     assert "present" in lines["usps"] and "missing" in lines["svhn"] and "train_32x32.mat" in lines["svhn"]
+    assert "missing" in lines["syndigits"] and "yaroslav.ganin.net" in lines["syndigits"]
+    assert "missing" in lines["amazon"] and "office31/amazon/images" in lines["amazon"]
     bad = run_cli("data", "verify", "usps", "--root", str(tmp_path), cwd=tmp_path, timeout=120)
     assert bad.returncode == 2 and "checksum mismatch" in bad.stderr
 

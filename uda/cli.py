@@ -126,7 +126,8 @@ def _data(args: list[str]) -> int:
 
     parser = argparse.ArgumentParser(prog="uda data", description="datasets: present, missing, checksums")
     parser.add_argument("action", choices=["list", "verify", "prepare"])
-    parser.add_argument("name", nargs="?", help="domain (verify, prepare): mnist, mnistm, usps, svhn")
+    parser.add_argument("name", nargs="?", help="domain (verify, prepare): mnist, mnistm, usps, svhn, syndigits, "
+                                                      "amazon, dslr, webcam")
     parser.add_argument("--root", default="", help="data root (default: $UDA_DATA or ~/.cache/uda)")
     ns = parser.parse_args(args)
     from uda.config import UserError

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from omegaconf import MISSING
@@ -145,12 +146,12 @@ class DSNConfig(MethodConfig):
 
 # --------------------------------------------------------------------------------------- data
 # the built-in domains (uda/data/pairs.py DOMAINS) and "custom"; kept here so validation needs no torch
-DOMAIN_NAMES = ("mnist", "mnistm", "usps", "svhn", "custom")
+DOMAIN_NAMES = ("mnist", "mnistm", "usps", "svhn", "syndigits", "amazon", "dslr", "webcam", "custom")
 
 
 @dataclass
 class DomainConfig:
-    # a built-in domain (mnist, mnistm, usps, svhn), or "custom": your own data at `path`
+    # a built-in domain (mnist, mnistm, usps, svhn, syndigits, amazon, dslr, webcam), or "custom": your own data at `path`
     name: str = MISSING
     # custom: an ImageFolder tree (train/<class>/..., test/<class>/...) or an .npz file with
     # x_train, y_train, x_test, y_test (uint8 N x H x W [x C]; a target's y_train may be absent)
@@ -164,8 +165,14 @@ class DataConfig:
     target: DomainConfig = field(default_factory=DomainConfig)
     # where datasets live (and the offline MNIST-M build is cached); "" = $UDA_DATA or ~/.cache/uda
     root: str = ""
-    # 0 = take it from the source domain (custom pairs)
+    # the network's input size; 0 = take it from the source domain (custom pairs)
     image_size: int = 28
+    # the size images are stored at in memory (square); larger than image_size: crops are taken
+    # (random with `augment`, else central), as in the usual Resize(256) + Crop(224); 0 = image_size
+    load_size: int = 0
+    # train-time augmentation on the fly: random crop to image_size + horizontal flip, derived from
+    # (seed, step) so a resumed run sees the same crops; evaluation uses the central crop
+    augment: bool = False
     channels: int = 3
     num_classes: int = 10
     # the same normalisation for both domains: x = (x/255 - mean) / std, per channel ([] = 0.5 each)
@@ -209,6 +216,22 @@ class LeNetConfig(BackboneConfig):
 
 
 # ------------------------------------------------------------------------------------ optimizer
+@dataclass
+class ResNetConfig(BackboneConfig):
+    """torchvision ResNet (He et al. 2016) to global pooling | bottleneck FC + ReLU + dropout | FC.
+
+    The domain discriminators of DANN-style methods sit on the bottleneck (Ganin et al.'s Office setup).
+    """
+
+    name: str = "resnet50"
+    depth: int = 50  # 18 | 34 | 50 | 101
+    # a local file with ImageNet weights (a torchvision state_dict, e.g. resnet50-11ad3fa6.pth);
+    # "" = random initialisation. Nothing is ever downloaded.
+    weights: str = ""
+    bottleneck: int = 256  # 0 = the classifier reads the pooled features directly
+    dropout: float = 0.5
+
+
 @dataclass
 class OptimizerConfig:
     name: OptimName = OptimName.sgd
@@ -292,6 +315,7 @@ def register_configs() -> None:
     cs.store(group="schema/data", name="data", node=DataConfig)
     cs.store(group="schema/backbone", name="dann_mnist", node=DANNDigitsConfig)
     cs.store(group="schema/backbone", name="lenet", node=LeNetConfig)
+    cs.store(group="schema/backbone", name="resnet50", node=ResNetConfig)
     cs.store(group="schema/optimizer", name="optimizer", node=OptimizerConfig)
     cs.store(group="schema/trainer", name="trainer", node=TrainerConfig)
 
@@ -356,6 +380,19 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"optimizer.betas must be two numbers in [0, 1), got {o.betas}")
     _positive(o.sched_step_size, "optimizer.sched_step_size")
     b = cfg.backbone
+    if isinstance(b, ResNetConfig):
+        if b.depth not in (18, 34, 50, 101):
+            raise ConfigError(f"backbone.depth must be 18, 34, 50 or 101, got {b.depth}")
+        _nonneg(b.bottleneck, "backbone.bottleneck")
+        if not 0 <= b.dropout < 1:
+            raise ConfigError(f"backbone.dropout must be in [0, 1), got {b.dropout}")
+        if b.weights and not Path(b.weights).expanduser().is_file():
+            raise ConfigError(f"backbone.weights: no file {b.weights} (a local ImageNet state_dict; nothing is downloaded)")
+    if d.load_size < 0:
+        raise ConfigError(f"data.load_size must be >= 0 (0 = data.image_size), got {d.load_size}")
+    if d.load_size and d.image_size and d.load_size < d.image_size:
+        raise ConfigError(f"data.load_size ({d.load_size}) must be >= data.image_size ({d.image_size}): crops are "
+                          f"taken from the stored images")
     if isinstance(b, (DANNDigitsConfig, LeNetConfig)):
         _widths(b.conv_channels, "backbone.conv_channels", 2)
     if isinstance(b, DANNDigitsConfig):

@@ -60,7 +60,7 @@ def run_eval(run_dir: Path, checkpoint: str = "last", data: str | None = None,
     method = get_method(cfg.method.name).from_config(cfg, info).to(device)
     method.load_state_dict(state["method"])
     method.eval()
-    prepare = Normalize(info.mean, info.std, device, False)
+    prepare = Normalize(info.mean, info.std, device, False, crop=info.image_size)
     with torch.no_grad(), autocast(device, resolve_precision(cfg.trainer.precision, device)):
         scores = evaluate(method, source, target, prepare=prepare, batch_size=cfg.trainer.eval_batch_size)
     result = {"run": str(run_dir), "checkpoint": str(path), "step": state["step"], "method": cfg.method.name,

@@ -11,7 +11,14 @@ DOMAIN_NOTES = {
               "the photographs in the scikit-image / scikit-learn wheels (prepare builds it)",
     "usps": "USPS libsvm release: usps/usps.bz2, usps/usps.t.bz2",
     "svhn": "SVHN cropped digits: svhn/train_32x32.mat, svhn/test_32x32.mat",
+    "syndigits": "Synthetic Digits (SynNumbers): syndigits/synth_train_32x32.mat, synth_test_32x32.mat",
+    "amazon": "Office-31 amazon: office31/amazon/images/<class>/*.jpg",
+    "dslr": "Office-31 dslr: office31/dslr/images/<class>/*.jpg",
+    "webcam": "Office-31 webcam: office31/webcam/images/<class>/*.jpg",
 }
+OFFICE = ("amazon", "dslr", "webcam")
+OFFICE_SOURCE = "domain_adaptation_images.tar.gz (Saenko et al. 2010), unpacked so that"
+FILES = ("usps", "svhn", "syndigits")
 
 
 def status(root: Path) -> list[tuple[str, str, str]]:
@@ -31,12 +38,18 @@ def status(root: Path) -> list[tuple[str, str, str]]:
         rows.append(("mnistm", "present", f"{cache} (offline build v{mnistm.BUILD_VERSION})"))
     else:
         rows.append(("mnistm", "missing", f"{release} (release) or built into {cache}"))
-    for name in ("usps", "svhn"):
+    for name in FILES:
         files = expected_files(name)
         missing = [fn for fn in files if not (root / name / fn).is_file()]
         detail = str(root / name) + ("" if not missing else "; missing " + ", ".join(
             f"{fn} ({files[fn][0]})" for fn in missing))
         rows.append((name, "missing" if missing else "present", detail))
+    for name in OFFICE:
+        folder = root / "office31" / name / "images"
+        classes = [p for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
+        detail = f"{folder} ({len(classes)} class folders)" if classes else \
+            f"{folder}/<class>/*.jpg; from {OFFICE_SOURCE} {root / 'office31'}/{name}/images exists"
+        rows.append((name, "present" if classes else "missing", detail))
     return rows
 
 
@@ -44,9 +57,16 @@ def verify(root: Path, name: str) -> str:
     """Check a domain's files against their published checksums; returns a one-line verdict."""
     from uda.data.digits import check_files
 
-    if name in ("usps", "svhn"):
+    if name in FILES:
         check_files(root, name, verify=True)
+        if name == "syndigits":
+            from uda.data.digits import load_syndigits
+
+            n = {k: len(v[1]) for k, v in load_syndigits(root, verify=False).items()}
+            return f"syndigits: no published checksum; both files parse ({n['train']} train, {n['test']} test)"
         return f"{name}: files match their published md5 sums"
+    if name in OFFICE:
+        return _office(root, name)
     if name == "mnist":
         from uda.data.mnist import MNIST_SHA256, raw_dir
         from uda.data.common import verify as verify_file
@@ -71,9 +91,23 @@ def prepare(root: Path, name: str) -> str:
 
         load_mnistm(root, load_mnist(root))
         return f"mnistm ready in {root}"
-    if name in ("usps", "svhn"):
+    if name in FILES:
         from uda.data.digits import check_files
 
         check_files(root, name, verify=False)  # raises with the URLs and the target paths
         return f"{name}: files present in {root / name}"
+    if name in OFFICE:
+        return _office(root, name)
     raise DataError(f"unknown domain {name!r}; valid: {', '.join(DOMAIN_NOTES)}")
+
+
+def _office(root: Path, name: str) -> str:
+    """Office-31 has no published checksums: report the class folders and image count, or where they go."""
+    folder = root / "office31" / name / "images"
+    if not folder.is_dir():
+        raise DataError(f"office31/{name}: missing {folder}/<class>/*.jpg; from {OFFICE_SOURCE} {folder} exists")
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    n = sum(1 for c in classes for f in (folder / c).iterdir() if f.is_file())
+    if len(classes) != 31:
+        raise DataError(f"office31/{name}: {len(classes)} class folders in {folder}, the release has 31")
+    return f"{name}: 31 class folders, {n} images in {folder} (no published checksum)"

@@ -55,32 +55,39 @@ def load_npz(path: Path, *, role: str) -> tuple[dict[str, tuple[torch.Tensor, to
     return splits, None
 
 
-def load_image_folder(path: Path, *, size: int | None) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], list[str]]:
+def read_folder(folder: Path, *, size: int | None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """All images of an ImageFolder tree (torchvision's class) as uint8 N x C x H x W, resized to
+    ``size`` x ``size`` when given; with labels and the class names."""
     from torchvision import datasets
     from torchvision.transforms.v2 import functional as TF
 
+    try:
+        ds = datasets.ImageFolder(str(folder))
+    except (FileNotFoundError, RuntimeError) as e:
+        raise DataError(f"{folder}: {e}") from e
+    xs = []
+    for file, _ in ds.samples:
+        img = TF.pil_to_tensor(ds.loader(file))  # RGB uint8 C x H x W
+        if size is not None and img.shape[-2:] != (size, size):
+            img = TF.resize(img, [size, size], antialias=True)
+        xs.append(img)
+    if size is None and len({tuple(x.shape) for x in xs}) > 1:
+        raise DataError(f"{folder}: images of different sizes; set data.image_size to resize them")
+    return torch.stack(xs), torch.tensor(ds.targets, dtype=torch.long), ds.classes
+
+
+def load_image_folder(path: Path, *, size: int | None) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], list[str]]:
     splits, classes = {}, None
     for split in ("train", "test"):
         folder = path / split
         if not folder.is_dir():
             raise DataError(f"{path}: an ImageFolder domain needs {folder}/<class>/<images>")
-        try:
-            ds = datasets.ImageFolder(str(folder))
-        except (FileNotFoundError, RuntimeError) as e:
-            raise DataError(f"{folder}: {e}") from e
+        x, y, names = read_folder(folder, size=size)
         if classes is None:
-            classes = ds.classes
-        elif ds.classes != classes:
-            raise DataError(f"{path}: train/ has classes {classes} but test/ has {ds.classes}")
-        xs = []
-        for file, _ in ds.samples:
-            img = TF.pil_to_tensor(ds.loader(file))  # RGB uint8 C x H x W
-            if size is not None and img.shape[-2:] != (size, size):
-                img = TF.resize(img, [size, size], antialias=True)
-            xs.append(img)
-        if size is None and len({tuple(x.shape) for x in xs}) > 1:
-            raise DataError(f"{folder}: images of different sizes; set data.image_size to resize them")
-        splits[split] = (torch.stack(xs), torch.tensor(ds.targets, dtype=torch.long))
+            classes = names
+        elif names != classes:
+            raise DataError(f"{path}: train/ has classes {classes} but test/ has {names}")
+        splits[split] = (x, y)
     return splits, classes
 
 

@@ -1,9 +1,11 @@
-"""USPS and SVHN, read by torchvision's own dataset classes from the files their publishers ship.
+"""USPS and SVHN, read by torchvision's own dataset classes from the files their publishers ship,
+and Synthetic Digits (Ganin & Lempitsky's SynNumbers, which torchvision lacks) from its .mat release.
 
 Nothing is downloaded here (no network on the machines this runs on): the files are placed under
-``<data root>/usps/`` and ``<data root>/svhn/`` (``uda data list`` says where and from which URL).
-Files are checked against the published MD5 sums torchvision records, unless ``data.verify=false``
-(a modified or subsampled copy).
+``<data root>/usps/`` and ``<data root>/svhn/``, ``<data root>/syndigits/`` (``uda data list`` says where and from which URL).
+USPS and SVHN files are checked against the published MD5 sums torchvision records, unless
+``data.verify=false`` (a modified or subsampled copy). SynDigits has no published checksum: its files
+are checked for their structure only.
 """
 from __future__ import annotations
 
@@ -16,8 +18,14 @@ from uda.data.common import DataError, sha256
 Splits = dict[str, tuple[torch.Tensor, torch.Tensor]]
 
 
-def expected_files(name: str) -> dict[str, tuple[str, str]]:
-    """file name -> (published URL, md5) for ``usps`` or ``svhn`` (from torchvision's tables)."""
+SYNDIGITS_URL = "http://yaroslav.ganin.net/ (SynNumbers: synth_train_32x32.mat, synth_test_32x32.mat)"
+NAMES = ("usps", "svhn", "syndigits")
+
+
+def expected_files(name: str) -> dict[str, tuple[str, str | None]]:
+    """file name -> (published URL, md5 or None) for ``usps``, ``svhn`` (torchvision's tables), ``syndigits``."""
+    if name == "syndigits":
+        return {"synth_train_32x32.mat": (SYNDIGITS_URL, None), "synth_test_32x32.mat": (SYNDIGITS_URL, None)}
     from torchvision import datasets
 
     if name == "usps":
@@ -38,6 +46,8 @@ def check_files(root: Path, name: str, verify: bool) -> Path:
                         f"or set data.root to a directory that has {name}/")
     if verify:
         for fn, (_, md5) in files.items():
+            if md5 is None:  # nothing published to compare with
+                continue
             got = sha256(d / fn, algorithm="md5")
             if got != md5:
                 raise DataError(f"checksum mismatch for {d / fn}: md5 {got}, the published file has {md5}; "
@@ -76,4 +86,32 @@ def load_svhn(root: Path, verify: bool = True) -> Splits:
         except (OSError, ValueError, KeyError) as e:
             raise DataError(f"svhn: cannot parse {d} ({split}): {e}") from e
         out[split] = (torch.from_numpy(ds.data).contiguous(), torch.from_numpy(ds.labels).long())
+    return out
+
+
+def load_syndigits(root: Path, verify: bool = True) -> Splits:
+    """Synthetic Digits (Ganin & Lempitsky 2015's SynNumbers, the 32x32 .mat release): ~479k train / 9553 test.
+
+    Same layout as SVHN's .mat files (``X``: 32 x 32 x 3 x N uint8, ``y``: N x 1); labels are 0..9
+    (a copy that writes the digit 0 as 10, SVHN's convention, is mapped back). torchvision has no
+    class for it, so the file is read with ``scipy.io.loadmat`` as torchvision's SVHN does.
+    """
+    from scipy.io import loadmat
+
+    d = check_files(root, "syndigits", verify)
+    out = {}
+    for split in ("train", "test"):
+        path = d / f"synth_{split}_32x32.mat"
+        try:
+            mat = loadmat(path, variable_names=["X", "y"])
+            x, y = mat["X"], mat["y"].reshape(-1).astype("int64")
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise DataError(f"syndigits: cannot parse {path} (expected variables X: 32x32x3xN uint8, y: Nx1): "
+                            f"{e}") from e
+        if x.ndim != 4 or x.shape[2] != 3 or x.shape[3] != len(y) or x.dtype.kind != "u":
+            raise DataError(f"syndigits: {path} has X of shape {x.shape} ({x.dtype}) for {len(y)} labels; "
+                            f"expected 32 x 32 x 3 x N uint8")
+        if (y == 10).any() and not (y == 0).any():
+            y[y == 10] = 0
+        out[split] = (torch.from_numpy(x.transpose(3, 2, 0, 1).copy()), torch.from_numpy(y))
     return out

@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 
 from uda.config import ConfigError, DataConfig, DomainConfig
-from uda.data.common import data_root
+from uda.data.common import DataError, data_root
 
 log = logging.getLogger("uda")
 
@@ -72,9 +72,35 @@ def _svhn(root: Path, cache: dict, cfg: DataConfig) -> Splits:
     return load_svhn(root, cfg.verify)
 
 
+def _syndigits(root: Path, cache: dict, cfg: DataConfig) -> Splits:
+    from uda.data.digits import load_syndigits
+
+    return load_syndigits(root, cfg.verify)
+
+
+def _office(domain: str):
+    """Office-31 (Saenko et al. 2010) in its usual layout, <root>/office31/<domain>/images/<class>/*.jpg.
+
+    The standard protocol has no split: train (labelled source / unlabelled target) and test are
+    the whole domain. Images are stored at data.load_size (or image_size).
+    """
+    def load(root: Path, cache: dict, cfg: DataConfig) -> Splits:
+        from uda.data.custom import read_folder
+
+        folder = root / "office31" / domain / "images"
+        if not folder.is_dir():
+            raise DataError(f"office31/{domain}: missing {folder}/<class>/*.jpg (the Office-31 release, "
+                            f"domain_adaptation_images.tar.gz, unpacked into {root / 'office31'})")
+        x, y, _ = read_folder(folder, size=cfg.load_size or cfg.image_size)
+        return {"train": (x, y), "test": (x, y)}
+
+    return load
+
+
 # name -> loader(root, shared cache, data config) returning {"train": (x, y), "test": (x, y)}
 DOMAINS: dict[str, Callable[[Path, dict, DataConfig], Splits]] = {
-    "mnist": _mnist, "mnistm": _mnistm, "usps": _usps, "svhn": _svhn}
+    "mnist": _mnist, "mnistm": _mnistm, "usps": _usps, "svhn": _svhn, "syndigits": _syndigits,
+    "amazon": _office("amazon"), "dslr": _office("dslr"), "webcam": _office("webcam")}
 
 
 def _harmonise(x: torch.Tensor, channels: int, size: int) -> torch.Tensor:
@@ -134,6 +160,7 @@ def build_pair(cfg: DataConfig) -> tuple[Domain, Domain, PairInfo]:
                           f"both domains to a square size")
     channels = cfg.channels or int(x0.shape[1])
     size = cfg.image_size or int(x0.shape[-1])
+    stored = max(cfg.load_size, size)  # crops of `size` are taken from images stored at this size
     if cfg.num_classes:
         n_classes = cfg.num_classes
     else:
@@ -151,8 +178,8 @@ def build_pair(cfg: DataConfig) -> tuple[Domain, Domain, PairInfo]:
     std = list(cfg.std) or [0.5] * channels
     if len(mean) != channels or len(std) != channels:
         raise ConfigError(f"data.mean / data.std need one value per channel ({channels}), got {mean} / {std}")
-    source = _finish(cfg.source.name, s_splits, cfg, channels, size, n_classes)
-    target = _finish(cfg.target.name, t_splits, cfg, channels, size, n_classes)
+    source = _finish(cfg.source.name, s_splits, cfg, channels, stored, n_classes)
+    target = _finish(cfg.target.name, t_splits, cfg, channels, stored, n_classes)
     info = PairInfo(cfg.name, cfg.source.name, cfg.target.name, channels, size, n_classes, tuple(mean), tuple(std))
     return source, target, info
 
@@ -160,11 +187,30 @@ def build_pair(cfg: DataConfig) -> tuple[Domain, Domain, PairInfo]:
 class Normalize:
     """uint8 [N, C, H, W] -> float (x / 255 - mean) / std; one normalisation for both domains."""
 
-    def __init__(self, mean: list[float], std: list[float], device: torch.device, channels_last: bool = False):
+    def __init__(self, mean: list[float], std: list[float], device: torch.device, channels_last: bool = False,
+                 crop: int | None = None):
         self.scale = (1.0 / (255.0 * torch.tensor(std, device=device))).view(1, -1, 1, 1)
         self.shift = (torch.tensor(mean, device=device) / torch.tensor(std, device=device)).view(1, -1, 1, 1)
         self.channels_last = channels_last
+        self.crop = crop  # images stored larger than this are centre-cropped to it
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.crop is not None and x.shape[-1] > self.crop:
+            x = center_crop(x, self.crop)
         x = x.float().mul_(self.scale).sub_(self.shift)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
+    return x[..., top : top + size, left : left + size]
+
+
+def random_crop_flip(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """A random ``size`` crop and a coin-flip horizontal mirror per image (uint8 kept)."""
+    n, _, h, w = x.shape
+    tops = torch.randint(0, h - size + 1, (n,), generator=generator).tolist()
+    lefts = torch.randint(0, w - size + 1, (n,), generator=generator).tolist()
+    flips = (torch.rand(n, generator=generator) < 0.5).tolist()
+    out = [x[k, :, t : t + size, l : l + size] for k, (t, l) in enumerate(zip(tops, lefts))]
+    return torch.stack([o.flip(-1) if f else o for o, f in zip(out, flips)])

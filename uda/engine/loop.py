@@ -23,7 +23,7 @@ import torch
 
 import uda
 from uda.config import ConfigError, Device, NonFinite, Precision, Progress, TrainConfig, UserError
-from uda.data.pairs import Normalize, build_pair
+from uda.data.pairs import Normalize, build_pair, random_crop_flip
 from uda.data.streams import IndexStream
 from uda.engine import checkpoint as ckpt
 from uda.engine.optim import Stepper, build_optimizer, lr_factor
@@ -258,7 +258,8 @@ def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> 
     source, target, info = build_pair(cfg.data)
     if cfg.data.on_device:
         source, target = source.to(device), target.to(device)
-    prepare = Normalize(info.mean, info.std, device, tr.channels_last)
+    prepare = Normalize(info.mean, info.std, device, tr.channels_last, crop=info.image_size)
+    augment = cfg.data.augment
 
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -371,8 +372,12 @@ def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> 
             idx_s, idx_t = src_stream.indices(step), tgt_stream.indices(step)
             if cfg.data.on_device:
                 idx_s, idx_t = idx_s.to(device, non_blocking=True), idx_t.to(device, non_blocking=True)
-            src = Batch(prepare(source.train_x[idx_s].to(device, non_blocking=True)), source.train_y[idx_s].to(device))
-            tgt = Batch(prepare(target.train_x[idx_t].to(device, non_blocking=True)), None)  # target labels never enter training
+            x_s, x_t = source.train_x[idx_s], target.train_x[idx_t]
+            if augment:  # crops and flips drawn from (seed, step): a resumed run sees the same ones
+                gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+                x_s, x_t = random_crop_flip(x_s, info.image_size, gen), random_crop_flip(x_t, info.image_size, gen)
+            src = Batch(prepare(x_s.to(device, non_blocking=True)), source.train_y[idx_s].to(device))
+            tgt = Batch(prepare(x_t.to(device, non_blocking=True)), None)  # target labels never enter training
             stepper.begin_iteration()
             with autocast(device, precision):
                 out = method.update(src, tgt, step, stepper)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from uda.config import BackboneConfig, ConfigError, DANNDigitsConfig, LeNetConfig
+from uda.config import BackboneConfig, ConfigError, DANNDigitsConfig, LeNetConfig, ResNetConfig
 from uda.nets.digits import DANNDigitsFeatures, LeNetFeatures, mlp
 
 __all__ = ["build_backbone", "mlp", "DANNDigitsFeatures"]
@@ -20,4 +20,8 @@ def build_backbone(cfg: BackboneConfig, *, in_channels: int, image_size: int, nu
                                  feat_dim=cfg.feat_dim, dropout=cfg.dropout)
         classifier = nn.Sequential(nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.feat_dim, num_classes))
         return features, classifier, cfg.feat_dim
-    raise ConfigError(f"unknown backbone {cfg.name!r}; valid backbones: dann_mnist, lenet")
+    if isinstance(cfg, ResNetConfig):
+        from uda.nets.resnet import build_resnet
+
+        return build_resnet(cfg, in_channels=in_channels, num_classes=num_classes)
+    raise ConfigError(f"unknown backbone {cfg.name!r}; valid backbones: dann_mnist, lenet, resnet50")
