@@ -1,6 +1,7 @@
 """End-to-end runs of the shared loop: outputs, resume bit-identity, interruption, CLI, sweeps."""
 import contextlib
 import json
+import os
 import signal
 import time
 
@@ -96,6 +97,28 @@ def test_cli_multirun_gives_each_run_its_own_directory(tmp_path):
     assert runs == ["0_source_only_seed0", "1_dann_seed0"]
 
 
+def test_sweep_rerun_skips_finished_runs_and_resumes_unfinished_ones(tmp_path):
+    small = [o for o in SMALL if not o.startswith("trainer.max_steps")]
+    args = ["train", "-m", "method=source_only,dann", "seed=0", "trainer.max_steps=2", *small,
+            f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    assert run_cli(*args, cwd=tmp_path).returncode == 0
+    done0, done1 = (tmp_path / "sweep" / n / "summary.json" for n in ("0_source_only_seed0", "1_dann_seed0"))
+    first0, first1 = done0.read_text(), done1.read_text()
+    done1.unlink()  # run 1 as if killed after its last checkpoint, before its summary
+    res = run_cli(*args, "resume=auto", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.count("target_acc=") == 2
+    assert done0.read_text() == first0  # not trained again: the summary (with its wall time) is untouched
+    log0 = (done0.parent / "train.log").read_text()
+    assert "already finished" in log0
+    again = json.loads(done1.read_text())
+    assert again["target_acc"] == json.loads(first1)["target_acc"]  # resumed the finished checkpoint
+    assert "resumed from" in (done1.parent / "train.log").read_text()
+    # the same sweep directory with other settings is refused, naming the difference
+    res = run_cli(*[a.replace("trainer.max_steps=2", "trainer.max_steps=3") for a in args], cwd=tmp_path)
+    assert res.returncode == 2 and "trainer.max_steps" in res.stderr and "hydra.sweep.dir" in res.stderr, res.stderr
+
+
 def _wait_for_checkpoint(path, proc, min_step, timeout=240):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -156,3 +179,71 @@ def test_target_labels_never_reach_update(tmp_path, monkeypatch, method):
     extra = {"adda": ["method.pretrain_steps=2"], "dsn": ["method.adapt_start=2"], "dann": []}[method]
     train(make_cfg(*SMALL, f"method={method}", *extra), tmp_path)
     assert len(seen) == 6 and all(has_src_labels and tgt_y is None for has_src_labels, tgt_y in seen)
+
+
+def test_sigusr2_checkpoints_then_hands_over_to_the_previous_handler(tmp_path, monkeypatch):
+    """submitit's SIGUSR2 handler (requeue before the SLURM time limit) runs only after our checkpoint."""
+    from uda.registry import get_method
+
+    class Requeued(Exception):
+        pass
+
+    seen = []
+
+    def submitit_like(signum, frame):
+        seen.append(ckpt.load(tmp_path / "checkpoints" / "last.pt")["step"])
+        raise Requeued
+
+    cls = get_method("dann")
+    original = cls.update
+
+    def update(self, src, tgt, step, opt):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGUSR2)
+        return original(self, src, tgt, step, opt)
+
+    monkeypatch.setattr(cls, "update", update)
+    previous = signal.signal(signal.SIGUSR2, submitit_like)
+    try:
+        with pytest.raises(Requeued):
+            train(make_cfg(*SMALL, "method=dann", "trainer.max_steps=20", "trainer.checkpoint_every=10"), tmp_path)
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert seen == [4]  # step index 3 is the 4th step: checkpointed there, off the checkpoint_every grid
+
+
+def test_sweep_through_the_submitit_launcher_and_its_rerun(tmp_path):
+    """Hydra's submitit launcher (local executor: the SLURM one's code path without a cluster)."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    small = [o for o in SMALL if not o.startswith("trainer.max_steps")]
+    args = ["train", "-m", "hydra/launcher=submitit_local", "seed=0,1", "trainer.max_steps=2", *small,
+            f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    res = run_cli(*args, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    done = sorted((tmp_path / "sweep").glob("*/summary.json"))
+    assert [p.parent.name for p in done] == ["0_dann_seed0", "1_dann_seed1"]
+    before = [p.read_text() for p in done]
+    res = run_cli(*args, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert [p.read_text() for p in done] == before  # the re-run skipped both finished runs
+    assert all("already finished" in (p.parent / "train.log").read_text() for p in done)
+
+
+def test_the_slurm_launcher_config_composes_with_requeue_on_timeout(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    res = run_cli("train", "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "--cfg", "hydra",
+                  "--package", "hydra.launcher", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "SlurmLauncher" in res.stdout and "max_num_timeout: 3" in res.stdout and "partition: gpu" in res.stdout
+
+
+def test_a_launcher_whose_plugin_is_missing_names_the_extra(monkeypatch, capsys):
+    import importlib.util
+
+    from uda import cli
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(SystemExit) as e:
+        cli._check_launcher(["seed=0,1", "hydra/launcher=slurm"])
+    assert e.value.code == 2 and '.[slurm]' in capsys.readouterr().err
+    cli._check_launcher(["hydra/launcher=basic"])  # Hydra's own launchers need nothing

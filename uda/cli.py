@@ -5,6 +5,7 @@ errors answer at once.
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -34,7 +35,24 @@ config groups: method, data, backbone, optimizer, trainer (configs/ in the repos
 COMMANDS = ("train", "eval", "report", "data")
 
 
+def _check_launcher(overrides: list[str]) -> None:
+    """A SLURM/submitit launcher without its optional package: say how to install it."""
+    import importlib.util
+
+    for o in overrides:
+        key, _, value = o.partition("=")
+        if key.lstrip("+") == "hydra/launcher" and (value == "slurm" or value.startswith("submitit")):
+            try:
+                found = importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is not None
+            except ModuleNotFoundError:  # no hydra_plugins namespace at all
+                found = False
+            if not found:
+                print(f"uda: error: {o} needs hydra-submitit-launcher: pip install -e \".[slurm]\"", file=sys.stderr)
+                sys.exit(2)
+
+
 def _train(overrides: list[str]) -> int:
+    _check_launcher(overrides)
     import hydra
     from omegaconf import DictConfig
 
@@ -46,9 +64,47 @@ def _train(overrides: list[str]) -> int:
     def task(cfg: DictConfig) -> float:
         return run_train(cfg)
 
+    scratch = None
+    if int(os.environ.get("RANK", "0")) > 0:  # torchrun: rank 0 owns the run directory and its logs
+        overrides = [*overrides, "hydra.output_subdir=null", "hydra/job_logging=stdout"]
+        if not any(o.split("=")[0].lstrip("+") == "hydra.run.dir" for o in overrides):
+            import tempfile
+
+            scratch = tempfile.mkdtemp(prefix="uda_rank")
+            overrides.append(f"hydra.run.dir={scratch}")
     sys.argv = ["uda train", *overrides]
-    task()
+    try:
+        task()
+    finally:
+        if scratch:
+            import shutil
+
+            shutil.rmtree(scratch, ignore_errors=True)
     return 0
+
+
+def _finished(run_dir: Path, conf) -> dict | None:
+    """The summary of a finished run in ``run_dir`` with this config (a sweep re-run skips it), else None."""
+    import json
+
+    done = run_dir / "summary.json"
+    if not done.is_file():
+        return None
+    from uda.config import ConfigError
+    from uda.engine.loop import _config_dict, config_changes
+
+    last = run_dir / "checkpoints" / "last.pt"
+    if last.is_file():
+        import torch
+
+        state = torch.load(last, map_location="cpu", weights_only=True)
+        changed = config_changes(state.get("config", {}), _config_dict(conf))
+    else:  # checkpoints deleted: the summary alone marks the run as done
+        changed = []
+    if changed:
+        raise ConfigError(f"{run_dir} holds a finished run with other settings ({'; '.join(changed[:5])}); "
+                          f"choose another hydra.sweep.dir")
+    return json.loads(done.read_text())
 
 
 def run_train(cfg) -> float:
@@ -69,15 +125,30 @@ def run_train(cfg) -> float:
             print(f"uda: error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
             sys.exit(2)
         validate(conf)
+        from hydra.types import RunMode
+
         from uda.engine.loop import train  # the heavy imports start here
 
-        run_dir = Path(HydraConfig.get().runtime.output_dir)
-        summary = train(conf, run_dir)
+        hc = HydraConfig.get()
+        run_dir = Path(hc.runtime.output_dir)
+        summary = None
+        if hc.mode == RunMode.MULTIRUN and conf.resume is not True:  # a sweep re-run skips finished runs
+            summary = _finished(run_dir, conf)
+            if summary is not None:
+                logging.getLogger("uda").info("already finished (summary.json): %s", run_dir)
+        if summary is None:
+            summary = train(conf, run_dir)
     except UserError as e:
         # exit status: 2 bad input, 3 non-finite losses, 128+signal after a requested stop (checkpoint safe)
         code = getattr(e, "exit_code", 2)
         print(f"uda: {e}" if code >= 128 else f"uda: error: {e}", file=sys.stderr)
         sys.exit(code)
+    from uda.engine import dist
+
+    if not dist.is_main():
+        dist.shutdown()
+        return summary["target_acc"]
+    dist.shutdown()
     logging.getLogger("uda").info("summary written to %s", run_dir / "summary.json")
     print(f"{summary['method']} {summary['data']} seed={summary['seed']} steps={summary['steps']}: "
           f"target_acc={summary['target_acc']:.2f}% source_acc={summary['source_acc']:.2f}% "

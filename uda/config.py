@@ -284,6 +284,9 @@ class TrainerConfig:
     # which evaluation checkpoints/best.pt keeps, chosen without target labels:
     # source_val (accuracy on held-out source) | entropy | dev | snd (see uda/selection.py)
     select: Select = Select.source_val
+    # under torchrun: every N steps check that all ranks hold identical parameters (0 = never;
+    # a debugging aid that all-gathers the parameters)
+    check_ranks_every: int = 0
 
 
 @dataclass
@@ -345,7 +348,7 @@ def validate(cfg: TrainConfig) -> None:
     for key in ("max_steps", "batch_size", "eval_every", "checkpoint_every", "log_every", "eval_batch_size"):
         _positive(getattr(t, key), f"trainer.{key}")
     _positive(t.nonfinite_patience, "trainer.nonfinite_patience")
-    for key in ("keep_every", "threads"):
+    for key in ("keep_every", "threads", "check_ranks_every"):
         if getattr(t, key) < 0:
             raise ConfigError(f"trainer.{key} must be >= 0, got {getattr(t, key)}")
     d = cfg.data

@@ -26,6 +26,7 @@ from uda.config import ConfigError, Device, NonFinite, Precision, Progress, Trai
 from uda.data.pairs import Normalize, build_pair, random_crop_flip
 from uda.data.streams import IndexStream
 from uda.engine import checkpoint as ckpt
+from uda.engine import dist
 from uda.engine.optim import Stepper, build_optimizer, lr_factor
 from uda.methods.base import Batch, Method
 from uda.metrics import evaluate as evaluate_scores
@@ -42,7 +43,7 @@ class TrainingInterrupted(UserError):
 
     def __init__(self, step: int, path: Path, signum: int | None):
         self.step, self.path, self.signum = step, path, signum
-        self.exit_code = 128 + (signum or signal.SIGINT)  # 130 Ctrl-C, 143 SIGTERM, 138 SIGUSR1
+        self.exit_code = 128 + (signum or signal.SIGINT)  # 130 Ctrl-C, 143 SIGTERM, 138 SIGUSR1, 140 SIGUSR2
         super().__init__(f"stopped at step {step}; checkpoint saved to {path}. "
                          f"Continue with the same overrides plus: resume=true hydra.run.dir={path.parent.parent}")
 
@@ -145,13 +146,18 @@ def git_commit() -> str | None:
 
 @dataclass
 class _StopFlag:
-    """Set by SIGINT/SIGTERM/SIGUSR1: the loop finishes the current step, checkpoints, and stops."""
+    """Set by SIGINT/SIGTERM/SIGUSR1/SIGUSR2: the loop finishes the current step, checkpoints, and stops.
+
+    SIGUSR2 is what submitit (Hydra's SLURM launcher) sends before a job's time limit; once the
+    checkpoint is written it is handed on to the handler that was installed before (submitit's, which
+    requeues the job; the requeued job continues from the checkpoint with ``resume=auto``).
+    """
 
     signum: int | None = None
     previous: dict[int, Any] = field(default_factory=dict)
 
     def install(self) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGUSR1", None)):
+        for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGUSR1", None), getattr(signal, "SIGUSR2", None)):
             if sig is None:
                 continue
             try:
@@ -168,6 +174,13 @@ class _StopFlag:
     def restore(self) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
+
+    def hand_over(self) -> None:
+        """After restore(): pass a received SIGUSR2 on to the previous Python handler, if there was one."""
+        usr2 = getattr(signal, "SIGUSR2", None)
+        previous = self.previous.get(usr2)
+        if usr2 is not None and self.signum == usr2 and callable(previous):
+            previous(usr2, None)
 
 
 class _Progress:
@@ -204,6 +217,26 @@ class _Progress:
             self.bar.close()
 
 
+class _NullWriter:
+    """What ranks other than 0 log to: nothing."""
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: None
+
+
+def _on_main(fn, *args):
+    """Run ``fn`` on rank 0 only; a UserError it raises is raised on every rank (none waits forever)."""
+    err = None
+    if dist.is_main():
+        try:
+            fn(*args)
+        except UserError as e:
+            err = e
+    err = dist.broadcast_object(err)
+    if err is not None:
+        raise err
+
+
 def _config_dict(cfg: TrainConfig) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
@@ -229,12 +262,17 @@ def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> 
 
     ``stop_after``: stop as a signal would after that many steps (checkpoint, then
     TrainingInterrupted) -- for tests and scripted preemption.
+
+    Under ``torchrun`` (WORLD_SIZE > 1) every rank runs this; ``trainer.batch_size`` is per rank and
+    domain, rank 0's ``run_dir`` is used by all, and only rank 0 writes (see ``uda.engine.dist``).
     """
     t_start = time.perf_counter()
     commit = git_commit()  # the code this run starts with
-    run_dir = Path(run_dir)
     tr = cfg.trainer
-    device = resolve_device(cfg.device)
+    device = dist.local_device(resolve_device(cfg.device))
+    dist.init(device)
+    world, rank, main = dist.world(), dist.rank(), dist.is_main()
+    run_dir = Path(dist.broadcast_object(str(run_dir)))
     precision = resolve_precision(tr.precision, device)
     if tr.threads:
         torch.set_num_threads(tr.threads)
@@ -242,7 +280,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> 
         torch.use_deterministic_algorithms(True, warn_only=True)
     ckpt_dir = run_dir / "checkpoints"
     ckpt_path = ckpt_dir / ckpt.LAST
-    has_ckpt = ckpt.exists(ckpt_dir)
+    has_ckpt = dist.broadcast_object(ckpt.exists(ckpt_dir))
     if cfg.resume is False and has_ckpt:
         raise ConfigError(f"{ckpt_dir} holds a checkpoint: pass resume=true to continue that run, "
                           f"or choose another hydra.run.dir")
@@ -252,7 +290,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> 
     resuming = has_ckpt and cfg.resume in (True, "auto")
     if cfg.resume == "auto" and not has_ckpt:
         log.info("resume=auto: no checkpoint in %s, starting fresh", ckpt_dir)
-    check_writable(run_dir)
+    _on_main(check_writable, run_dir)
 
     # data: uint8 tensors in memory (on the GPU when there is one), batches gathered by index
     source, target, info = build_pair(cfg.data)
@@ -264,6 +302,13 @@ def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> 
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     method: Method = get_method(cfg.method.name).from_config(cfg, info).to(device)
+    if world > 1:
+        if device.type == "cuda":  # batch statistics over the global batch
+            method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
+        dist.broadcast_module(method)
+        if rank:  # rank 0 keeps the single-process random stream; the others get their own (dropout)
+            random.seed(cfg.seed * 1_000_003 + rank)
+            torch.manual_seed(cfg.seed * 1_000_003 + rank)
     if tr.channels_last:
         method = method.to(memory_format=torch.channels_last)
     groups = method.param_groups()
@@ -274,15 +319,16 @@ def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> 
     stepper = Stepper(optimizers, scaler, device.type)
     stages = plan_stages(method, tr.max_steps)
     stage_ends = {sum(s.steps for s in stages[: i + 1]): s.name for i, s in enumerate(stages)}
-    check_free_space(run_dir, method)
+    _on_main(check_free_space, run_dir, method)
     config_dict = _config_dict(cfg)
 
     start, wall_before, train_s_before, images_before = 0, 0.0, 0.0, 0
     best: dict[str, Any] = {}  # the evaluation checkpoints/best.pt holds (trainer.select)
     metrics_path = run_dir / "metrics.jsonl"
     if resuming:
-        ckpt.cleanup_temporaries(ckpt_dir)
-        state, used = ckpt.load_latest(ckpt_dir)
+        if main:
+            ckpt.cleanup_temporaries(ckpt_dir)
+        state, used = ckpt.load_latest(ckpt_dir)  # every rank reads it (a shared run directory)
         changed = config_changes(state.get("config", {}), config_dict)
         if changed:
             log.warning("resuming with a config that differs from the checkpoint's: %s", "; ".join(changed))
@@ -294,35 +340,51 @@ def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> 
             raise ckpt.CheckpointError(f"{used} does not fit this config ({str(e).strip().splitlines()[0][:300]}); "
                                        f"resume with the run's own settings") from e
         scaler.load_state_dict(state["scaler"])
-        ckpt.set_rng_state(state["rng"])
+        ranks = state.get("rng_ranks") or [state["rng"]]
+        if len(ranks) != world:
+            log.warning("the checkpoint was written by %d process(es), this run has %d: random streams restart",
+                        len(ranks), world)
+        ckpt.set_rng_state(ranks[rank] if len(ranks) == world else state["rng"])
         start = state["step"]
         wall_before, train_s_before, images_before = state["wall_s"], state["train_s"], state["images"]
         if state.get("best", {}).get("criterion") == tr.select.value:
             best.update(state["best"])
-        _trim_metrics(metrics_path, start)
+        if main:
+            _trim_metrics(metrics_path, start)
         log.info("resumed from %s at step %d", used, start)
-    else:
+    elif main:
         metrics_path.unlink(missing_ok=True)  # left by a run that died before its first checkpoint
 
-    from torch.utils.tensorboard import SummaryWriter
+    if main:
+        from torch.utils.tensorboard import SummaryWriter
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    writer = SummaryWriter(str(run_dir / "tb"), purge_step=start + 1 if start else None)
-    src_stream = IndexStream(source.train_x.shape[0], tr.batch_size, seed=cfg.seed, stream=SOURCE_STREAM)
-    tgt_stream = IndexStream(target.train_x.shape[0], tr.batch_size, seed=cfg.seed, stream=TARGET_STREAM)
-    images_per_step = 2 * tr.batch_size
+        run_dir.mkdir(parents=True, exist_ok=True)
+        writer = SummaryWriter(str(run_dir / "tb"), purge_step=start + 1 if start else None)
+    else:
+        writer = _NullWriter()
+    # each global batch of world x batch_size is drawn as in one process; rank r takes the r-th slice
+    B = tr.batch_size
+    src_stream = IndexStream(source.train_x.shape[0], B * world, seed=cfg.seed, stream=SOURCE_STREAM)
+    tgt_stream = IndexStream(target.train_x.shape[0], B * world, seed=cfg.seed, stream=TARGET_STREAM)
+    images_per_step = 2 * B * world
 
-    def state_at(done: int) -> dict[str, Any]:
+    def state_at(done: int, rng_ranks: list | None = None) -> dict[str, Any]:
         return {
             "step": done, "method": method.state_dict(),
             "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
             "scaler": scaler.state_dict(), "rng": ckpt.rng_state(), "config": config_dict,
             "wall_s": wall_before + time.perf_counter() - t_start, "train_s": train_s, "images": images,
-            "versions": versions(), "best": dict(best),
+            "versions": versions(), "best": dict(best), "world_size": world,
+            **({"rng_ranks": rng_ranks} if rng_ranks else {}),
         }
 
     def save(done: int) -> None:
-        state = state_at(done)
+        """Called on every rank (the random states are gathered); rank 0 writes."""
+        rng_ranks = dist.gather_objects(ckpt.rng_state()) if world > 1 else None
+        if not main:
+            saved[0] = done
+            return
+        state = state_at(done, rng_ranks)
         ckpt.save_atomic(state, ckpt_path)
         if tr.keep_every and done % tr.keep_every == 0:
             ckpt.save_atomic(state, ckpt_dir / f"step_{done:07d}.pt", keep_previous=False)
@@ -357,11 +419,13 @@ def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> 
 
     stop = _StopFlag()
     stop.install()
-    progress = _Progress(tr.progress, tr.max_steps, start, every=10 * tr.log_every)
+    progress = _Progress(tr.progress if main else Progress.none, tr.max_steps, start, every=10 * tr.log_every)
     train_s, images = train_s_before, images_before
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
     n_sum, t_int, last = 0, time.perf_counter(), None
+    marks: list[tuple[int, float]] = []  # (step, wall clock) at each logging point
+    rank_checks = 0  # trainer.check_ranks_every checks passed
     saved = [start if resuming else None]  # step of the newest checkpoint on disk
     bad_run, skipped_total = 0, 0  # consecutive / total updates skipped for non-finite losses
     method.train()
@@ -370,11 +434,13 @@ def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> 
             t0 = time.perf_counter()
             stepper.set_lr({name: lr_factor(c, step, tr.max_steps) for name, c in opt_cfgs.items()})
             idx_s, idx_t = src_stream.indices(step), tgt_stream.indices(step)
+            if world > 1:
+                idx_s, idx_t = idx_s[rank * B:(rank + 1) * B], idx_t[rank * B:(rank + 1) * B]
             if cfg.data.on_device:
                 idx_s, idx_t = idx_s.to(device, non_blocking=True), idx_t.to(device, non_blocking=True)
             x_s, x_t = source.train_x[idx_s], target.train_x[idx_t]
             if augment:  # crops and flips drawn from (seed, step): a resumed run sees the same ones
-                gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+                gen = torch.Generator().manual_seed((cfg.seed * 1_000_003 + step) * world + rank)
                 x_s, x_t = random_crop_flip(x_s, info.image_size, gen), random_crop_flip(x_t, info.image_size, gen)
             src = Batch(prepare(x_s.to(device, non_blocking=True)), source.train_y[idx_s].to(device))
             tgt = Batch(prepare(x_t.to(device, non_blocking=True)), None)  # target labels never enter training
@@ -420,10 +486,18 @@ def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> 
                     log.warning("non-finite values at step %d: %s", done, ", ".join(bad))
                 progress.update(done, n_sum, scalars, img_s)
                 sums, counts, n_sum, t_int = {}, {}, 0, now
-            if done % tr.eval_every == 0 or done in stage_ends:
+                marks.append((done, now))
+            if (done % tr.eval_every == 0 or done in stage_ends) and main:
                 last = evaluate(done)
                 progress.write(f"step {done}: source_acc {last['source_acc']:.2f}  target_acc {last['target_acc']:.2f}")
+            if world > 1 and tr.check_ranks_every and done % tr.check_ranks_every == 0:
+                diff = dist.max_param_difference(method)
+                if diff > 0:
+                    raise RuntimeError(f"ranks disagree on the parameters after step {done} (max |diff| {diff:.3g})")
+                rank_checks += 1
             requested = stop.signum is not None or (stop_after is not None and done >= stop_after)
+            if world > 1:  # every rank stops at the same step
+                requested = dist.any_flag(requested, device)
             if done % tr.checkpoint_every == 0 or done == tr.max_steps or requested:
                 save(done)
             if requested and done < tr.max_steps:
@@ -433,7 +507,10 @@ def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> 
         progress.close()
         writer.flush()
         writer.close()
+        stop.hand_over()
 
+    if not main:
+        return dist.broadcast_object(None)  # rank 0's summary
     rows = read_metrics(metrics_path)
     if last is None:  # resumed a run that had already finished: reuse its final evaluation
         last = rows[-1] if rows and rows[-1]["step"] == tr.max_steps else evaluate(tr.max_steps)
@@ -452,8 +529,15 @@ def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> 
         "selected": selected, "select": tr.select.value, "best_checkpoint": dict(best),
         "wall_s": round(wall, 2), "train_s": round(train_s, 2),
         "images_per_s": round(images / max(train_s, 1e-9), 1),
+        # wall clock from the first logging point to the last (logging, evaluations, checkpoints included)
+        "loop_images_per_s": (round((marks[-1][0] - marks[0][0]) * images_per_step / (marks[-1][1] - marks[0][1]), 1)
+                              if len(marks) > 1 and marks[-1][1] > marks[0][1] else None),
         "device": str(device), "precision": precision.value, "threads": torch.get_num_threads(),
+        "world_size": world, **({"rank_checks": rank_checks} if rank_checks else {}),
         "versions": versions(), "git_commit": commit,
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+    # written last and atomically: its presence marks the run as finished (a sweep re-run skips it)
+    tmp = run_dir / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    os.replace(tmp, run_dir / "summary.json")
+    return dist.broadcast_object(summary)

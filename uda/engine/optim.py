@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from uda.config import OptimizerConfig, OptimName, Schedule
+from uda.engine import dist
 
 
 def build_optimizer(params: list[nn.Parameter], cfg: OptimizerConfig) -> torch.optim.Optimizer:
@@ -40,6 +41,9 @@ class Stepper:
     A non-finite loss is not backpropagated and its update is skipped (counted in ``skipped``; the
     loop applies ``trainer.nonfinite``). Checking costs one device sync per update, which the fp16
     gradient scaler performs anyway.
+
+    Under torch.distributed the stepped groups' gradients are averaged over the ranks before the
+    step, and a non-finite loss on any rank skips the update on all of them.
     """
 
     def __init__(self, optimizers: dict[str, torch.optim.Optimizer], scaler: torch.amp.GradScaler, device_type: str):
@@ -75,6 +79,9 @@ class Stepper:
         again = self._stepped.intersection(groups)
         if again:
             raise RuntimeError(f"groups {sorted(again)} stepped twice in one iteration")
+        if dist.world() > 1:
+            params = [p for g in groups for pg in self.optimizers[g].param_groups for p in pg["params"]]
+            self._bad = dist.average_gradients(params, self._bad)
         if self._bad:  # skip: parameters and optimizer state stay as they were
             for g in groups:
                 self.optimizers[g].zero_grad(set_to_none=True)
