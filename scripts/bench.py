@@ -1,10 +1,23 @@
-"""Steady-state training speed: the framework's loop vs a bare PyTorch step on in-memory tensors.
+"""Steady-state training speed: `uda`'s loop vs the bare PyTorch step on in-memory tensors.
 
-    python scripts/bench.py --method dann --steps 300 --precision fp32 [--channels-last]
+    python scripts/bench.py                                   # DANN and DSN, fp32/bf16 x channels_last
+    python scripts/bench.py --methods dann --settings fp32,bf16+cl --steps 500 --out bench.json
+    python scripts/bench.py --methods dann --settings fp32 --compile   # + torch.compile'd bare step
 
-Prints images/s for the bare step (the same networks and update, no loop around it) and for
-`uda`'s loop (data gathering, normalisation, schedules, logging), their ratio, and writes JSON.
-Run it on a quiet machine: a second busy process distorts CPU timings by 10x.
+For each method and setting it measures, after ``--warmup`` steps:
+
+* bare: the method's own ``update`` (the same networks, losses and optimizer steps) called in a plain
+  Python loop on one fixed, already normalised batch held in memory -- no data gathering, no
+  schedules, no logging, no checkpoints. With ``--compile`` also the same with every sub-network
+  ``torch.compile``'d.
+* framework: ``uda.engine.loop.train`` itself on the real pair (batches gathered from the uint8
+  tensors, normalised on the fly, learning-rate schedules, loss sums reduced at each logging point,
+  progress display off): images/s of the wall clock between the first and the last logging point
+  (``loop_images_per_s`` in summary.json; evaluations and checkpoints fall outside that window).
+
+and prints ratio = framework / bare (1.0 = no overhead) as a table; ``--out`` writes the rows as JSON.
+The two are measured alternately ``--repeats`` times and the best of each is kept. Run it on a quiet
+machine: a second busy process distorts CPU timings by 10x or more.
 """
 from __future__ import annotations
 
@@ -16,69 +29,124 @@ from pathlib import Path
 
 import torch
 
+SETTINGS = {"fp32": ("fp32", False), "bf16": ("bf16", False), "fp32+cl": ("fp32", True), "bf16+cl": ("bf16", True)}
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--method", default="dann")
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--warmup", type=int, default=30)
-    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
-    ap.add_argument("--channels-last", action="store_true")
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--out", default="")
-    args = ap.parse_args()
 
-    from hydra import compose, initialize_config_dir
+def compose(method: str, precision: str, channels_last: bool, batch: int | None, steps: int, log_every: int,
+            threads: int):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
     from uda.cli import CONFIG_DIR
-    from uda.config import Precision, register_configs
-    from uda.data.pairs import build_pair
-    from uda.engine.loop import autocast, train
+    from uda.config import register_configs, validate
+
+    register_configs()
+    overrides = [f"method={method}", f"trainer.precision={precision}",
+                 f"trainer.channels_last={str(channels_last).lower()}", f"trainer.max_steps={steps}",
+                 f"trainer.eval_every={steps}", f"trainer.checkpoint_every={steps}", f"trainer.log_every={log_every}",
+                 "trainer.progress=none", f"trainer.threads={threads}", "data.test_subset=500"]
+    if batch:
+        overrides.append(f"trainer.batch_size={batch}")
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = OmegaConf.to_object(hydra_compose("train", overrides=overrides))
+    validate(cfg)
+    return cfg
+
+
+def bare_step_rate(cfg, steps: int, warmup: int, compiled: bool) -> float:
+    """images/s of method.update on one fixed in-memory batch (2 x batch_size images per step)."""
+    from uda.config import Precision
+    from uda.data.pairs import Normalize, build_pair
+    from uda.engine.loop import autocast
     from uda.engine.optim import Stepper, build_optimizer
     from uda.methods import Batch
     from uda.registry import get_method
 
-    register_configs()
-    steps = args.warmup + args.steps
-    overrides = [f"method={args.method}", f"trainer.precision={args.precision}",
-                 f"trainer.channels_last={str(args.channels_last).lower()}", f"trainer.batch_size={args.batch_size}",
-                 f"trainer.max_steps={steps}", f"trainer.eval_every={steps}", f"trainer.checkpoint_every={steps}",
-                 "trainer.progress=none", "data.test_subset=1000"]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = OmegaConf.to_object(compose("train", overrides=overrides))
     device = torch.device("cpu")
-    precision = Precision(args.precision)
-
-    # bare: the method's own update on fixed, pre-normalised tensors
     source, target, info = build_pair(cfg.data)
     torch.manual_seed(0)
     method = get_method(cfg.method.name).from_config(cfg, info)
-    mf = torch.channels_last if args.channels_last else torch.contiguous_format
+    mf = torch.channels_last if cfg.trainer.channels_last else torch.contiguous_format
     method = method.to(memory_format=mf)
-    opts = {g: build_optimizer(p, cfg.optimizer) for g, p in method.param_groups().items()}
+    if compiled:
+        for child in method.children():
+            child.compile()
+    groups = method.param_groups()
+    overrides = method.optimizer_overrides()
+    opts = {g: build_optimizer(p, overrides.get(g, cfg.optimizer)) for g, p in groups.items()}
     stepper = Stepper(opts, torch.amp.GradScaler("cpu", enabled=False), "cpu")
-    B = args.batch_size
-    x_s = (source.train_x[:B].float() / 127.5 - 1).contiguous(memory_format=mf)
-    x_t = (target.train_x[:B].float() / 127.5 - 1).contiguous(memory_format=mf)
-    src, tgt = Batch(x_s, source.train_y[:B]), Batch(x_t, None)
-    for i in range(steps):
-        if i == args.warmup:
+    B = cfg.trainer.batch_size
+    prepare = Normalize(info.mean, info.std, device, cfg.trainer.channels_last, crop=info.image_size)
+    src, tgt = Batch(prepare(source.train_x[:B]), source.train_y[:B]), Batch(prepare(target.train_x[:B]), None)
+    precision = Precision(cfg.trainer.precision.value)
+    method.train()
+    for i in range(warmup + steps):
+        if i == warmup:
             t0 = time.perf_counter()
         with autocast(device, precision):
             method.update(src, tgt, i, stepper)
         stepper.end_iteration()
-    bare = 2 * B * args.steps / (time.perf_counter() - t0)
+    return 2 * B * steps / (time.perf_counter() - t0)
+
+
+def framework_rate(cfg) -> tuple[float, float]:
+    """(loop images/s between the first and last logging point, images/s of the step time alone)."""
+    from uda.engine.loop import train
 
     with tempfile.TemporaryDirectory() as tmp:
         summary = train(cfg, Path(tmp))
-    framework = summary["images_per_s"]  # includes the warm-up steps: a conservative figure
-    res = {"method": args.method, "precision": args.precision, "channels_last": args.channels_last,
-           "batch_size": B, "threads": torch.get_num_threads(), "bare_img_s": round(bare, 1),
-           "framework_img_s": framework, "ratio": round(framework / bare, 3)}
-    print(json.dumps(res))
+    return summary["loop_images_per_s"], summary["images_per_s"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--methods", default="dann,dsn")
+    ap.add_argument("--settings", default=",".join(SETTINGS), help=f"comma list of {', '.join(SETTINGS)}")
+    ap.add_argument("--steps", type=int, default=300, help="timed steps (after --warmup)")
+    ap.add_argument("--warmup", type=int, default=50)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=0, help="per domain; 0 = the config's")
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--compile", action="store_true", help="also time the bare step with torch.compile")
+    ap.add_argument("--out", default="")
+    args = ap.parse_args()
+    settings = args.settings.split(",")
+    unknown = [s for s in settings if s not in SETTINGS]
+    if unknown:
+        ap.error(f"unknown setting(s) {unknown}; choose from {list(SETTINGS)}")
+    if args.steps % args.warmup:
+        ap.error("--steps must be a multiple of --warmup (the loop is timed between logging points)")
+    torch.set_num_threads(args.threads)
+
+    rows = []
+    for method in args.methods.split(","):
+        for setting in settings:
+            precision, cl = SETTINGS[setting]
+            cfg = compose(method, precision, cl, args.batch_size, args.warmup + args.steps, args.warmup, args.threads)
+            bare, loop, step_only, compiled = 0.0, 0.0, 0.0, None
+            for _ in range(args.repeats):
+                bare = max(bare, bare_step_rate(cfg, args.steps, args.warmup, compiled=False))
+                lo, st = framework_rate(cfg)
+                loop, step_only = max(loop, lo), max(step_only, st)
+            if args.compile:
+                compiled = bare_step_rate(cfg, args.steps, args.warmup, compiled=True)
+            row = {"method": method, "setting": setting, "precision": precision, "channels_last": cl,
+                   "batch_size": cfg.trainer.batch_size, "threads": args.threads, "steps": args.steps,
+                   "bare_img_s": round(bare, 1), "framework_img_s": loop, "framework_step_img_s": step_only,
+                   "ratio": round(loop / bare, 3), "compiled_bare_img_s": compiled and round(compiled, 1),
+                   "torch": torch.__version__}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+
+    print("\n| method | setting | bare img/s | framework img/s | ratio |" + (" compiled bare img/s |" if args.compile else ""))
+    print("|---|---|---|---|---|" + ("---|" if args.compile else ""))
+    for r in rows:
+        extra = f" {r['compiled_bare_img_s']} |" if args.compile else ""
+        print(f"| {r['method']} | {r['setting']} | {r['bare_img_s']:.0f} | {r['framework_img_s']:.0f} | "
+              f"{r['ratio']:.2f} |{extra}")
     if args.out:
-        Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
+        Path(args.out).write_text(json.dumps(rows, indent=2) + "\n")
 
 
 if __name__ == "__main__":
