@@ -91,6 +91,7 @@ class Schedule(str, Enum):
     dann = "dann"  # lr_p = lr / (1 + alpha p)^beta  (Ganin et al. 2016)
     step = "step"  # lr * gamma^(step // step_size)
     poly = "poly"  # lr * (1 - p)^power
+    linear = "linear"  # constant until p = sched_decay_start, then linearly to 0 at p = 1 (CycleGAN)
 
 
 # ---------------------------------------------------------------------------------------- methods
@@ -247,6 +248,8 @@ class OptimizerConfig:
     sched_gamma: float = 0.95
     sched_step_size: int = 20000
     sched_power: float = 0.9
+    # linear schedule: the fraction of the span after which the lr decays linearly to 0
+    sched_decay_start: float = 0.5
 
 
 @dataclass
@@ -259,6 +262,49 @@ class ADDAConfig(MethodConfig):
     disc_hidden: list[int] = field(default_factory=lambda: [500, 500])
     # stage 2 optimizer for the target encoder and the discriminator: Adam 2e-4, beta1 0.5
     adapt_optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(
+        name=OptimName.adam, lr=2e-4, betas=[0.5, 0.999], schedule=Schedule.constant))
+
+
+class SemanticSource(str, Enum):
+    labels = "labels"  # CE(f_S(G_st(x_s)), y_s): the issue's / many reimplementations' choice
+    predictions = "predictions"  # CE(f_S(G_st(x_s)), argmax f_S(x_s)): the CyCADA paper's equation
+
+
+def _gan_optimizer() -> OptimizerConfig:
+    # CycleGAN: Adam 2e-4, beta1 0.5, constant for the first half of the translation stage, then linear to 0
+    return OptimizerConfig(name=OptimName.adam, lr=2e-4, betas=[0.5, 0.999], schedule=Schedule.linear,
+                           sched_decay_start=0.5)
+
+
+@dataclass
+class CycleGANConfig(MethodConfig):
+    """Zhu et al. 2017, sized for small images: ResNet-block generators, PatchGAN discriminators, LSGAN."""
+
+    name: str = "cyclegan"
+    ngf: int = 32  # generator width (first layer)
+    n_down: int = 2  # stride-2 down/up-samplings in each generator
+    n_blocks: int = 6  # ResNet blocks at the bottleneck
+    ndf: int = 64  # discriminator width
+    disc_layers: int = 2  # stride-2 layers of the PatchGAN (2 for 28-32 px images, 3 for 256 px)
+    cycle_weight: float = 10.0
+    identity_weight: float = 0.5  # x cycle_weight (CycleGAN's lambda_identity)
+    pool_size: int = 50  # past fakes per discriminator (0 = none)
+    gan_optimizer: OptimizerConfig = field(default_factory=_gan_optimizer)
+
+
+@dataclass
+class CyCADAConfig(CycleGANConfig):
+    """Hoffman et al. 2018: f_S on source, then CycleGAN + semantic consistency, then the task net."""
+
+    name: str = "cycada"
+    source_steps: int = 2000  # stage 1: f_S on labelled source (``optimizer``)
+    translate_steps: int = 6000  # stage 2: the translator; stage 3 (task net) = the remaining steps
+    semantic_weight: float = 1.0
+    semantic_source: SemanticSource = SemanticSource.labels
+    feature_adapt: bool = False  # stage 3: + feature-level adversarial alignment to the real target
+    feature_weight: float = 0.1
+    disc_hidden: list[int] = field(default_factory=lambda: [500, 500])
+    feature_optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(
         name=OptimName.adam, lr=2e-4, betas=[0.5, 0.999], schedule=Schedule.constant))
 
 
@@ -315,6 +361,8 @@ def register_configs() -> None:
     cs.store(group="schema/method", name="dann", node=DANNConfig)
     cs.store(group="schema/method", name="dsn", node=DSNConfig)
     cs.store(group="schema/method", name="adda", node=ADDAConfig)
+    cs.store(group="schema/method", name="cyclegan", node=CycleGANConfig)
+    cs.store(group="schema/method", name="cycada", node=CyCADAConfig)
     cs.store(group="schema/data", name="data", node=DataConfig)
     cs.store(group="schema/backbone", name="dann_mnist", node=DANNDigitsConfig)
     cs.store(group="schema/backbone", name="lenet", node=LeNetConfig)
@@ -382,6 +430,8 @@ def validate(cfg: TrainConfig) -> None:
     if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
         raise ConfigError(f"optimizer.betas must be two numbers in [0, 1), got {o.betas}")
     _positive(o.sched_step_size, "optimizer.sched_step_size")
+    if not 0 <= o.sched_decay_start < 1:
+        raise ConfigError(f"optimizer.sched_decay_start must be in [0, 1), got {o.sched_decay_start}")
     b = cfg.backbone
     if isinstance(b, ResNetConfig):
         if b.depth not in (18, 34, 50, 101):
@@ -422,6 +472,21 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"method.pretrain_steps ({m.pretrain_steps}) must be < trainer.max_steps ({t.max_steps}): "
                               "stage 2 needs at least one step")
         _positive(m.adapt_optimizer.lr, "method.adapt_optimizer.lr")
+        _widths(m.disc_hidden, "method.disc_hidden")
+    if isinstance(m, CycleGANConfig):
+        for key in ("ngf", "n_down", "ndf", "disc_layers"):
+            _positive(getattr(m, key), f"method.{key}")
+        for key in ("n_blocks", "cycle_weight", "identity_weight", "pool_size"):
+            _nonneg(getattr(m, key), f"method.{key}")
+        _positive(m.gan_optimizer.lr, "method.gan_optimizer.lr")
+    if isinstance(m, CyCADAConfig):
+        _positive(m.source_steps, "method.source_steps")
+        _positive(m.translate_steps, "method.translate_steps")
+        if m.source_steps + m.translate_steps >= t.max_steps:
+            raise ConfigError(f"method.source_steps ({m.source_steps}) + method.translate_steps ({m.translate_steps}) "
+                              f"must be < trainer.max_steps ({t.max_steps}): the task stage needs at least one step")
+        _nonneg(m.semantic_weight, "method.semantic_weight")
+        _nonneg(m.feature_weight, "method.feature_weight")
         _widths(m.disc_hidden, "method.disc_hidden")
     if isinstance(m, DANNConfig):
         _nonneg(m.adv_weight, "method.adv_weight")

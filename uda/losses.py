@@ -96,3 +96,14 @@ def mmd_rbf(x: torch.Tensor, y: torch.Tensor, sigmas: list[float]) -> torch.Tens
         return torch.exp(-betas * torch.cdist(a, b).pow(2).unsqueeze(0)).sum(0)
 
     return (k(x, x).mean() + k(y, y).mean() - 2 * k(x, y).mean()).clamp_min(0.0)
+
+
+def lsgan(pred: torch.Tensor, real: bool) -> torch.Tensor:
+    """Least-squares GAN loss (Mao et al. 2017, CycleGAN's choice): mean (D(x) - 1)^2 or mean D(x)^2."""
+    pred = pred.float()
+    return ((pred - 1.0) ** 2).mean() if real else (pred ** 2).mean()
+
+
+def l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference (CycleGAN's cycle and identity losses)."""
+    return (a.float() - b.float()).abs().mean()

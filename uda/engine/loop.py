@@ -318,6 +318,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> 
     scaler = torch.amp.GradScaler(device.type, enabled=precision == Precision.fp16)
     stepper = Stepper(optimizers, scaler, device.type)
     stages = plan_stages(method, tr.max_steps)
+    spans = method.schedule_spans(tr.max_steps)
     stage_ends = {sum(s.steps for s in stages[: i + 1]): s.name for i, s in enumerate(stages)}
     _on_main(check_free_space, run_dir, method)
     config_dict = _config_dict(cfg)
@@ -411,8 +412,12 @@ def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> 
             best.update(criterion=tr.select.value, step=done, score=score)
             ckpt.save_atomic(state_at(done), ckpt_dir / "best.pt", keep_previous=False)
         for name, imgs in grids.items():  # back from the normalised space to [0, 1]
-            imgs = (imgs.float() + prepare.shift) / (255.0 * prepare.scale)
-            writer.add_images(name, imgs.clamp(0, 1), done)
+            imgs = ((imgs.float() + prepare.shift) / (255.0 * prepare.scale)).clamp(0, 1)
+            writer.add_images(name, imgs, done)
+            from torchvision.utils import save_image  # rows of 8: e.g. x, G(x), F(G(x))
+
+            (run_dir / "images").mkdir(exist_ok=True)
+            save_image(imgs.cpu(), run_dir / "images" / f"{name.replace('/', '_')}_{done:07d}.png", nrow=8)
         with open(metrics_path, "a") as f:
             f.write(json.dumps(res) + "\n")
         return res
@@ -432,7 +437,8 @@ def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> 
     try:
         for step in range(start, tr.max_steps):
             t0 = time.perf_counter()
-            stepper.set_lr({name: lr_factor(c, step, tr.max_steps) for name, c in opt_cfgs.items()})
+            stepper.set_lr({name: lr_factor(c, min(max(step - a, 0), b - a - 1), b - a)
+                            for name, c in opt_cfgs.items() for a, b in [spans.get(name, (0, tr.max_steps))]})
             idx_s, idx_t = src_stream.indices(step), tgt_stream.indices(step)
             if world > 1:
                 idx_s, idx_t = idx_s[rank * B:(rank + 1) * B], idx_t[rank * B:(rank + 1) * B]

@@ -27,6 +27,8 @@ def lr_factor(cfg: OptimizerConfig, step: int, max_steps: int) -> float:
         return cfg.sched_gamma ** (step // cfg.sched_step_size)
     if cfg.schedule == Schedule.poly:
         return (1.0 - p) ** cfg.sched_power
+    if cfg.schedule == Schedule.linear:  # CycleGAN: constant, then linearly to 0 at the end of the span
+        return 1.0 if p < cfg.sched_decay_start else (1.0 - p) / (1.0 - cfg.sched_decay_start)
     raise ValueError(f"unknown schedule {cfg.schedule}")
 
 

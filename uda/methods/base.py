@@ -47,6 +47,11 @@ class Method(nn.Module):
         """Parameter groups whose optimizer differs from the run's ``optimizer`` config (ADDA stage 2)."""
         return {}
 
+    def schedule_spans(self, max_steps: int) -> dict[str, tuple[int, int]]:
+        """Groups whose learning-rate schedule runs over [start, end) instead of the whole run: a
+        group trained in one stage decays over that stage (CyCADA's translator). Default: none."""
+        return {}
+
     def images(self, x_s: torch.Tensor, x_t: torch.Tensor) -> dict[str, torch.Tensor]:
         """Image grids for TensorBoard at each evaluation: name -> (N, C, H, W) in the normalised space."""
         return {}
