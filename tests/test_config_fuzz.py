@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf.errors import OmegaConfBaseException
 
-from uda.config import UserError, validate
+from uda.config import SEG_DOMAINS, UserError, validate
 from uda.data.pairs import PairInfo
 from uda.engine.loop import plan_stages
 from uda.registry import get_method
@@ -55,7 +55,10 @@ def build(overrides):
     validate(cfg)
     d = cfg.data
     # 0 = "from the source images" (custom pairs): stand in typical values for building the nets
-    info = PairInfo(d.name, d.source.name, d.target.name, d.channels or 3, d.image_size or 28, d.num_classes or 10)
+    c = d.channels or 3
+    info = PairInfo(d.name, d.source.name, d.target.name, c, d.image_size or 28, d.num_classes or 10,
+                    mean=(0.5,) * c, std=(0.5,) * c,
+                    task="segmentation" if d.source.name in SEG_DOMAINS else "classification")
     method = get_method(cfg.method.name).from_config(cfg, info)
     plan_stages(method, cfg.trainer.max_steps)
     return cfg

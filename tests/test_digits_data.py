@@ -151,7 +151,9 @@ def test_data_list_shows_present_and_missing(tmp_path):
 
 
 def test_domain_names_known_to_validation_match_the_loaders():
-    from uda.config import DOMAIN_NAMES
+    from uda.config import DOMAIN_NAMES, FILE_DOMAINS
     from uda.data.pairs import DOMAINS
+    from uda.data.segmentation import SEG_DOMAINS as FILE_LOADERS
 
-    assert set(DOMAIN_NAMES) == set(DOMAINS) | {"custom"}
+    assert set(DOMAIN_NAMES) == set(DOMAINS) | {"custom"} | set(FILE_DOMAINS)
+    assert set(FILE_DOMAINS) == set(FILE_LOADERS)

@@ -145,15 +145,16 @@ def run_train(cfg) -> float:
         sys.exit(code)
     from uda.engine import dist
 
+    metric = "miou" if "target_miou" in summary else "acc"  # segmentation pairs report mIoU
     if not dist.is_main():
         dist.shutdown()
-        return summary["target_acc"]
+        return summary[f"target_{metric}"]
     dist.shutdown()
     logging.getLogger("uda").info("summary written to %s", run_dir / "summary.json")
     print(f"{summary['method']} {summary['data']} seed={summary['seed']} steps={summary['steps']}: "
-          f"target_acc={summary['target_acc']:.2f}% source_acc={summary['source_acc']:.2f}% "
+          f"target_{metric}={summary[f'target_{metric}']:.2f}% source_{metric}={summary[f'source_{metric}']:.2f}% "
           f"({summary['wall_s']:.0f} s, {summary['images_per_s']:.0f} img/s) -> {run_dir}", flush=True)
-    return summary["target_acc"]
+    return summary[f"target_{metric}"]
 
 
 def _eval(args: list[str]) -> int:
@@ -198,7 +199,8 @@ def _data(args: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="uda data", description="datasets: present, missing, checksums")
     parser.add_argument("action", choices=["list", "verify", "prepare"])
     parser.add_argument("name", nargs="?", help="domain (verify, prepare): mnist, mnistm, usps, svhn, syndigits, "
-                                                      "amazon, dslr, webcam")
+                                                      "amazon, dslr, webcam, mnist_seg, mnistm_seg, gta5, synthia, "
+                                                      "cityscapes")
     parser.add_argument("--root", default="", help="data root (default: $UDA_DATA or ~/.cache/uda)")
     ns = parser.parse_args(args)
     from uda.config import UserError
@@ -210,8 +212,8 @@ def _data(args: list[str]) -> int:
         if ns.action == "list":
             print(f"data root: {root}")
             for name, state, detail in catalog.status(root):
-                print(f"  {name:8s} {state:8s} {detail}")
-                print(f"  {'':8s} {'':8s} {catalog.DOMAIN_NOTES[name]}")
+                print(f"  {name:10s} {state:8s} {detail}")
+                print(f"  {'':10s} {'':8s} {catalog.DOMAIN_NOTES[name]}")
             return 0
         if not ns.name:
             parser.error(f"{ns.action} needs a domain name: {', '.join(catalog.DOMAIN_NOTES)}")

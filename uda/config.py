@@ -147,7 +147,12 @@ class DSNConfig(MethodConfig):
 
 # --------------------------------------------------------------------------------------- data
 # the built-in domains (uda/data/pairs.py DOMAINS) and "custom"; kept here so validation needs no torch
-DOMAIN_NAMES = ("mnist", "mnistm", "usps", "svhn", "syndigits", "amazon", "dslr", "webcam", "custom")
+DOMAIN_NAMES = ("mnist", "mnistm", "usps", "svhn", "syndigits", "amazon", "dslr", "webcam", "custom",
+                "mnist_seg", "mnistm_seg", "gta5", "synthia", "cityscapes")
+# segmentation domains: per-pixel labels (ignore index 255), evaluated by mIoU
+SEG_DOMAINS = ("mnist_seg", "mnistm_seg", "gta5", "synthia", "cityscapes")
+# segmentation domains read lazily from their files (too large to hold in memory)
+FILE_DOMAINS = ("gta5", "synthia", "cityscapes")
 
 
 @dataclass
@@ -189,6 +194,12 @@ class DataConfig:
     verify: bool = True
     # put the in-memory datasets on the training device (no host->device copy per step)
     on_device: bool = True
+    # file-backed segmentation domains (gta5, synthia, cityscapes): [height, width] the images are
+    # resized to for training and evaluation (labels: nearest; Cityscapes val labels stay full size)
+    source_size: list[int] = field(default_factory=list)
+    target_size: list[int] = field(default_factory=list)
+    # DataLoader worker processes for file-backed domains (0 = read in the training process)
+    workers: int = 0
 
 
 # ---------------------------------------------------------------------------------------- nets
@@ -214,6 +225,41 @@ class LeNetConfig(BackboneConfig):
     conv_channels: list[int] = field(default_factory=lambda: [20, 50])
     feat_dim: int = 500
     dropout: float = 0.5
+
+
+@dataclass
+class SegSmallConfig(BackboneConfig):
+    """A small fully convolutional segmenter for digits_seg (a miniature DeepLab): conv blocks (two 3x3
+    convs + BN + ReLU), 2x2 max-pool before each block but the first and the last, the last block dilated;
+    1x1 classifiers on the last block and (``aux``) on the block before it."""
+
+    name: str = "seg_small"
+    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 64])
+    head_lr_mult: float = 1.0  # learning rate of the classifier heads relative to the body
+
+
+@dataclass
+class DeepLabV2Config(BackboneConfig):
+    """DeepLab-v2 (Chen et al. 2017): dilated ResNet (output stride 8, frozen BatchNorm) + ASPP with
+    four 3x3 branches (dilations ``aspp_rates``) whose class scores are summed. Multi-level methods add
+    the same ASPP classifier on layer3."""
+
+    name: str = "deeplabv2"
+    depth: int = 101  # 50 | 101
+    # a local file with ImageNet weights (torchvision's resnet state_dict); "" = random initialisation
+    weights: str = ""
+    aspp_rates: list[int] = field(default_factory=lambda: [6, 12, 18, 24])
+    head_lr_mult: float = 10.0  # the ASPP heads train with 10x the body's learning rate (DeepLab, AdaptSegNet)
+
+
+@dataclass
+class FCN8sConfig(BackboneConfig):
+    """FCN-8s (Long et al. 2015) on VGG16: conv fc6/fc7, score layers at pool3 / pool4 / fc7, fused."""
+
+    name: str = "fcn8s"
+    # a local file with ImageNet weights (torchvision's vgg16 state_dict); "" = random initialisation
+    weights: str = ""
+    head_lr_mult: float = 1.0
 
 
 # ------------------------------------------------------------------------------------ optimizer
@@ -308,6 +354,26 @@ class CyCADAConfig(CycleGANConfig):
         name=OptimName.adam, lr=2e-4, betas=[0.5, 0.999], schedule=Schedule.constant))
 
 
+class GanLoss(str, Enum):
+    bce = "bce"  # binary cross-entropy with logits (the paper's default)
+    ls = "ls"  # least squares (the official code's LS-GAN option)
+
+
+@dataclass
+class AdaptSegNetConfig(MethodConfig):
+    """Tsai et al., CVPR 2018: output-space discriminators on the segmenter's softmax outputs."""
+
+    name: str = "adaptsegnet"
+    multi_level: bool = True  # + the auxiliary (layer3) output and its own discriminator
+    gan: GanLoss = GanLoss.bce
+    seg_aux_weight: float = 0.1  # lambda_seg on the auxiliary source segmentation loss
+    adv_weight: float = 0.001  # lambda_adv on the main output
+    adv_aux_weight: float = 0.0002  # lambda_adv on the auxiliary output
+    ndf: int = 64  # discriminator widths ndf, 2ndf, 4ndf, 8ndf, 1 (5 convs 4x4 stride 2)
+    disc_optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(
+        name=OptimName.adam, lr=1e-4, betas=[0.9, 0.99], schedule=Schedule.poly, sched_power=0.9))
+
+
 # -------------------------------------------------------------------------------------- trainer
 @dataclass
 class TrainerConfig:
@@ -363,10 +429,14 @@ def register_configs() -> None:
     cs.store(group="schema/method", name="adda", node=ADDAConfig)
     cs.store(group="schema/method", name="cyclegan", node=CycleGANConfig)
     cs.store(group="schema/method", name="cycada", node=CyCADAConfig)
+    cs.store(group="schema/method", name="adaptsegnet", node=AdaptSegNetConfig)
     cs.store(group="schema/data", name="data", node=DataConfig)
     cs.store(group="schema/backbone", name="dann_mnist", node=DANNDigitsConfig)
     cs.store(group="schema/backbone", name="lenet", node=LeNetConfig)
     cs.store(group="schema/backbone", name="resnet50", node=ResNetConfig)
+    cs.store(group="schema/backbone", name="seg_small", node=SegSmallConfig)
+    cs.store(group="schema/backbone", name="deeplabv2", node=DeepLabV2Config)
+    cs.store(group="schema/backbone", name="fcn8s", node=FCN8sConfig)
     cs.store(group="schema/optimizer", name="optimizer", node=OptimizerConfig)
     cs.store(group="schema/trainer", name="trainer", node=TrainerConfig)
 
@@ -418,6 +488,19 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"data.{key} needs one value per channel ({d.channels}), got {values}")
     if not all(0 < s < math.inf for s in d.std):
         raise ConfigError(f"data.std must be > 0, got {d.std}")
+    seg = [dom.name in SEG_DOMAINS for dom in (d.source, d.target)]
+    if seg[0] != seg[1]:
+        raise ConfigError(f"data.source.name={d.source.name} and data.target.name={d.target.name}: one is a segmentation "
+                          f"domain and one is not; segmentation domains: {', '.join(SEG_DOMAINS)}")
+    for key in ("source_size", "target_size"):
+        size = getattr(d, key)
+        if size and (len(size) != 2 or any(v <= 0 for v in size)):
+            raise ConfigError(f"data.{key} must be [height, width] with positive values, got {list(size)}")
+        role = getattr(d, key.split("_")[0])
+        if role.name in FILE_DOMAINS and not size:
+            raise ConfigError(f"data.{key} ([height, width]) is required for the file-backed domain {role.name}")
+    if d.workers < 0:
+        raise ConfigError(f"data.workers must be >= 0, got {d.workers}")
     if d.val_size < 0:
         raise ConfigError(f"data.val_size must be >= 0, got {d.val_size}")
     if d.train_subset < 0 or d.test_subset < 0:
@@ -488,6 +571,29 @@ def validate(cfg: TrainConfig) -> None:
         _nonneg(m.semantic_weight, "method.semantic_weight")
         _nonneg(m.feature_weight, "method.feature_weight")
         _widths(m.disc_hidden, "method.disc_hidden")
+    if isinstance(m, AdaptSegNetConfig):
+        for key in ("seg_aux_weight", "adv_weight", "adv_aux_weight"):
+            _nonneg(getattr(m, key), f"method.{key}")
+        _positive(m.ndf, "method.ndf")
+        _positive(m.disc_optimizer.lr, "method.disc_optimizer.lr")
+    if isinstance(b, (SegSmallConfig, DeepLabV2Config, FCN8sConfig)):
+        _positive(b.head_lr_mult, "backbone.head_lr_mult")
+        if isinstance(m, (DANNConfig, DSNConfig, ADDAConfig, CycleGANConfig)):
+            raise ConfigError(f"method={m.name} is a classification method; with backbone={b.name} use "
+                              f"method=source_only or adaptsegnet")
+    if isinstance(b, DeepLabV2Config) and b.depth not in (50, 101):
+        raise ConfigError(f"backbone.depth must be 50 or 101 for deeplabv2, got {b.depth}")
+    if isinstance(b, SegSmallConfig) and (len(b.channels) < 2 or any(c <= 0 for c in b.channels)):
+        raise ConfigError(f"backbone.channels needs at least two positive widths, got {list(b.channels)}")
+    seg_pair = d.source.name in SEG_DOMAINS
+    seg_net = isinstance(b, (SegSmallConfig, DeepLabV2Config, FCN8sConfig))
+    if seg_pair != seg_net:
+        raise ConfigError(f"data={d.name} is a {'segmentation' if seg_pair else 'classification'} pair but "
+                          f"backbone={b.name} is a {'segmentation' if seg_net else 'classification'} network; valid "
+                          f"backbones: {'seg_small, deeplabv2, fcn8s' if seg_pair else 'dann_mnist, lenet, resnet50'}")
+    if isinstance(m, AdaptSegNetConfig) and not seg_pair:
+        raise ConfigError(f"method=adaptsegnet needs a segmentation pair (data=digits_seg, gta5_cityscapes, "
+                          f"synthia_cityscapes), got data={d.name}")
     if isinstance(m, DANNConfig):
         _nonneg(m.adv_weight, "method.adv_weight")
         _nonneg(m.grl_gamma, "method.grl_gamma")

@@ -107,3 +107,23 @@ def lsgan(pred: torch.Tensor, real: bool) -> torch.Tensor:
 def l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Mean absolute difference (CycleGAN's cycle and identity losses)."""
     return (a.float() - b.float()).abs().mean()
+
+
+def seg_ce(logits: torch.Tensor, y: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
+    """Per-pixel cross-entropy for segmentation, mean over labelled pixels (label ``ignore_index``
+    excluded). ``logits`` [N, K, h, w] at the net's stride are upsampled bilinearly to the labels'
+    [N, H, W] size first, as AdaptSegNet does (``interp`` before the loss)."""
+    if logits.shape[-2:] != y.shape[-2:]:
+        logits = F.interpolate(logits.float(), size=y.shape[-2:], mode="bilinear", align_corners=False)
+    return F.cross_entropy(logits.float(), y, ignore_index=ignore_index)
+
+
+def gan_loss(logits: torch.Tensor, label: int, kind: str = "bce") -> torch.Tensor:
+    """Adversarial loss of a (patch) discriminator's raw scores against the constant ``label``
+    (AdaptSegNet: source = 0, target = 1). ``kind``: "bce" = BCE with logits (Tsai et al. 2018),
+    "ls" = least squares mean (D - label)^2 (Mao et al. 2017; the official code's LS-GAN option)."""
+    logits = logits.float()
+    target = torch.full_like(logits, float(label))
+    if kind == "ls":
+        return ((logits - target) ** 2).mean()
+    return F.binary_cross_entropy_with_logits(logits, target)

@@ -1,6 +1,8 @@
-"""Evaluation metrics: test accuracy for reporting, and the label-free selection scores."""
+"""Evaluation metrics: test accuracy (classification) or per-class IoU and mIoU (segmentation) for
+reporting, and the label-free selection scores."""
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Callable
 
 import torch
@@ -60,4 +62,96 @@ def evaluate(method: "Method", source: "Domain", target: "Domain", *, prepare, b
     out["snd"] = selection.snd(probs).item()
     loss_sv = F.cross_entropy(lo_sv, y_sv, reduction="none")
     out["dev"] = selection.dev_score(f_st.cpu(), f_tv.cpu(), f_sv.cpu(), loss_sv.cpu()).item()
+    return out
+
+
+# ------------------------------------------------------------------------------------ segmentation
+IGNORE = 255
+
+
+def confusion(pred: torch.Tensor, y: torch.Tensor, num_classes: int, ignore: int = IGNORE) -> torch.Tensor:
+    """Confusion matrix [K, K] (rows: true class, columns: predicted) over the pixels whose label is
+    not ``ignore``; ``pred`` and ``y`` are integer tensors of the same shape."""
+    keep = y != ignore
+    idx = y[keep].long() * num_classes + pred[keep].long()
+    return torch.bincount(idx, minlength=num_classes * num_classes).view(num_classes, num_classes)
+
+
+def iou(cm: torch.Tensor) -> torch.Tensor:
+    """Per-class IoU = TP / (TP + FP + FN) from an accumulated confusion matrix (float64).
+
+    NaN for a class that is neither in the labels nor in the predictions (it does not enter the mean).
+    """
+    cm = cm.double()
+    tp = cm.diag()
+    union = cm.sum(0) + cm.sum(1) - tp
+    return torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, math.nan))
+
+
+def miou(cm: torch.Tensor) -> float:
+    """Mean IoU in percent over the classes present in labels or predictions."""
+    return 100.0 * torch.nanmean(iou(cm)).item()
+
+
+def _predicted(method: "Method", x: torch.Tensor, size) -> torch.Tensor:
+    from uda.nets.segmentation import upsample
+
+    return upsample(method.predict(x).float(), tuple(size)).argmax(1)
+
+
+@torch.no_grad()
+def seg_confusion(method: "Method", batches, *, prepare, num_classes: int) -> torch.Tensor:
+    """Confusion matrix accumulated over all (uint8 images, labels) batches; scores are upsampled
+    bilinearly to the labels' size (full-size Cityscapes labels for a resized input)."""
+    cm = None
+    for x, y in batches:
+        y = y.to(x.device if x.is_cuda else y.device)
+        pred = _predicted(method, prepare(x), y.shape[-2:]).to(y.device)
+        c = confusion(pred, y, num_classes)
+        cm = c if cm is None else cm + c
+    return cm
+
+
+def in_memory_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int):
+    for i in range(0, x.shape[0], batch_size):
+        yield x[i : i + batch_size], y[i : i + batch_size]
+
+
+def file_batches(dataset, device: torch.device, workers: int = 0):
+    """One image at a time from a file-backed dataset (full-size labels differ from the input size)."""
+    from torch.utils.data import DataLoader
+
+    for x, y in DataLoader(dataset, batch_size=1, shuffle=False, num_workers=workers):
+        yield x.to(device), y.to(device)
+
+
+def _iou_dict(cm: torch.Tensor, names) -> dict[str, float | None]:
+    return {n: (None if math.isnan(v) else round(100.0 * v, 2)) for n, v in zip(names, iou(cm).tolist())}
+
+
+@torch.no_grad()
+def evaluate_segmentation(method: "Method", source, target, *, prepare, batch_size: int, num_classes: int,
+                          class_names, device: torch.device, workers: int = 0) -> dict:
+    """Source and target test mIoU (percent) with per-class IoUs, and the label-free selection scores
+    (source validation mIoU, mean per-pixel prediction entropy on held-out target images)."""
+    out: dict = {}
+    for role, dom in (("source", source), ("target", target)):
+        if hasattr(dom, "test_x"):
+            batches = in_memory_batches(dom.test_x, dom.test_y, batch_size)
+        else:
+            batches = file_batches(dom.test, device, workers)
+        cm = seg_confusion(method, batches, prepare=prepare, num_classes=num_classes)
+        out[f"{role}_miou"] = miou(cm)
+        out[f"{role}_iou"] = _iou_dict(cm, class_names)
+    if getattr(source, "val_x", None) is not None and len(source.val_x):
+        cm = seg_confusion(method, in_memory_batches(source.val_x, source.val_y, batch_size), prepare=prepare,
+                           num_classes=num_classes)
+        out["source_val_miou"] = miou(cm)
+    if getattr(target, "val_x", None) is not None and len(target.val_x):
+        total, count = 0.0, 0
+        for i in range(0, target.val_x.shape[0], batch_size):
+            probs = torch.softmax(method.predict(prepare(target.val_x[i : i + batch_size])).double(), dim=1)
+            total += selection.entropy(probs.movedim(1, -1).reshape(-1, probs.shape[1])).item() * probs[:, 0].numel()
+            count += probs[:, 0].numel()
+        out["target_entropy"] = total / count
     return out

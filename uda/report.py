@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from uda.selection import CRITERIA, LABEL_FREE, select
+from uda.selection import CRITERIA, LABEL_FREE, metric_of, select
 
 COLUMNS = ("last", *LABEL_FREE, "oracle")
 # published target accuracies (../METHODS.md), keyed by (method, pair)
@@ -44,9 +44,9 @@ class Run:
 
     def value(self, column: str) -> float | None:
         if column == "last":
-            return self.summary["target_acc"] if self.summary else None
+            return self.summary[f"target_{metric_of(self.summary)}"] if self.summary else None
         row = select(self.rows, column)
-        return None if row is None else row["target_acc"]
+        return None if row is None else row[f"target_{metric_of(row)}"]
 
 
 @dataclass
@@ -171,7 +171,7 @@ def plot_pair(data: str, groups: list[Group], path: Path) -> None:
         by_step: dict[int, list[float]] = {}
         for r in g.runs:
             for row in r.rows:
-                by_step.setdefault(row["step"], []).append(row["target_acc"])
+                by_step.setdefault(row["step"], []).append(row[f"target_{metric_of(row)}"])
         steps = sorted(s for s, v in by_step.items() if len(v) == len(g.runs))  # steps every seed evaluated
         if not steps:
             continue

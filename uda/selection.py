@@ -30,6 +30,19 @@ CRITERIA: dict[str, tuple[str, bool]] = {
 LABEL_FREE = ("source_val", "entropy", "dev", "snd")
 
 
+def metric_of(row: dict[str, Any]) -> str:
+    """"miou" for a segmentation run's evaluation row or summary (source_miou / target_miou), else "acc"."""
+    return "miou" if "target_miou" in row else "acc"
+
+
+def criterion_key(criterion: str, metric: str = "acc") -> tuple[str, bool]:
+    """(metrics.jsonl key, higher is better); segmentation rows carry ``*_miou`` for ``*_acc``."""
+    key, higher = CRITERIA[criterion]
+    if metric == "miou" and key.endswith("_acc"):
+        key = key[: -len("acc")] + "miou"
+    return key, higher
+
+
 def entropy(probs: torch.Tensor) -> torch.Tensor:
     """Mean Shannon entropy (nats) of rows of ``probs`` (each row a distribution summing to 1)."""
     p = probs.double()
@@ -93,7 +106,7 @@ def dev_score(f_src_train: torch.Tensor, f_tgt: torch.Tensor, f_src_val: torch.T
 
 def select(rows: list[dict[str, Any]], criterion: str) -> dict[str, Any] | None:
     """The evaluation row a criterion picks (ties: the later step); None if no row has its score."""
-    key, higher = CRITERIA[criterion]
+    key, higher = criterion_key(criterion, metric_of(rows[0]) if rows else "acc")
     scored = [r for r in rows if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
     if not scored:
         return None

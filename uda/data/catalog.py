@@ -15,10 +15,20 @@ DOMAIN_NOTES = {
     "amazon": "Office-31 amazon: office31/amazon/images/<class>/*.jpg",
     "dslr": "Office-31 dslr: office31/dslr/images/<class>/*.jpg",
     "webcam": "Office-31 webcam: office31/webcam/images/<class>/*.jpg",
+    "mnist_seg": "digits_seg source: canvases of 1-3 MNIST digits, built offline from MNIST (prepare builds it)",
+    "mnistm_seg": "digits_seg target: the same layout blended with the real photographs in the scikit-image / "
+                  "scikit-learn wheels, built offline (prepare builds it)",
+    "gta5": "GTA5 (Richter et al. 2016): gta5/images/NNNNN.png, gta5/labels/NNNNN.png from "
+            "https://download.visinf.tu-darmstadt.de/data/from_games/",
+    "synthia": "SYNTHIA-RAND-CITYSCAPES: synthia/RGB/*.png, synthia/GT/LABELS/*.png from https://synthia-dataset.net",
+    "cityscapes": "Cityscapes: cityscapes/leftImg8bit/{train,val}/<city>/, cityscapes/gtFine/{train,val}/<city>/ from "
+                  "https://www.cityscapes-dataset.com (leftImg8bit_trainvaltest.zip, gtFine_trainvaltest.zip)",
 }
 OFFICE = ("amazon", "dslr", "webcam")
 OFFICE_SOURCE = "domain_adaptation_images.tar.gz (Saenko et al. 2010), unpacked so that"
 FILES = ("usps", "svhn", "syndigits")
+DIGITS_SEG = ("mnist_seg", "mnistm_seg")
+SEGMENTATION = ("gta5", "synthia", "cityscapes")  # no published checksums: layouts and label pairing are checked
 
 
 def status(root: Path) -> list[tuple[str, str, str]]:
@@ -44,12 +54,19 @@ def status(root: Path) -> list[tuple[str, str, str]]:
         detail = str(root / name) + ("" if not missing else "; missing " + ", ".join(
             f"{fn} ({files[fn][0]})" for fn in missing))
         rows.append((name, "missing" if missing else "present", detail))
+    from uda.data.digits_seg import BUILD_VERSION as SEG_VERSION
+
+    for name in DIGITS_SEG:
+        cache = root / f"digits_seg_v{SEG_VERSION}" / f"{name}.pt"
+        rows.append((name, "present" if cache.is_file() else "missing", f"{cache} (offline build)"))
     for name in OFFICE:
         folder = root / "office31" / name / "images"
         classes = [p for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
         detail = f"{folder} ({len(classes)} class folders)" if classes else \
             f"{folder}/<class>/*.jpg; from {OFFICE_SOURCE} {root / 'office31'}/{name}/images exists"
         rows.append((name, "present" if classes else "missing", detail))
+    for name in SEGMENTATION:
+        rows.append(_segmentation_row(root, name))
     return rows
 
 
@@ -74,8 +91,12 @@ def verify(root: Path, name: str) -> str:
         for fn, digest in MNIST_SHA256.items():
             verify_file(raw_dir(root) / fn, digest)
         return "mnist: files match their sha256 sums"
-    if name == "mnistm":
-        return "mnistm: the offline build is verified when it is built (fixed seed, versioned cache)"
+    if name in ("mnistm", *DIGITS_SEG):
+        return f"{name}: the offline build is verified when it is built (fixed seed, versioned cache)"
+    if name in SEGMENTATION:
+        from uda.data.segmentation import check_layout
+
+        return check_layout(root, name)
     raise DataError(f"unknown domain {name!r}; valid: {', '.join(DOMAIN_NOTES)}")
 
 
@@ -91,6 +112,13 @@ def prepare(root: Path, name: str) -> str:
 
         load_mnistm(root, load_mnist(root))
         return f"mnistm ready in {root}"
+    if name in DIGITS_SEG:
+        from uda.data.digits_seg import load_digits_seg
+        from uda.data.mnist import ensure_mnist, load_mnist
+
+        ensure_mnist(root)
+        load_digits_seg(root, name, load_mnist(root))
+        return f"{name} ready in {root}"
     if name in FILES:
         from uda.data.digits import check_files
 
@@ -98,7 +126,20 @@ def prepare(root: Path, name: str) -> str:
         return f"{name}: files present in {root / name}"
     if name in OFFICE:
         return _office(root, name)
+    if name in SEGMENTATION:  # nothing to build or download: report what is there, or where it goes
+        from uda.data.segmentation import check_layout
+
+        return check_layout(root, name)
     raise DataError(f"unknown domain {name!r}; valid: {', '.join(DOMAIN_NOTES)}")
+
+
+def _segmentation_row(root: Path, name: str) -> tuple[str, str, str]:
+    from uda.data.segmentation import check_layout
+
+    try:
+        return name, "present", check_layout(root, name)
+    except DataError as e:
+        return name, "missing", str(e)
 
 
 def _office(root: Path, name: str) -> str:

@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 BUILD_VERSION = 1
 BUILD_SEED = 1234
 PHOTO_SHORT_SIDE = 321
-PATCH = 28
 
 
 def offline_photos() -> list[tuple[str, np.ndarray]]:
@@ -55,21 +54,22 @@ def offline_photos() -> list[tuple[str, np.ndarray]]:
 
 
 def blend(digits: np.ndarray, photos: list[np.ndarray], seed: int) -> np.ndarray:
-    """|crop - digit| for each digit with a random 28x28 crop of a random photo.
+    """|crop - digit| for each digit image with a random S x S crop of a random photo.
 
-    ``digits``: uint8 [N, 28, 28]; ``photos``: uint8 [H, W, 3] each. Returns uint8 [N, 3, 28, 28].
+    ``digits``: uint8 [N, S, S] (S = 28 for MNIST-M; digits_seg blends 64 x 64 canvases the same
+    way); ``photos``: uint8 [H, W, 3] each. Returns uint8 [N, 3, S, S].
     """
     rng = np.random.default_rng(seed)
-    n = digits.shape[0]
+    n, size = digits.shape[0], digits.shape[-1]
     which = rng.integers(len(photos), size=n)
-    out = np.empty((n, PATCH, PATCH, 3), np.uint8)
-    ar = np.arange(PATCH)
+    out = np.empty((n, size, size, 3), np.uint8)
+    ar = np.arange(size)
     for p, photo in enumerate(photos):
         sel = np.flatnonzero(which == p)
         h, w = photo.shape[:2]
-        ys = rng.integers(0, h - PATCH + 1, size=sel.size)
-        xs = rng.integers(0, w - PATCH + 1, size=sel.size)
-        crops = photo[(ys[:, None] + ar)[:, :, None], (xs[:, None] + ar)[:, None, :]]  # [n,28,28,3]
+        ys = rng.integers(0, h - size + 1, size=sel.size)
+        xs = rng.integers(0, w - size + 1, size=sel.size)
+        crops = photo[(ys[:, None] + ar)[:, :, None], (xs[:, None] + ar)[:, None, :]]  # [n,S,S,3]
         out[sel] = np.abs(crops.astype(np.int16) - digits[sel][..., None].astype(np.int16)).astype(np.uint8)
     return out.transpose(0, 3, 1, 2).copy()
 

@@ -8,7 +8,7 @@ from typing import Callable
 
 import torch
 
-from uda.config import ConfigError, DataConfig, DomainConfig
+from uda.config import FILE_DOMAINS, SEG_DOMAINS, ConfigError, DataConfig, DomainConfig
 from uda.data.common import DataError, data_root
 
 log = logging.getLogger("uda")
@@ -44,6 +44,14 @@ class PairInfo:
     num_classes: int
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
+    # "classification" (labels per image, accuracy) | "segmentation" (labels per pixel, 255 = ignore, mIoU)
+    task: str = "classification"
+    class_names: tuple[str, ...] = ()
+
+    @property
+    def metric(self) -> str:
+        """The evaluation metric's key suffix: source_acc / target_acc, or source_miou / target_miou."""
+        return "miou" if self.task == "segmentation" else "acc"
 
 
 def _mnist(root: Path, cache: dict, cfg: DataConfig) -> Splits:
@@ -97,10 +105,20 @@ def _office(domain: str):
     return load
 
 
+def _digits_seg(name: str):
+    def load(root: Path, cache: dict, cfg: DataConfig) -> Splits:
+        from uda.data.digits_seg import load_digits_seg
+
+        return load_digits_seg(root, name, _mnist(root, cache, cfg))
+
+    return load
+
+
 # name -> loader(root, shared cache, data config) returning {"train": (x, y), "test": (x, y)}
 DOMAINS: dict[str, Callable[[Path, dict, DataConfig], Splits]] = {
     "mnist": _mnist, "mnistm": _mnistm, "usps": _usps, "svhn": _svhn, "syndigits": _syndigits,
-    "amazon": _office("amazon"), "dslr": _office("dslr"), "webcam": _office("webcam")}
+    "amazon": _office("amazon"), "dslr": _office("dslr"), "webcam": _office("webcam"),
+    "mnist_seg": _digits_seg("mnist_seg"), "mnistm_seg": _digits_seg("mnistm_seg")}
 
 
 def _harmonise(x: torch.Tensor, channels: int, size: int) -> torch.Tensor:
@@ -141,6 +159,8 @@ def _finish(name: str, splits: Splits, cfg: DataConfig, channels: int, size: int
         raise ConfigError(f"domain {name!r} has an empty train or test split")
     xtr, xte = (_harmonise(x, channels, size) for x in (xtr, xte))
     for split, y in (("train", ytr), ("test", yte)):
+        if y.dim() == 3:  # per-pixel labels: 255 is the ignore index
+            y = y[y != 255]
         if y.numel() and int(y.max()) >= n_classes:
             raise ConfigError(f"domain {name!r} ({split}) has label {int(y.max())} but the pair has {n_classes} classes "
                               f"(data.num_classes)")
@@ -149,8 +169,39 @@ def _finish(name: str, splits: Splits, cfg: DataConfig, channels: int, size: int
     return Domain(name, xtr[:n_tr], ytr[:n_tr], xte, yte, xtr[n_tr:], ytr[n_tr:])
 
 
+def _class_names(cfg: DataConfig) -> tuple[str, ...]:
+    if cfg.source.name in ("mnist_seg", "mnistm_seg"):
+        from uda.data.digits_seg import CLASS_NAMES
+
+        return CLASS_NAMES
+    from uda.data.segmentation import class_names
+
+    return tuple(class_names(cfg.source.name, cfg.num_classes))
+
+
+def _build_file_pair(cfg: DataConfig):
+    """Segmentation pairs read lazily from files (GTA5, SYNTHIA, Cityscapes)."""
+    from uda.data.segmentation import load_seg_domain
+
+    root = data_root(cfg.root)
+    doms = []
+    for role in ("source", "target"):
+        dom, size = getattr(cfg, role), tuple(getattr(cfg, f"{role}_size"))
+        if dom.name not in FILE_DOMAINS:
+            raise ConfigError(f"data.{role}.name={dom.name}: a file-backed pair needs file-backed domains on both "
+                              f"sides ({', '.join(FILE_DOMAINS)})")
+        doms.append(load_seg_domain(dom.name, root, num_classes=cfg.num_classes, train_size=size,
+                                    test_size=size, role=role))
+    # image_size 0: the domains keep their own [height, width] (no square crop)
+    info = PairInfo(cfg.name, cfg.source.name, cfg.target.name, 3, 0, cfg.num_classes, tuple(cfg.mean or [0.5] * 3),
+                    tuple(cfg.std or [0.5] * 3), task="segmentation", class_names=_class_names(cfg))
+    return doms[0], doms[1], info
+
+
 def build_pair(cfg: DataConfig) -> tuple[Domain, Domain, PairInfo]:
     """Both domains, harmonised to one image size and channel count; 0 in the config = the source's."""
+    if cfg.source.name in FILE_DOMAINS or cfg.target.name in FILE_DOMAINS:
+        return _build_file_pair(cfg)
     cache: dict = {}
     s_splits, s_classes = _raw(cfg.source, "source", cfg, cache)
     t_splits, t_classes = _raw(cfg.target, "target", cfg, cache)
@@ -180,7 +231,10 @@ def build_pair(cfg: DataConfig) -> tuple[Domain, Domain, PairInfo]:
         raise ConfigError(f"data.mean / data.std need one value per channel ({channels}), got {mean} / {std}")
     source = _finish(cfg.source.name, s_splits, cfg, channels, stored, n_classes)
     target = _finish(cfg.target.name, t_splits, cfg, channels, stored, n_classes)
-    info = PairInfo(cfg.name, cfg.source.name, cfg.target.name, channels, size, n_classes, tuple(mean), tuple(std))
+    seg = cfg.source.name in SEG_DOMAINS
+    info = PairInfo(cfg.name, cfg.source.name, cfg.target.name, channels, size, n_classes, tuple(mean), tuple(std),
+                    task="segmentation" if seg else "classification",
+                    class_names=_class_names(cfg) if seg else ())
     return source, target, info
 
 
@@ -195,7 +249,7 @@ class Normalize:
         self.crop = crop  # images stored larger than this are centre-cropped to it
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.crop is not None and x.shape[-1] > self.crop:
+        if self.crop and x.shape[-1] > self.crop:
             x = center_crop(x, self.crop)
         x = x.float().mul_(self.scale).sub_(self.shift)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x

@@ -30,7 +30,8 @@ from uda.engine import dist
 from uda.engine.optim import Stepper, build_optimizer, lr_factor
 from uda.methods.base import Batch, Method
 from uda.metrics import evaluate as evaluate_scores
-from uda.selection import CRITERIA, LABEL_FREE, select
+from uda.metrics import evaluate_segmentation
+from uda.selection import LABEL_FREE, criterion_key, select
 from uda.registry import get_method
 
 log = logging.getLogger("uda")
@@ -257,6 +258,64 @@ def _trim_metrics(path: Path, upto: int) -> None:
     path.write_text("".join(ln + "\n" for ln in keep))
 
 
+def _train_size(domain) -> int:
+    return domain.train_x.shape[0] if hasattr(domain, "train_x") else len(domain.train)
+
+
+class _StepBatches:
+    """A DataLoader batch sampler: the indices the stream gives for each remaining step (this rank's slice)."""
+
+    def __init__(self, stream: IndexStream, start: int, end: int, batch: int, rank: int):
+        self.stream, self.start, self.end, self.batch, self.rank = stream, start, end, batch, rank
+
+    def __iter__(self):
+        for step in range(self.start, self.end):
+            yield self.stream.indices(step)[self.rank * self.batch:(self.rank + 1) * self.batch].tolist()
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+
+def _file_loader(domain, stream: IndexStream, start: int, end: int, batch: int, rank: int, workers: int):
+    """Batches of a file-backed domain in step order (None for in-memory domains)."""
+    if hasattr(domain, "train_x"):
+        return None
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(domain.train, batch_sampler=_StepBatches(stream, start, end, batch, rank),
+                        num_workers=workers, pin_memory=torch.cuda.is_available(),
+                        persistent_workers=False, prefetch_factor=4 if workers else None)
+    return iter(loader)
+
+
+def seg_grid(method: Method, domain, prepare: Normalize, num_classes: int, n: int = 4) -> torch.Tensor:
+    """[3n, 3, H, W] in [0, 1]: n test images, their colourised labels, the colourised predictions."""
+    from torchvision.transforms.v2 import functional as TF
+    from torchvision.utils import draw_segmentation_masks
+
+    from uda.nets.segmentation import palette, upsample
+
+    if hasattr(domain, "test_x"):
+        x, y = domain.test_x[:n], domain.test_y[:n]
+    else:
+        items = [domain.test[i] for i in range(min(n, len(domain.test)))]
+        x, y = torch.stack([a for a, _ in items]), torch.stack([b for _, b in items])
+    x = x.to(prepare.scale.device)
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    y = TF.resize(y.to(x.device)[:, None], list(x.shape[-2:]), interpolation=TF.InterpolationMode.NEAREST)[:, 0]
+    pred = upsample(method.predict(prepare(x)).float(), tuple(x.shape[-2:])).argmax(1)
+    colours = palette(num_classes)
+    classes = torch.arange(num_classes, device=x.device)[:, None, None]
+
+    def paint(labels: torch.Tensor) -> torch.Tensor:
+        canvas = torch.zeros_like(x[0])  # ignore (255) stays black
+        return torch.stack([draw_segmentation_masks(canvas, lab[None] == classes, alpha=1.0, colors=colours)
+                            for lab in labels])
+
+    return torch.cat([x, paint(y), paint(pred)]).float() / 255.0
+
+
 def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> dict[str, Any]:
     """Train ``cfg`` in ``run_dir``; returns the summary (also written to summary.json).
 
@@ -298,6 +357,9 @@ def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> 
         source, target = source.to(device), target.to(device)
     prepare = Normalize(info.mean, info.std, device, tr.channels_last, crop=info.image_size)
     augment = cfg.data.augment
+    seg, metric = info.task == "segmentation", info.metric  # metric: "acc" | "miou"
+    if seg and augment:
+        raise ConfigError("data.augment (random crop + flip of images only) is not available for segmentation pairs")
 
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -365,9 +427,12 @@ def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> 
         writer = _NullWriter()
     # each global batch of world x batch_size is drawn as in one process; rank r takes the r-th slice
     B = tr.batch_size
-    src_stream = IndexStream(source.train_x.shape[0], B * world, seed=cfg.seed, stream=SOURCE_STREAM)
-    tgt_stream = IndexStream(target.train_x.shape[0], B * world, seed=cfg.seed, stream=TARGET_STREAM)
+    src_stream = IndexStream(_train_size(source), B * world, seed=cfg.seed, stream=SOURCE_STREAM)
+    tgt_stream = IndexStream(_train_size(target), B * world, seed=cfg.seed, stream=TARGET_STREAM)
     images_per_step = 2 * B * world
+    # file-backed domains (large segmentation sets): a DataLoader reads the same indices the streams give
+    src_files = _file_loader(source, src_stream, start, tr.max_steps, B, rank, cfg.data.workers)
+    tgt_files = _file_loader(target, tgt_stream, start, tr.max_steps, B, rank, cfg.data.workers)
 
     def state_at(done: int, rng_ranks: list | None = None) -> dict[str, Any]:
         return {
@@ -394,30 +459,49 @@ def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> 
     def evaluate(done: int) -> dict[str, float]:
         method.eval()
         with autocast(device, precision):
-            res = {"step": done} | evaluate_scores(method, source, target, prepare=prepare, batch_size=tr.eval_batch_size)
+            if seg:
+                res = {"step": done} | evaluate_segmentation(
+                    method, source, target, prepare=prepare, batch_size=tr.eval_batch_size,
+                    num_classes=info.num_classes, class_names=info.class_names, device=device,
+                    workers=cfg.data.workers)
+            else:
+                res = {"step": done} | evaluate_scores(method, source, target, prepare=prepare,
+                                                       batch_size=tr.eval_batch_size)
             if done in stage_ends and len(stages) > 1:
                 res["stage_end"] = stage_ends[done]
             with torch.no_grad():
-                grids = method.images(prepare(source.test_x[:8]), prepare(target.test_x[:8]))
+                if seg:  # [0, 1] images: input, colourised labels, colourised predictions
+                    pictures = {f"seg/{role}": seg_grid(method, dom, prepare, info.num_classes)
+                                for role, dom in (("source", source), ("target", target))}
+                    grids = {}
+                else:
+                    pictures = {}
+                    grids = method.images(prepare(source.test_x[:8]), prepare(target.test_x[:8]))
         method.train()
         for k, v in res.items():
-            if k in ("source_acc", "target_acc"):
+            if k in (f"source_{metric}", f"target_{metric}"):
                 writer.add_scalar(f"eval/{k}", v, done)
+            elif k.endswith("_iou") and isinstance(v, dict):
+                for name, value in v.items():
+                    if value is not None:
+                        writer.add_scalar(f"iou_{k[: -len('_iou')]}/{name}", value, done)
             elif k != "step" and isinstance(v, float):
                 writer.add_scalar(f"select/{k}", v, done)
-        key, higher = CRITERIA[tr.select.value]
+        key, higher = criterion_key(tr.select.value, metric)
         score = res.get(key)
         if score is not None and math.isfinite(score) and (
                 best.get("score") is None or (score >= best["score"] if higher else score <= best["score"])):
             best.update(criterion=tr.select.value, step=done, score=score)
             ckpt.save_atomic(state_at(done), ckpt_dir / "best.pt", keep_previous=False)
         for name, imgs in grids.items():  # back from the normalised space to [0, 1]
-            imgs = ((imgs.float() + prepare.shift) / (255.0 * prepare.scale)).clamp(0, 1)
+            pictures[name] = ((imgs.float() + prepare.shift) / (255.0 * prepare.scale)).clamp(0, 1)
+        for name, imgs in pictures.items():
             writer.add_images(name, imgs, done)
             from torchvision.utils import save_image  # rows of 8: e.g. x, G(x), F(G(x))
 
             (run_dir / "images").mkdir(exist_ok=True)
-            save_image(imgs.cpu(), run_dir / "images" / f"{name.replace('/', '_')}_{done:07d}.png", nrow=8)
+            save_image(imgs.cpu(), run_dir / "images" / f"{name.replace('/', '_')}_{done:07d}.png",
+                       nrow=4 if name.startswith("seg/") else 8)
         with open(metrics_path, "a") as f:
             f.write(json.dumps(res) + "\n")
         return res
@@ -439,16 +523,25 @@ def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> 
             t0 = time.perf_counter()
             stepper.set_lr({name: lr_factor(c, min(max(step - a, 0), b - a - 1), b - a)
                             for name, c in opt_cfgs.items() for a, b in [spans.get(name, (0, tr.max_steps))]})
-            idx_s, idx_t = src_stream.indices(step), tgt_stream.indices(step)
-            if world > 1:
-                idx_s, idx_t = idx_s[rank * B:(rank + 1) * B], idx_t[rank * B:(rank + 1) * B]
-            if cfg.data.on_device:
-                idx_s, idx_t = idx_s.to(device, non_blocking=True), idx_t.to(device, non_blocking=True)
-            x_s, x_t = source.train_x[idx_s], target.train_x[idx_t]
+            if src_files is not None:
+                x_s, y_s = next(src_files)
+            if tgt_files is not None:
+                x_t, _ = next(tgt_files)
+            if src_files is None or tgt_files is None:
+                idx_s, idx_t = src_stream.indices(step), tgt_stream.indices(step)
+                if world > 1:
+                    idx_s, idx_t = idx_s[rank * B:(rank + 1) * B], idx_t[rank * B:(rank + 1) * B]
+                if cfg.data.on_device:
+                    idx_s, idx_t = idx_s.to(device, non_blocking=True), idx_t.to(device, non_blocking=True)
+                if src_files is None:
+                    x_s, y_s = source.train_x[idx_s], source.train_y[idx_s]
+                if tgt_files is None:
+                    x_t = target.train_x[idx_t]
             if augment:  # crops and flips drawn from (seed, step): a resumed run sees the same ones
                 gen = torch.Generator().manual_seed((cfg.seed * 1_000_003 + step) * world + rank)
                 x_s, x_t = random_crop_flip(x_s, info.image_size, gen), random_crop_flip(x_t, info.image_size, gen)
-            src = Batch(prepare(x_s.to(device, non_blocking=True)), source.train_y[idx_s].to(device))
+            y_s = y_s.to(device, non_blocking=True)
+            src = Batch(prepare(x_s.to(device, non_blocking=True)), y_s.long() if seg else y_s)
             tgt = Batch(prepare(x_t.to(device, non_blocking=True)), None)  # target labels never enter training
             stepper.begin_iteration()
             with autocast(device, precision):
@@ -495,7 +588,8 @@ def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> 
                 marks.append((done, now))
             if (done % tr.eval_every == 0 or done in stage_ends) and main:
                 last = evaluate(done)
-                progress.write(f"step {done}: source_acc {last['source_acc']:.2f}  target_acc {last['target_acc']:.2f}")
+                progress.write(f"step {done}: source_{metric} {last[f'source_{metric}']:.2f}  "
+                               f"target_{metric} {last[f'target_{metric}']:.2f}")
             if world > 1 and tr.check_ranks_every and done % tr.check_ranks_every == 0:
                 diff = dist.max_param_difference(method)
                 if diff > 0:
@@ -522,14 +616,16 @@ def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> 
         last = rows[-1] if rows and rows[-1]["step"] == tr.max_steps else evaluate(tr.max_steps)
         rows = read_metrics(metrics_path)
     selected = {}
+    s_key, t_key = f"source_{metric}", f"target_{metric}"
     for crit in (*LABEL_FREE, "oracle"):
         row = select(rows, crit)
         if row is not None:
-            selected[crit] = {"step": row["step"], "target_acc": row["target_acc"], "source_acc": row["source_acc"]}
+            selected[crit] = {"step": row["step"], t_key: row[t_key], s_key: row[s_key]}
     wall = wall_before + time.perf_counter() - t_start
     summary = {
         "method": cfg.method.name, "data": cfg.data.name, "seed": cfg.seed, "steps": tr.max_steps,
-        "source_acc": last["source_acc"], "target_acc": last["target_acc"],
+        s_key: last[s_key], t_key: last[t_key],
+        **({"source_iou": last["source_iou"], "target_iou": last["target_iou"]} if seg else {}),
         "checkpoint": "last (no model selection; target labels are used only for this report)",
         # the evaluation each criterion picks; only "oracle" reads target labels (for reference)
         "selected": selected, "select": tr.select.value, "best_checkpoint": dict(best),

@@ -20,7 +20,7 @@ from torch import nn
 from uda.config import CycleGANConfig, CyCADAConfig, SemanticSource
 from uda.losses import l1, lsgan
 from uda.methods.base import Batch, Method, Stage
-from uda.nets import build_backbone, mlp
+from uda.nets import build_backbone, mlp, set_requires_grad
 from uda.nets.cyclegan import generator, patch_discriminator
 from uda.registry import register
 
@@ -65,12 +65,6 @@ class ImagePool(nn.Module):
         return torch.stack(out).to(fakes.dtype)
 
 
-def _set_requires_grad(modules: list[nn.Module], flag: bool) -> None:
-    for m in modules:
-        for p in m.parameters():
-            p.requires_grad_(flag)
-
-
 class _Translator(Method):
     """The CycleGAN part shared by ``cyclegan`` and ``cycada``."""
 
@@ -110,7 +104,7 @@ class _Translator(Method):
         cfg = self.cfg
         real_s, real_t = self.to_pm1(src.x), self.to_pm1(tgt.x)
         # (a) generators, discriminators frozen
-        _set_requires_grad([self.d_s, self.d_t], False)
+        set_requires_grad([self.d_s, self.d_t], False)
         fake_t, fake_s = self.g_st(real_s), self.g_ts(real_t)
         rec_s, rec_t = self.g_ts(fake_t), self.g_st(fake_s)
         gan = lsgan(self.d_t(fake_t), True) + lsgan(self.d_s(fake_s), True)
@@ -125,7 +119,7 @@ class _Translator(Method):
             losses[name] = value
             total = total + weight * value
         opt.step(total, "gen")
-        _set_requires_grad([self.d_s, self.d_t], True)
+        set_requires_grad([self.d_s, self.d_t], True)
         # (b) discriminators on real vs pooled past fakes
         pooled_t, pooled_s = self.pool_t(fake_t.detach()), self.pool_s(fake_s.detach())
         loss_dt = 0.5 * (lsgan(self.d_t(real_t), True) + lsgan(self.d_t(pooled_t), False))
@@ -260,7 +254,7 @@ class CyCADA(_Translator):
         # f_S frozen from here on: eval mode (no dropout), no gradients into its parameters
         self.src_encoder.eval()
         self.src_classifier.eval()
-        _set_requires_grad([self.src_encoder, self.src_classifier], False)
+        set_requires_grad([self.src_encoder, self.src_classifier], False)
         if step < b:  # stage 2: the translator
             return self.translate_step(src, tgt, opt)
         if not self.task_started:  # stage boundary, once: task network <- f_S
@@ -280,9 +274,9 @@ class CyCADA(_Translator):
             lab_t = torch.full((d_t.shape[0],), TARGET, dtype=torch.long, device=d_t.device)
             loss_d = F.cross_entropy(d_s.float(), lab_s) + F.cross_entropy(d_t.float(), lab_t)
             opt.step(loss_d, "feat_disc")
-            _set_requires_grad([self.feat_disc], False)
+            set_requires_grad([self.feat_disc], False)
             loss_adv = F.cross_entropy(self.feat_disc(f_t).float(), torch.full_like(lab_t, SOURCE))
-            _set_requires_grad([self.feat_disc], True)
+            set_requires_grad([self.feat_disc], True)
             loss = loss + self.cfg.feature_weight * loss_adv
             acc_d = 0.5 * ((d_s.argmax(1) == SOURCE).float().mean() + (d_t.argmax(1) == TARGET).float().mean())
             out |= {"loss/disc": loss_d.detach(), "loss/adv": loss_adv.detach(), "acc/domain": acc_d.detach()}

@@ -6,7 +6,14 @@ from torch import nn
 from uda.config import BackboneConfig, ConfigError, DANNDigitsConfig, LeNetConfig, ResNetConfig
 from uda.nets.digits import DANNDigitsFeatures, LeNetFeatures, mlp
 
-__all__ = ["build_backbone", "mlp", "DANNDigitsFeatures"]
+__all__ = ["build_backbone", "mlp", "DANNDigitsFeatures", "set_requires_grad"]
+
+
+def set_requires_grad(modules: list[nn.Module], flag: bool) -> None:
+    """Freeze (False) or unfreeze (True) every parameter of ``modules`` (a GAN's D during G's step)."""
+    for m in modules:
+        for p in m.parameters():
+            p.requires_grad_(flag)
 
 
 def build_backbone(cfg: BackboneConfig, *, in_channels: int, image_size: int, num_classes: int) -> tuple[nn.Module, nn.Module, int]:

@@ -11,26 +11,47 @@ from uda.config import ConfigError, ResNetConfig
 WIDTH = {18: 512, 34: 512, 50: 2048, 101: 2048}
 
 
-def load_weights(net: nn.Module, path: str) -> None:
-    """Load a torchvision ImageNet state_dict (its ``fc`` is dropped); a clear error for anything else."""
+def load_local_weights(net: nn.Module, path: str, *, ignore: tuple[str, ...], hint: str) -> None:
+    """Load a local torchvision ImageNet state_dict into ``net`` (a torchvision model).
+
+    Keys starting with ``ignore`` (the 1000-way ImageNet classifier) are skipped on both sides, as are
+    BatchNorm's ``num_batches_tracked`` counters (``FrozenBatchNorm2d`` has none; old files lack them).
+    Anything else missing, unexpected or of the wrong shape is a ``ConfigError`` naming the keys.
+    """
     file = Path(path).expanduser()
     try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 -- unreadable or unsafe file
-        raise ConfigError(f"backbone.weights: cannot load {file} as a state_dict ({str(e).splitlines()[0][:200]})") from e
+        try:  # memory-mapped: no second copy of a 0.5 GB VGG file in memory
+            state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:  # files in the pre-1.6 (non-zip) format cannot be memory-mapped
+            if "mmap" not in str(e):
+                raise
+            state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 -- missing, unreadable or unsafe file
+        why = f"{type(e).__name__}: {str(e)[:200]}".splitlines()[0]
+        raise ConfigError(f"backbone.weights: cannot load {file} as a state_dict ({why})") from e
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise ConfigError(f"backbone.weights: {file} holds a {type(state).__name__}, not a state_dict")
-    state = {k.removeprefix("module."): v for k, v in state.items() if not k.removeprefix("module.").startswith("fc.")}
-    own = {k: v for k, v in net.state_dict().items() if not k.startswith("fc.")}
+
+    def keep(key: str) -> bool:
+        return not key.startswith(ignore) and not key.endswith("num_batches_tracked")
+
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    state = {k: v for k, v in state.items() if keep(k)}
+    own = {k: v for k, v in net.state_dict().items() if keep(k)}
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    wrong = [k for k in state if k in own and state[k].shape != own[k].shape]
+    wrong = [k for k in state if k in own and getattr(state[k], "shape", None) != own[k].shape]
     if missing or unexpected or wrong:
-        raise ConfigError(f"backbone.weights: {file} does not fit this ResNet (missing {missing[:3]}, unexpected "
-                          f"{unexpected[:3]}, wrong shapes {wrong[:3]}); check backbone.depth")
+        raise ConfigError(f"backbone.weights: {file} does not fit {hint} (missing {missing[:3]}, unexpected "
+                          f"{unexpected[:3]}, wrong shapes {wrong[:3]})")
     net.load_state_dict(state, strict=False)
+
+
+def load_weights(net: nn.Module, path: str) -> None:
+    """Load a torchvision ImageNet ResNet state_dict (its ``fc`` is dropped); a clear error for anything else."""
+    load_local_weights(net, path, ignore=("fc.",), hint="this ResNet; check backbone.depth")
 
 
 def build_resnet(cfg: ResNetConfig, *, in_channels: int, num_classes: int) -> tuple[nn.Module, nn.Module, int]:

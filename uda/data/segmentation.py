@@ -1,0 +1,277 @@
+"""GTA5, SYNTHIA-RAND-CITYSCAPES and Cityscapes in their official on-disk layouts, read lazily from files.
+
+Under the data root (nothing is downloaded; ``SOURCES`` says where each comes from):
+``gta5/images/NNNNN.png`` + ``gta5/labels/NNNNN.png`` (8-bit palette PNGs, index = Cityscapes label id);
+``synthia/RGB/*.png`` + ``synthia/GT/LABELS/*.png`` (16-bit PNGs, class id in the first (R) channel, instance
+ids in the second); ``cityscapes/leftImg8bit/{train,val}/<city>/<name>_leftImg8bit.png`` +
+``cityscapes/gtFine/{train,val}/<city>/<name>_gtFine_labelIds.png``.
+
+Splits: GTA5 and SYNTHIA have no official test split, so the last ``min(500, n // 5)`` images by name are
+held out as the test split and never trained on. Cityscapes trains on ``train`` and tests on ``val`` with
+labels at full size. A target's train labels are never read (they may be absent): its items carry an
+all-``IGNORE`` label. Labels are train ids of the 19-class Cityscapes protocol or of the 16 / 13 classes of
+the SYNTHIA -> Cityscapes protocols (in Cityscapes train-id order); ``IGNORE`` (255) everywhere else.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import torch
+from cityscapesscripts.helpers.labels import labels as CITYSCAPES_LABELS
+from torch.utils.data import Dataset
+
+from uda.config import ConfigError
+from uda.data.common import DataError
+
+IGNORE = 255
+HELD_OUT = 500  # GTA5 / SYNTHIA test split: the last 500 images by name (at most a fifth of the folder)
+ROLES = ("source", "target")
+
+CITYSCAPES_CLASSES = tuple(lab.name for lab in sorted(
+    (lab for lab in CITYSCAPES_LABELS if 0 <= lab.trainId < IGNORE), key=lambda lab: lab.trainId))
+SYNTHIA_16 = tuple(c for c in CITYSCAPES_CLASSES if c not in ("terrain", "truck", "train"))
+SYNTHIA_13 = tuple(c for c in SYNTHIA_16 if c not in ("wall", "fence", "pole"))
+PROTOCOLS = {19: CITYSCAPES_CLASSES, 16: SYNTHIA_16, 13: SYNTHIA_13}
+
+# SYNTHIA-RAND-CITYSCAPES class ids (its README) -> Cityscapes class names. Not mapped, so ignored:
+# 0 void, 13 parking-slot, 14 road-work, 22 lanemarking.
+SYNTHIA_NAMES = {1: "sky", 2: "building", 3: "road", 4: "sidewalk", 5: "fence", 6: "vegetation", 7: "pole",
+                 8: "car", 9: "traffic sign", 10: "person", 11: "bicycle", 12: "motorcycle",
+                 15: "traffic light", 16: "terrain", 17: "rider", 18: "truck", 19: "bus", 20: "train", 21: "wall"}
+
+SOURCES = {
+    "gta5": "GTA5 (Richter et al. 2016) from https://download.visinf.tu-darmstadt.de/data/from_games/ : "
+            "unpack the images and labels archives into <root>/gta5/images/NNNNN.png and <root>/gta5/labels/NNNNN.png",
+    "synthia": "SYNTHIA-RAND-CITYSCAPES from https://synthia-dataset.net (downloads): unpack it so that "
+               "<root>/synthia/RGB/*.png and <root>/synthia/GT/LABELS/*.png exist",
+    "cityscapes": "Cityscapes from https://www.cityscapes-dataset.com : unpack leftImg8bit_trainvaltest.zip and "
+                  "gtFine_trainvaltest.zip into <root>/cityscapes/ (leftImg8bit/{train,val}/<city>/, "
+                  "gtFine/{train,val}/<city>/)",
+}
+
+
+def _classes(num_classes: int, valid: tuple[int, ...], what: str) -> tuple[str, ...]:
+    if num_classes not in valid:
+        raise ConfigError(f"num_classes={num_classes!r} is not a {what} label protocol; valid: "
+                          f"{', '.join(map(str, valid))}")
+    return PROTOCOLS[num_classes]
+
+
+def class_names(name: str, num_classes: int) -> tuple[str, ...]:
+    """The class names, in train-id order, of domain ``name`` under the ``num_classes`` protocol."""
+    if name not in SEG_DOMAINS:
+        raise ConfigError(f"unknown segmentation domain {name!r}; valid: {', '.join(SEG_DOMAINS)}")
+    return _classes(num_classes, (16, 13) if name == "synthia" else (19, 16, 13), name)
+
+
+def _lut(id_to_name: dict[int, str], classes: tuple[str, ...]) -> torch.Tensor:
+    lut = torch.full((256,), IGNORE, dtype=torch.uint8)
+    for label_id, name in id_to_name.items():
+        if name in classes:
+            lut[label_id] = classes.index(name)
+    return lut
+
+
+def cityscapes_lut(num_classes: int) -> torch.Tensor:
+    """uint8 [256]: Cityscapes (and GTA5) label id -> train id of the 19/16/13-class protocol, else 255."""
+    classes = _classes(num_classes, (19, 16, 13), "Cityscapes/GTA5")
+    return _lut({lab.id: lab.name for lab in CITYSCAPES_LABELS if 0 <= lab.id < 256}, classes)
+
+
+def synthia_lut(num_classes: int) -> torch.Tensor:
+    """uint8 [256]: SYNTHIA-RAND-CITYSCAPES class id -> train id of the 16- or 13-class protocol, else 255."""
+    return _lut(SYNTHIA_NAMES, _classes(num_classes, (16, 13), "SYNTHIA"))
+
+
+def _decode(path: Path, mode_name: str) -> torch.Tensor:
+    from torchvision.io import ImageReadMode, decode_image, read_file
+
+    try:
+        return decode_image(read_file(str(path)), getattr(ImageReadMode, mode_name))
+    except RuntimeError as e:
+        raise DataError(f"{path}: not a readable image ({e}); delete or replace the file") from e
+
+
+def read_image(path: Path) -> torch.Tensor:
+    """uint8 [3, H, W]; grayscale and RGBA files are converted to RGB by torchvision's decoder."""
+    from torchvision.transforms.v2 import functional as TF
+
+    img = _decode(path, "RGB")
+    return img if img.dtype == torch.uint8 else TF.to_dtype(img, torch.uint8, scale=True)
+
+
+def read_label_ids(path: Path) -> torch.Tensor:
+    """[1, H, W] label ids of a Cityscapes ``*_labelIds.png`` or a GTA5 label (8-bit gray or palette PNG:
+    decoded UNCHANGED, a palette PNG gives its indices, which are the ids)."""
+    ids = _decode(path, "UNCHANGED")
+    if ids.shape[0] != 1:
+        raise DataError(f"{path}: a label-id PNG has one channel (gray or palette), this one has {ids.shape[0]}; "
+                        f"colour-coded label images are not label ids")
+    return ids
+
+
+def read_synthia_ids(path: Path) -> torch.Tensor:
+    """[1, H, W] class ids of a SYNTHIA ``GT/LABELS`` 16-bit PNG: its first (R) channel (uint16 from torchvision)."""
+    return _decode(path, "UNCHANGED")[:1]
+
+
+class SegFiles(Dataset):
+    """Image / label-map pairs read from files at each ``__getitem__`` (nothing is held in memory).
+
+    Item ``i``: (uint8 [3, H, W] image resized to ``image_size`` (bilinear, antialiased), int64 [h, w] train
+    ids resized to ``label_size`` (nearest) or at the file's own size when ``label_size`` is None).
+    ``labels=None`` is an unlabelled split: every label pixel is ``IGNORE``. Sizes are (height, width).
+    """
+
+    def __init__(self, *, name: str, images: list[Path], labels: list[Path] | None, lut: torch.Tensor,
+                 read_label: Callable[[Path], torch.Tensor], image_size: tuple[int, int],
+                 label_size: tuple[int, int] | None):
+        if labels is not None and len(labels) != len(images):
+            raise ValueError(f"{name}: {len(images)} images but {len(labels)} label files")
+        self.name, self.images, self.labels, self.lut, self.read_label = name, list(images), labels, lut, read_label
+        self.image_size, self.label_size = tuple(image_size), None if label_size is None else tuple(label_size)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        from torchvision.transforms.v2 import InterpolationMode
+        from torchvision.transforms.v2 import functional as TF
+
+        x = read_image(self.images[i])
+        full_size = tuple(x.shape[-2:])
+        if full_size != self.image_size:
+            x = TF.resize(x, list(self.image_size), interpolation=InterpolationMode.BILINEAR, antialias=True)
+        if self.labels is None:
+            return x, torch.full(self.label_size or full_size, IGNORE, dtype=torch.long)
+        ids = self.read_label(self.labels[i]).long().clamp_(max=len(self.lut) - 1)  # lut[255] = IGNORE
+        y = self.lut[ids]  # uint8 [1, h, w] train ids
+        if self.label_size is not None and tuple(y.shape[-2:]) != self.label_size:
+            y = TF.resize(y, list(self.label_size), interpolation=InterpolationMode.NEAREST_EXACT)
+        return x, y[0].long()
+
+    def __repr__(self) -> str:
+        return f"SegFiles({self.name!r}, {len(self)} images, labelled={self.labels is not None})"
+
+
+@dataclass
+class FileDomain:
+    """A segmentation domain read from files: ``train`` and ``test`` are indexed by a DataLoader.
+    ``val_x``/``val_y`` are None: no in-memory validation split, so selection scores are skipped."""
+    name: str
+    train: SegFiles
+    test: SegFiles
+    classes: tuple[str, ...] = ()
+    val_x: torch.Tensor | None = None
+    val_y: torch.Tensor | None = None
+
+
+def _images(root: Path, folder: Path, pattern: str, name: str) -> list[Path]:
+    files = sorted(folder.glob(pattern)) if folder.is_dir() else []
+    if not files:
+        raise DataError(f"{name}: no images at {folder / pattern}; {SOURCES[name].replace('<root>', str(root))}")
+    return files
+
+
+def _label_files(images: list[Path], label_of: Callable[[Path], Path], name: str) -> list[Path]:
+    """The label path of every image; DataError naming the first image whose label file is missing."""
+    labels = [label_of(p) for p in images]
+    missing = [(img, lab) for img, lab in zip(images, labels) if not lab.is_file()]
+    if missing:
+        img, lab = missing[0]
+        raise DataError(f"{name}: {len(missing)} image(s) without a label file, first {img}: expected {lab}")
+    return labels
+
+
+def _layout(root: Path, name: str, split: str = "") -> tuple[list[Path], Callable[[Path], Path], list[Path]]:
+    """A domain's sorted image paths (Cityscapes: of ``split``), the function giving each one's label path,
+    and the label files on disk."""
+    base = Path(root) / name
+    if name == "gta5":
+        return (_images(root, base / "images", "*.png", name), lambda p: base / "labels" / p.name,
+                sorted((base / "labels").glob("*.png")))
+    if name == "synthia":
+        return (_images(root, base / "RGB", "*.png", name), lambda p: base / "GT" / "LABELS" / p.name,
+                sorted((base / "GT" / "LABELS").glob("*.png")))
+    suffix, label_dir = "_leftImg8bit.png", base / "gtFine" / split
+    return (_images(root, base / "leftImg8bit" / split, f"*/*{suffix}", name),
+            lambda p: label_dir / p.parent.name / (p.name[:-len(suffix)] + "_gtFine_labelIds.png"),
+            sorted(label_dir.glob("*/*_gtFine_labelIds.png")))
+
+
+def _load(root: Path, name: str, lut: torch.Tensor, read_label: Callable[[Path], torch.Tensor], *,
+          num_classes: int, train_size: tuple[int, int], test_size: tuple[int, int], role: str) -> FileDomain:
+    if role not in ROLES:
+        raise ConfigError(f"role={role!r}; valid: {', '.join(ROLES)}")
+    if name == "cityscapes":  # train / val; val labels stay at full size (the benchmark's protocol)
+        (train_x, train_of, _), (test_x, test_of, _) = _layout(root, name, "train"), _layout(root, name, "val")
+        test_name, test_label_size = "val", None
+    else:  # no official split: hold out the last min(500, n // 5) images by name, never trained on
+        images, train_of, _ = _layout(root, name)
+        n_test = min(HELD_OUT, len(images) // 5)
+        if n_test == 0:
+            raise DataError(f"{name}: {len(images)} image(s) in {images[0].parent}; at least 5 are needed to "
+                            f"hold out a test split")
+        train_x, test_x, test_of = images[:-n_test], images[-n_test:], train_of
+        test_name, test_label_size = "test", test_size
+    train_y = None if role == "target" else _label_files(train_x, train_of, name)  # a target's are never read
+    files = partial(SegFiles, lut=lut, read_label=read_label)
+    return FileDomain(
+        name, classes=PROTOCOLS[num_classes],
+        train=files(name=f"{name}/train", images=train_x, labels=train_y, image_size=train_size, label_size=train_size),
+        test=files(name=f"{name}/{test_name}", images=test_x, labels=_label_files(test_x, test_of, name),
+                   image_size=test_size, label_size=test_label_size))
+
+
+def load_gta5(root: Path, *, num_classes: int, train_size: tuple[int, int], test_size: tuple[int, int],
+              role: str) -> FileDomain:
+    """GTA5 (labels are Cityscapes ids) with 19, 16 or 13 classes; test = the held-out tail."""
+    return _load(root, "gta5", cityscapes_lut(num_classes), read_label_ids, num_classes=num_classes,
+                 train_size=train_size, test_size=test_size, role=role)
+
+
+def load_synthia(root: Path, *, num_classes: int, train_size: tuple[int, int], test_size: tuple[int, int],
+                 role: str) -> FileDomain:
+    """SYNTHIA-RAND-CITYSCAPES with 16 or 13 classes; test = the held-out tail."""
+    return _load(root, "synthia", synthia_lut(num_classes), read_synthia_ids, num_classes=num_classes,
+                 train_size=train_size, test_size=test_size, role=role)
+
+
+def load_cityscapes(root: Path, *, num_classes: int, train_size: tuple[int, int], test_size: tuple[int, int],
+                    role: str) -> FileDomain:
+    """Cityscapes with 19, 16 or 13 classes: train split (unlabelled as a target); test = val, full-size labels."""
+    return _load(root, "cityscapes", cityscapes_lut(num_classes), read_label_ids, num_classes=num_classes,
+                 train_size=train_size, test_size=test_size, role=role)
+
+
+SEG_DOMAINS = {"gta5": load_gta5, "synthia": load_synthia, "cityscapes": load_cityscapes}
+
+
+def load_seg_domain(name: str, root: Path, *, num_classes: int, train_size: tuple[int, int],
+                    test_size: tuple[int, int], role: str) -> FileDomain:
+    """The segmentation domain ``name`` (a key of ``SEG_DOMAINS``) under the data root ``root``."""
+    if name not in SEG_DOMAINS:
+        raise ConfigError(f"unknown segmentation domain {name!r}; valid: {', '.join(SEG_DOMAINS)}")
+    return SEG_DOMAINS[name](Path(root), num_classes=num_classes, train_size=train_size, test_size=test_size,
+                             role=role)
+
+
+def check_layout(root: Path, name: str) -> str:
+    """``uda data verify``: the layout is complete and every image has its label (no pixels are read; no
+    checksums are published for these datasets). A one-line summary, or DataError saying what is wrong."""
+    if name not in SEG_DOMAINS:
+        raise DataError(f"unknown segmentation domain {name!r}; valid: {', '.join(SEG_DOMAINS)}")
+    parts = []
+    for split in (("train", "val") if name == "cityscapes" else ("",)):
+        images, label_of, labels = _layout(Path(root), name, split)
+        if labels or split != "train":  # Cityscapes train labels may be absent (an unlabelled target)
+            _label_files(images, label_of, name)
+            extra = sorted(set(labels) - set(map(label_of, images)))
+            if extra:
+                raise DataError(f"{name}: {len(images)} images but {len(labels)} label files; {len(extra)} "
+                                f"label(s) without an image, first {extra[0]}")
+        parts.append(f"{split + ': ' if split else ''}{len(images)} images, {len(labels)} labels")
+    return f"{name}: {'; '.join(parts)} in {Path(root) / name} (layout checked; no published checksums)"

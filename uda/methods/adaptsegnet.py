@@ -1,0 +1,106 @@
+"""AdaptSegNet: Tsai et al., "Learning to Adapt Structured Output Space for Semantic Segmentation",
+CVPR 2018 — adversarial alignment of the segmenter's softmax OUTPUTS, single- or multi-level.
+
+    L_G = CE(P2_s, y_s) + lambda_seg CE(P1_s, y_s) + lambda_adv1 L_adv(D1(P1_t)) + lambda_adv2 L_adv(D2(P2_t))
+    L_D = 1/2 L(D_i(P_i_s), source) + 1/2 L(D_i(P_i_t), target)          for each level i
+
+P2 = softmax of the main (layer4 / last-block) classifier, P1 = the auxiliary (layer3) one, both
+upsampled to the input size; source = 0, target = 1; L_adv labels target outputs "source".
+Weights (paper): lambda_seg 0.1, lambda_adv 0.001 (main) and 0.0002 (aux).
+Per iteration, in the paper's (and official code's) order, one optimizer step at the end:
+  1) D frozen: source segmentation loss, backward;
+  2) target adversarial loss, backward (gradients reach the segmenter only);
+  3) D unfrozen: D loss on detached source and target outputs, backward;
+  4) step the segmenter (SGD, heads with ``backbone.head_lr_mult``) and the discriminators (Adam).
+Evaluation uses the main output only (as the official evaluate script).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from uda.config import AdaptSegNetConfig, OptimizerConfig
+from uda.losses import gan_loss, seg_ce
+from uda.methods.base import Batch, Method
+from uda.methods.source_only import seg_groups, seg_overrides
+from uda.nets import set_requires_grad
+from uda.nets.segmentation import OutputDiscriminator, SegNet, build_segmenter, upsample
+from uda.registry import register
+
+SOURCE, TARGET = 0, 1
+
+
+@register("adaptsegnet")
+class AdaptSegNet(Method):
+    def __init__(self, *, cfg: AdaptSegNetConfig, segmenter: SegNet, disc: nn.Module, disc_aux: nn.Module | None,
+                 head_optimizer: OptimizerConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.segmenter = segmenter
+        self.disc = disc  # D2 on the main output
+        self.disc_aux = disc_aux  # D1 on the auxiliary output (multi-level)
+        self.head_optimizer = head_optimizer
+
+    @classmethod
+    def from_config(cls, cfg, info):
+        m = cfg.method
+        segmenter = build_segmenter(cfg.backbone, in_channels=info.channels, num_classes=info.num_classes,
+                                    aux=m.multi_level)
+        disc_aux = OutputDiscriminator(info.num_classes, m.ndf) if m.multi_level else None
+        return cls(cfg=m, segmenter=segmenter, disc=OutputDiscriminator(info.num_classes, m.ndf), disc_aux=disc_aux,
+                   head_optimizer=seg_overrides(cfg)["head"])
+
+    def _discs(self) -> list[nn.Module]:
+        return [self.disc] + ([self.disc_aux] if self.disc_aux is not None else [])
+
+    def param_groups(self):
+        return seg_groups(self.segmenter) | {"disc": [p for d in self._discs() for p in d.parameters()]}
+
+    def optimizer_overrides(self):
+        return {"head": self.head_optimizer, "disc": self.cfg.disc_optimizer}
+
+    def _outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """[main, aux] class scores (aux only for multi-level), upsampled to the input size."""
+        out = self.segmenter(x)
+        levels = [out.logits] + ([out.aux] if self.cfg.multi_level else [])
+        return [upsample(lv, tuple(x.shape[-2:])) for lv in levels]
+
+    def update(self, src: Batch, tgt: Batch, step, opt):
+        c, kind = self.cfg, self.cfg.gan.value
+        discs = self._discs()
+        seg_w = [1.0, c.seg_aux_weight]  # main, aux
+        adv_w = [c.adv_weight, c.adv_aux_weight]
+        opt.zero("seg", "head", "disc")
+        # 1) D frozen: source segmentation loss
+        set_requires_grad(discs, False)
+        out_s = self._outputs(src.x)
+        losses_seg = [seg_ce(o, src.y) for o in out_s]
+        loss_seg = sum(w * lv for w, lv in zip(seg_w, losses_seg))
+        opt.backward(loss_seg)
+        # 2) target outputs labelled "source" by the frozen D: gradients reach the segmenter only
+        out_t = self._outputs(tgt.x)
+        losses_adv = [gan_loss(d(F.softmax(o.float(), dim=1)), SOURCE, kind) for d, o in zip(discs, out_t)]
+        loss_adv = sum(w * lv for w, lv in zip(adv_w, losses_adv))
+        opt.backward(loss_adv)
+        # 3) D unfrozen: real labels on detached outputs, half source half target
+        set_requires_grad(discs, True)
+        loss_d = torch.zeros((), device=src.x.device)
+        for d, o_s, o_t in zip(discs, out_s, out_t):
+            d_s = d(F.softmax(o_s.detach().float(), dim=1))
+            d_t = d(F.softmax(o_t.detach().float(), dim=1))
+            loss_d = loss_d + 0.5 * (gan_loss(d_s, SOURCE, kind) + gan_loss(d_t, TARGET, kind))
+        opt.backward(loss_d)
+        # 4) one step of the segmenter and the discriminators
+        opt.apply("seg", "head", "disc")
+        pixels = src.y != 255
+        acc = ((out_s[0].argmax(1) == src.y) & pixels).sum() / pixels.sum().clamp(min=1)
+        stats = {"loss/seg": losses_seg[0].detach(), "loss/adv": losses_adv[0].detach(), "loss/disc": loss_d.detach(),
+                 "acc/source_pixels": acc.detach()}
+        if c.multi_level:
+            stats |= {"loss/seg_aux": losses_seg[1].detach(), "loss/adv_aux": losses_adv[1].detach()}
+        return stats
+
+    def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.segmenter(x)
+        return out.features, out.logits

@@ -1,0 +1,125 @@
+"""Segmentation networks share one output contract, ``SegOut``; ``build_segmenter`` maps a config to one.
+
+Every segmenter returns class scores at its own output stride; methods upsample them bilinearly to
+the label size (``upsample``). ``features`` is the deepest feature map the classifier reads (what
+feature-level methods such as ROAD and LSD align); ``aux`` holds the auxiliary classifier's scores
+on the shallower level (AdaptSegNet's multi-level variant) when the net was built with ``aux=True``.
+Parameters are split into ``pretrained_parameters()`` (ImageNet-initialisable body) and
+``new_parameters()`` (randomly initialised heads; DeepLab trains them with 10x the learning rate).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from uda.config import BackboneConfig, ConfigError, DeepLabV2Config, FCN8sConfig, SegSmallConfig
+
+
+class SegOut(NamedTuple):
+    features: torch.Tensor  # [N, C, h, w] the deepest features
+    logits: torch.Tensor  # [N, K, h', w'] main class scores
+    aux: torch.Tensor | None  # [N, K, h'', w''] auxiliary class scores (aux=True), else None
+
+
+def upsample(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear upsampling of class scores to the label size (align_corners=False)."""
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
+    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+
+
+class SegNet(nn.Module):
+    """Base of every segmenter: ``forward(x) -> SegOut``."""
+
+    def pretrained_parameters(self) -> list[nn.Parameter]:
+        raise NotImplementedError
+
+    def new_parameters(self) -> list[nn.Parameter]:
+        raise NotImplementedError
+
+
+def _block(c_in: int, c_out: int, dilation: int = 1) -> nn.Sequential:
+    conv = lambda a, b: nn.Conv2d(a, b, 3, padding=dilation, dilation=dilation, bias=False)  # noqa: E731
+    return nn.Sequential(conv(c_in, c_out), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+                         conv(c_out, c_out), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+
+class SmallSegNet(SegNet):
+    """digits_seg's segmenter, a miniature DeepLab: blocks of two 3x3 convs + BN + ReLU with a 2x2
+    max-pool before each block but the first and the last; the last block keeps the resolution and
+    uses dilation 2 instead (4 blocks: output stride 4, receptive field 61 px, enough to see a whole
+    28 px digit). A 1x1 classifier on the last block; the auxiliary one on the block before it."""
+
+    def __init__(self, *, in_channels: int, num_classes: int, channels: list[int], aux: bool):
+        super().__init__()
+        blocks, c, last = [], in_channels, len(channels) - 1
+        for i, w in enumerate(channels):
+            pool = nn.MaxPool2d(2) if 0 < i < last else nn.Identity()
+            blocks.append(nn.Sequential(pool, _block(c, w, dilation=2 if i == last and i else 1)))
+            c = w
+        self.blocks = nn.ModuleList(blocks)
+        self.classifier = nn.Conv2d(c, num_classes, 1)
+        self.aux_classifier = nn.Conv2d(channels[-2], num_classes, 1) if aux and len(channels) > 1 else None
+
+    def forward(self, x: torch.Tensor) -> SegOut:
+        h_prev = None
+        for block in self.blocks:
+            h_prev, x = x, block(x)
+        aux = self.aux_classifier(h_prev) if self.aux_classifier is not None else None
+        return SegOut(x, self.classifier(x), aux)
+
+    def pretrained_parameters(self) -> list[nn.Parameter]:
+        return list(self.blocks.parameters())
+
+    def new_parameters(self) -> list[nn.Parameter]:
+        heads = [self.classifier] + ([self.aux_classifier] if self.aux_classifier is not None else [])
+        return [p for h in heads for p in h.parameters()]
+
+
+SEGMENTERS = ("seg_small", "deeplabv2", "fcn8s")
+
+
+def build_segmenter(cfg: BackboneConfig, *, in_channels: int, num_classes: int, aux: bool = False) -> SegNet:
+    if isinstance(cfg, SegSmallConfig):
+        return SmallSegNet(in_channels=in_channels, num_classes=num_classes, channels=list(cfg.channels), aux=aux)
+    if isinstance(cfg, DeepLabV2Config):
+        from uda.nets.deeplab import deeplab_v2
+
+        return deeplab_v2(cfg, in_channels=in_channels, num_classes=num_classes, aux=aux)
+    if isinstance(cfg, FCN8sConfig):
+        from uda.nets.fcn import fcn8s
+
+        if aux:
+            raise ConfigError("backbone=fcn8s has no auxiliary (multi-level) head; use backbone=deeplabv2 "
+                              "or a single-level method setting")
+        return fcn8s(cfg, in_channels=in_channels, num_classes=num_classes)
+    raise ConfigError(f"backbone {cfg.name!r} is not a segmentation network; valid for segmentation pairs: "
+                      f"{', '.join(SEGMENTERS)}")
+
+
+def palette(num_classes: int) -> list[tuple[int, int, int]]:
+    """Display colours by class index: the official Cityscapes colours of train ids 0..18
+    (``cityscapesscripts``), so GTA5/SYNTHIA/Cityscapes predictions look as in the papers."""
+    from cityscapesscripts.helpers.labels import labels
+
+    colours = [lab.color for lab in sorted(labels, key=lambda lab: lab.trainId) if 0 <= lab.trainId < 255]
+    if num_classes > len(colours):
+        raise ConfigError(f"no display palette for {num_classes} classes (at most {len(colours)})")
+    return colours[:num_classes]
+
+
+class OutputDiscriminator(nn.Sequential):
+    """AdaptSegNet's fully convolutional discriminator on softmax outputs (Tsai et al. 2018, Sec. 3.3):
+    five 4x4 convolutions with stride 2 and padding 1, widths ndf, 2ndf, 4ndf, 8ndf, 1, each but the
+    last followed by LeakyReLU(0.2). Input [N, K, H, W] probabilities; output [N, 1, H/32, W/32] scores."""
+
+    def __init__(self, num_classes: int, ndf: int = 64):
+        widths = [num_classes, ndf, 2 * ndf, 4 * ndf, 8 * ndf]
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip(widths[:-1], widths[1:]):
+            layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True)]
+        layers.append(nn.Conv2d(widths[-1], 1, 4, stride=2, padding=1))
+        super().__init__(*layers)
