@@ -374,6 +374,38 @@ class AdaptSegNetConfig(MethodConfig):
         name=OptimName.adam, lr=1e-4, betas=[0.9, 0.99], schedule=Schedule.poly, sched_power=0.9))
 
 
+@dataclass
+class ROADConfig(MethodConfig):
+    """Chen et al., CVPR 2018: target guided distillation + spatial-aware adaptation (region classifiers)."""
+
+    name: str = "road"
+    # stage 1: the segmenter on labelled source only; the distillation teacher is copied from the segmenter
+    # once, at the first step after it (0: copied before any update, i.e. the pretrained net itself)
+    warmup_steps: int = 1000
+    dist_weight: float = 0.1  # target guided distillation
+    spatial_weight: float = 0.1  # sum of the region classifiers' domain losses
+    grid: list[int] = field(default_factory=lambda: [2, 2])  # regions: rows, columns of the feature map
+    region_weights: list[float] = field(default_factory=list)  # one per region, row-major; [] = 1 each
+    disc_hidden: int = 64  # width of each region's 1x1-conv domain classifier
+    # gradient reversal weight: Ganin et al.'s ramp 2 / (1 + exp(-grl_gamma q)) - 1 over the adapt stage
+    grl_gamma: float = 10.0
+
+
+@dataclass
+class LSDConfig(MethodConfig):
+    """Sankaranarayanan et al., CVPR 2018: F, C, a generator G(F(x)) and a 4-way + auxiliary-segmentation D."""
+
+    name: str = "lsd"
+    adv_weight: float = 0.1  # F's cross-domain adversarial (and auxiliary) terms
+    aux_weight: float = 1.0  # D's auxiliary segmentation loss (ACGAN style)
+    recon_weight: float = 1.0  # G's L1 reconstruction of x_s and x_t
+    ngf: int = 64  # generator width
+    ndf: int = 64  # discriminator width
+    dropout: float = 0.5  # in the generator, in place of a noise input
+    gan_optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(
+        name=OptimName.adam, lr=1e-4, betas=[0.7, 0.999], schedule=Schedule.constant))
+
+
 # -------------------------------------------------------------------------------------- trainer
 @dataclass
 class TrainerConfig:
@@ -430,6 +462,8 @@ def register_configs() -> None:
     cs.store(group="schema/method", name="cyclegan", node=CycleGANConfig)
     cs.store(group="schema/method", name="cycada", node=CyCADAConfig)
     cs.store(group="schema/method", name="adaptsegnet", node=AdaptSegNetConfig)
+    cs.store(group="schema/method", name="road", node=ROADConfig)
+    cs.store(group="schema/method", name="lsd", node=LSDConfig)
     cs.store(group="schema/data", name="data", node=DataConfig)
     cs.store(group="schema/backbone", name="dann_mnist", node=DANNDigitsConfig)
     cs.store(group="schema/backbone", name="lenet", node=LeNetConfig)
@@ -580,7 +614,7 @@ def validate(cfg: TrainConfig) -> None:
         _positive(b.head_lr_mult, "backbone.head_lr_mult")
         if isinstance(m, (DANNConfig, DSNConfig, ADDAConfig, CycleGANConfig)):
             raise ConfigError(f"method={m.name} is a classification method; with backbone={b.name} use "
-                              f"method=source_only or adaptsegnet")
+                              f"method=source_only, adaptsegnet, road or lsd")
     if isinstance(b, DeepLabV2Config) and b.depth not in (50, 101):
         raise ConfigError(f"backbone.depth must be 50 or 101 for deeplabv2, got {b.depth}")
     if isinstance(b, SegSmallConfig) and (len(b.channels) < 2 or any(c <= 0 for c in b.channels)):
@@ -591,9 +625,28 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"data={d.name} is a {'segmentation' if seg_pair else 'classification'} pair but "
                           f"backbone={b.name} is a {'segmentation' if seg_net else 'classification'} network; valid "
                           f"backbones: {'seg_small, deeplabv2, fcn8s' if seg_pair else 'dann_mnist, lenet, resnet50'}")
-    if isinstance(m, AdaptSegNetConfig) and not seg_pair:
-        raise ConfigError(f"method=adaptsegnet needs a segmentation pair (data=digits_seg, gta5_cityscapes, "
+    if isinstance(m, (AdaptSegNetConfig, ROADConfig, LSDConfig)) and not seg_pair:
+        raise ConfigError(f"method={m.name} needs a segmentation pair (data=digits_seg, gta5_cityscapes, "
                           f"synthia_cityscapes), got data={d.name}")
+    if isinstance(m, ROADConfig):
+        if not 0 <= m.warmup_steps < t.max_steps:
+            raise ConfigError(f"method.warmup_steps must be in [0, trainer.max_steps={t.max_steps}), got {m.warmup_steps}")
+        for key in ("dist_weight", "spatial_weight", "grl_gamma"):
+            _nonneg(getattr(m, key), f"method.{key}")
+        _widths(m.grid, "method.grid", 2)
+        _positive(m.disc_hidden, "method.disc_hidden")
+        n = m.grid[0] * m.grid[1]
+        if m.region_weights and (len(m.region_weights) != n or any(not 0 <= w < math.inf for w in m.region_weights)):
+            raise ConfigError(f"method.region_weights needs {n} values >= 0 (one per region of the "
+                              f"{m.grid[0]}x{m.grid[1]} grid), got {list(m.region_weights)}")
+    if isinstance(m, LSDConfig):
+        for key in ("adv_weight", "aux_weight", "recon_weight"):
+            _nonneg(getattr(m, key), f"method.{key}")
+        for key in ("ngf", "ndf"):
+            _positive(getattr(m, key), f"method.{key}")
+        if not 0 <= m.dropout < 1:
+            raise ConfigError(f"method.dropout must be in [0, 1), got {m.dropout}")
+        _positive(m.gan_optimizer.lr, "method.gan_optimizer.lr")
     if isinstance(m, DANNConfig):
         _nonneg(m.adv_weight, "method.adv_weight")
         _nonneg(m.grl_gamma, "method.grl_gamma")

@@ -288,6 +288,14 @@ def _file_loader(domain, stream: IndexStream, start: int, end: int, batch: int, 
     return iter(loader)
 
 
+def test_images(domain, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` test images (uint8) and labels of an in-memory or file-backed domain."""
+    if hasattr(domain, "test_x"):
+        return domain.test_x[:n], domain.test_y[:n]
+    items = [domain.test[i] for i in range(min(n, len(domain.test)))]
+    return torch.stack([a for a, _ in items]), torch.stack([b for _, b in items])
+
+
 def seg_grid(method: Method, domain, prepare: Normalize, num_classes: int, n: int = 4) -> torch.Tensor:
     """[3n, 3, H, W] in [0, 1]: n test images, their colourised labels, the colourised predictions."""
     from torchvision.transforms.v2 import functional as TF
@@ -295,11 +303,7 @@ def seg_grid(method: Method, domain, prepare: Normalize, num_classes: int, n: in
 
     from uda.nets.segmentation import palette, upsample
 
-    if hasattr(domain, "test_x"):
-        x, y = domain.test_x[:n], domain.test_y[:n]
-    else:
-        items = [domain.test[i] for i in range(min(n, len(domain.test)))]
-        x, y = torch.stack([a for a, _ in items]), torch.stack([b for _, b in items])
+    x, y = test_images(domain, n)
     x = x.to(prepare.scale.device)
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
@@ -473,7 +477,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> 
                 if seg:  # [0, 1] images: input, colourised labels, colourised predictions
                     pictures = {f"seg/{role}": seg_grid(method, dom, prepare, info.num_classes)
                                 for role, dom in (("source", source), ("target", target))}
-                    grids = {}
+                    grids = method.images(*(prepare(test_images(d, 4)[0].to(device)) for d in (source, target)))
                 else:
                     pictures = {}
                     grids = method.images(prepare(source.test_x[:8]), prepare(target.test_x[:8]))

@@ -123,3 +123,46 @@ class OutputDiscriminator(nn.Sequential):
             layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True)]
         layers.append(nn.Conv2d(widths[-1], 1, 4, stride=2, padding=1))
         super().__init__(*layers)
+
+
+class FeatureDecoder(nn.Module):
+    """LSD's generator G: the segmenter's embedding [N, C, h, w] back to an image [N, ch, H, W].
+
+    ``n_up`` x (2x bilinear upsampling, 3x3 conv, BN, ReLU, dropout: the noise source, as in the
+    paper), halving the width from ``ngf * 2^(n_up-1)``; a 3x3 conv to image channels, then resized to
+    the input's exact size. Linear output: images live in the pair's normalised space."""
+
+    def __init__(self, in_channels: int, out_channels: int, *, ngf: int, n_up: int, dropout: float):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = in_channels
+        for i in range(n_up):
+            w = ngf * 2 ** (n_up - 1 - i)
+            layers += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                       nn.Conv2d(c, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
+                       nn.Dropout2d(dropout)]
+            c = w
+        layers.append(nn.Conv2d(c, out_channels, 3, padding=1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, f: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return upsample(self.net(f), size)
+
+
+class PixelDiscriminator(nn.Module):
+    """LSD's D: fully convolutional on images; per position a 4-way domain head (source-real,
+    source-fake, target-real, target-fake) and an auxiliary K-way segmentation head (ACGAN style).
+    Two stride-2 4x4 convs and a 3x3 conv (LeakyReLU 0.2), output stride 4; heads are 1x1 convs."""
+
+    def __init__(self, in_channels: int, num_classes: int, ndf: int = 64):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, ndf, 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf, 2 * ndf, 4, stride=2, padding=1), nn.BatchNorm2d(2 * ndf), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(2 * ndf, 4 * ndf, 3, padding=1), nn.BatchNorm2d(4 * ndf), nn.LeakyReLU(0.2, inplace=True))
+        self.domain = nn.Conv2d(4 * ndf, 4, 1)
+        self.seg = nn.Conv2d(4 * ndf, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.body(x)
+        return self.domain(h), self.seg(h)

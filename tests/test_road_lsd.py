@@ -1,0 +1,206 @@
+"""ROAD and GAN-feature DA (LSD): the teacher never changes, each region classifier sees only its region,
+the reversal's sign, D's 4-way targets, which groups change in each sub-step, each step against a
+hand-computed reference on tiny nets, and end-to-end runs with exact resume."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from uda.config import ConfigError, validate
+from uda.engine import checkpoint as ckpt
+from uda.engine.loop import TrainingInterrupted, train
+from uda.methods.lsd import SRC_FAKE, SRC_REAL, TGT_FAKE, TGT_REAL, four_way
+from uda.methods.road import distillation, split_regions
+from uda.registry import get_method
+
+from conftest import make_cfg, state_equal
+from test_dsn_adda import SpyStepper
+from test_segmentation import INFO, TINY, seg_batches
+
+ROAD = ["method=road", "method.disc_hidden=4", "method.warmup_steps=2", "trainer.max_steps=10"]
+LSD = ["method=lsd", "method.ngf=4", "method.ndf=4", "method.dropout=0"]
+
+
+def build(*overrides):
+    torch.manual_seed(0)
+    cfg = make_cfg(*TINY, *overrides)
+    return get_method(cfg.method.name).from_config(cfg, INFO)
+
+
+# ------------------------------------------------------------------------------------------ ROAD
+def test_road_distillation_is_half_the_mean_euclidean_distance_over_positions():
+    f = torch.zeros(1, 2, 1, 2)
+    g = torch.tensor([[[[3.0, 0.0]], [[4.0, 1.0]]]])  # distances 5 and 1 at the two positions
+    assert distillation(f, g).item() == pytest.approx(0.5 * (5 + 1) / 2)
+
+
+def test_road_each_region_classifier_sees_only_its_region_behind_a_reversal():
+    m = build(*ROAD, "method.grid=[2,3]")
+    f_s = torch.randn(2, 8, 6, 7, requires_grad=True)
+    f_t = torch.randn(2, 8, 6, 7)
+    regions = split_regions(torch.arange(6 * 7.).view(1, 1, 6, 7), 2, 3)
+    for k, loss in enumerate(m.region_losses(f_s, f_t, lam=0.7)):
+        g_rev, = torch.autograd.grad(loss, f_s, retain_graph=True)
+        mask = torch.zeros(6, 7, dtype=torch.bool)
+        mask.view(-1)[regions[k].flatten().long()] = True
+        assert g_rev[:, :, ~mask].abs().max() == 0 and g_rev[:, :, mask].abs().max() > 0
+        # the reversal: the features get -lambda x the gradient of the classifier's loss
+        fs = f_s.detach().clone().requires_grad_(True)
+        plain = 0.5 * (F.binary_cross_entropy_with_logits(m.regions[k](split_regions(fs, 2, 3)[k]),
+                                                          torch.zeros_like(m.regions[k](split_regions(fs, 2, 3)[k])))
+                       + F.binary_cross_entropy_with_logits(m.regions[k](split_regions(f_t, 2, 3)[k]),
+                                                            torch.ones(2, 1, *split_regions(f_t, 2, 3)[k].shape[2:])))
+        g_plain, = torch.autograd.grad(plain, fs)
+        torch.testing.assert_close(g_rev, -0.7 * g_plain, rtol=1e-5, atol=1e-8)
+
+
+def test_road_teacher_is_copied_once_at_the_stage_boundary_and_never_changes():
+    m = build(*ROAD)
+    spy = SpyStepper(m)
+    src, tgt = seg_batches()
+    for step in range(2):  # warm-up: source only, the teacher is not yet set
+        m.update(src, tgt, step, spy)
+        spy.end_iteration()
+    assert spy.calls == [({"seg", "head"}, {"seg", "head"})] * 2 and not bool(m.teacher_ready)
+    at_boundary = copy.deepcopy(m.segmenter.state_dict())
+    for step in range(2, 5):
+        m.update(src, tgt, step, spy)
+        spy.end_iteration()
+    assert spy.calls[2:] == [({"seg", "head", "disc"}, {"seg", "head", "disc"})] * 3
+    assert bool(m.teacher_ready) and state_equal(m.teacher.state_dict(), at_boundary)
+    assert not any(p.requires_grad for p in m.teacher.parameters()) and not m.teacher.training
+    assert not state_equal(m.segmenter.state_dict(), at_boundary)
+
+
+def test_road_adapt_step_equals_a_hand_computed_reference():
+    lr = 0.05
+    m = build(*ROAD, "method.warmup_steps=0", "method.dist_weight=0.3", "method.spatial_weight=0.2",
+              "method.region_weights=[1,2,0.5,1]", "method.grl_gamma=0")
+    ref = copy.deepcopy(m)
+    src, tgt = seg_batches()
+    m.update(src, tgt, 0, SpyStepper(m, lr=lr))
+    net = ref.segmenter
+    teacher = copy.deepcopy(net).eval()  # the copy happens before this step's forward passes
+    out_s, out_t = net(src.x), net(tgt.x)
+    ce = F.cross_entropy(F.interpolate(out_s.logits, size=(32, 32), mode="bilinear", align_corners=False), src.y,
+                         ignore_index=255)
+    dist = 0.5 * (out_t.features - teacher(tgt.x).features.detach()).norm(dim=1).mean()
+    bce = lambda z, v: F.binary_cross_entropy_with_logits(z, torch.full_like(z, float(v)))  # noqa: E731
+    rs, rt = split_regions(out_s.features, 2, 2), split_regions(out_t.features, 2, 2)
+    region = [0.5 * (bce(d(a), 0) + bce(d(b), 1)) for d, a, b in zip(ref.regions, rs, rt)]
+    spatial = sum(w * r for w, r in zip([1, 2, 0.5, 1], region))
+    g_params, d_params = list(net.parameters()), list(ref.regions.parameters())
+    # segmenter: descends CE + dist, ASCENDS the spatial loss (lambda = 1); classifiers descend it
+    g_grads = torch.autograd.grad(ce + 0.3 * dist - 0.2 * spatial, g_params, retain_graph=True)
+    d_grads = torch.autograd.grad(0.2 * spatial, d_params)
+    for p, g, q in zip(g_params, g_grads, m.segmenter.parameters()):
+        torch.testing.assert_close(q, p - lr * g, rtol=1e-4, atol=1e-6)
+    for p, g, q in zip(d_params, d_grads, m.regions.parameters()):
+        torch.testing.assert_close(q, p - lr * g, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    (["method.region_weights=[1,2]"], "needs 4 values"),
+    (["method.grid=[2]"], "exactly 2 values"),
+    (["method.warmup_steps=10"], "warmup_steps must be in"),
+])
+def test_road_bad_settings_are_clear_errors(overrides, needle):
+    with pytest.raises(ConfigError, match=needle):
+        validate(make_cfg(*TINY, *ROAD, *overrides))
+
+
+# ------------------------------------------------------------------------------------------- LSD
+class LossSpy:
+    """Wraps four_way to record (D's output id, label) of every 4-way loss."""
+
+    def __init__(self, monkeypatch):
+        import uda.methods.lsd as lsd
+
+        self.labels = []
+        real = lsd.four_way
+        monkeypatch.setattr(lsd, "four_way", lambda logits, label: self.labels.append(label) or real(logits, label))
+
+
+def test_lsd_four_way_targets_of_each_input_in_each_step(monkeypatch):
+    spy = LossSpy(monkeypatch)
+    m = build(*LSD)
+    src, tgt = seg_batches()
+    m.update(src, tgt, 0, SpyStepper(m))
+    # D: x_s, G(F(x_s)), x_t, G(F(x_t)); G: own-domain real; F: the other domain's real
+    assert spy.labels == [SRC_REAL, SRC_FAKE, TGT_REAL, TGT_FAKE, SRC_REAL, TGT_REAL, TGT_REAL, SRC_REAL]
+
+
+def test_four_way_is_cross_entropy_against_one_class_everywhere():
+    z = torch.randn(2, 4, 3, 3)
+    hand = -F.log_softmax(z, 1)[:, 2].mean()
+    torch.testing.assert_close(four_way(z, 2), hand)
+
+
+def test_lsd_sub_steps_change_only_their_groups_and_equal_a_hand_computed_reference():
+    lr = 0.05
+    m = build(*LSD, "method.adv_weight=0.3", "method.aux_weight=0.5", "method.recon_weight=2")
+    ref = copy.deepcopy(m)
+    src, tgt = seg_batches()
+    spy = SpyStepper(m, lr=lr)
+    m.update(src, tgt, 0, spy)
+    assert spy.calls == [({"disc"}, {"disc"}), ({"gen"}, {"gen"}), ({"seg", "head"}, {"seg", "head"})]
+    assert all(p.requires_grad for p in m.parameters())  # everything unfrozen again
+
+    net, G, D = ref.segmenter, ref.generator, ref.disc
+    xs, xt, ys = src.x, tgt.x, src.y
+    up = lambda t: F.interpolate(t, size=(32, 32), mode="bilinear", align_corners=False)  # noqa: E731
+    ce_seg = lambda lo: F.cross_entropy(up(lo), ys, ignore_index=255)  # noqa: E731
+    fw = lambda z, c: F.cross_entropy(z, torch.full((z.shape[0], *z.shape[2:]), c))  # noqa: E731
+    sgd = lambda params, grads: [p.detach() - lr * g for p, g in zip(params, grads)]  # noqa: E731
+
+    def assign(module, values):
+        with torch.no_grad():
+            for p, v in zip(module.parameters(), values):
+                p.copy_(v)
+
+    # 1) D on real and detached reconstructions (0 src-real, 1 src-fake, 2 tgt-real, 3 tgt-fake) + aux
+    with torch.no_grad():
+        fs, ft = G(net(xs).features, (32, 32)), G(net(xt).features, (32, 32))
+    loss_d = fw(D(xs)[0], 0) + fw(D(fs)[0], 1) + fw(D(xt)[0], 2) + fw(D(ft)[0], 3) + 0.5 * ce_seg(D(xs)[1])
+    d_new = sgd(list(D.parameters()), torch.autograd.grad(loss_d, list(D.parameters())))
+    for q, v in zip(m.disc.parameters(), d_new):
+        torch.testing.assert_close(q, v, rtol=1e-4, atol=1e-6)
+    assign(D, d_new)
+    # 2) G against the updated D: own-domain real, aux CE, L1 reconstruction
+    with torch.no_grad():
+        es, et = net(xs).features, net(xt).features
+    gs, gt = G(es, (32, 32)), G(et, (32, 32))
+    loss_g = (fw(D(gs)[0], 0) + fw(D(gt)[0], 2) + 0.5 * ce_seg(D(gs)[1])
+              + 2 * ((gs - xs).abs().mean() + (gt - xt).abs().mean()))
+    g_new = sgd(list(G.parameters()), torch.autograd.grad(loss_g, list(G.parameters())))
+    for q, v in zip(m.generator.parameters(), g_new):
+        torch.testing.assert_close(q, v, rtol=1e-4, atol=1e-6)
+    assign(G, g_new)
+    # 3) F + C against the updated G and D: CE + 0.3 (cross-domain + aux)
+    os_, ot = net(xs), net(xt)
+    ds, segs = D(G(os_.features, (32, 32)))
+    loss_f = ce_seg(os_.logits) + 0.3 * (fw(ds, 2) + fw(D(G(ot.features, (32, 32)))[0], 0) + 0.5 * ce_seg(segs))
+    f_new = sgd(list(net.parameters()), torch.autograd.grad(loss_f, list(net.parameters())))
+    for q, v in zip(m.segmenter.parameters(), f_new):
+        torch.testing.assert_close(q, v, rtol=1e-4, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------- end to end
+from test_segmentation import SEG_SMALL  # noqa: E402
+
+
+@pytest.mark.parametrize("method", [
+    ["method=road", "method.disc_hidden=4", "method.warmup_steps=3"],
+    ["method=lsd", "method.ngf=4", "method.ndf=4"],
+])
+def test_road_and_lsd_run_and_resume_exactly(tmp_path, mnist_root, method):
+    summary = train(make_cfg(*method, *SEG_SMALL), tmp_path / "ref")
+    assert 0 <= summary["target_miou"] <= 100 and len(summary["target_iou"]) == 11
+    with pytest.raises(TrainingInterrupted):
+        train(make_cfg(*method, *SEG_SMALL), tmp_path / "cut", stop_after=4)
+    train(make_cfg(*method, *SEG_SMALL, "resume=true"), tmp_path / "cut")
+    a, b = (ckpt.load(tmp_path / d / "checkpoints" / "last.pt")["method"] for d in ("ref", "cut"))
+    assert state_equal(a, b)
+    if "method=lsd" in method:
+        assert (tmp_path / "ref" / "images" / "reconstruction_target_0000006.png").is_file()

@@ -1,0 +1,122 @@
+"""GAN-feature DA ("LSD-seg"): Sankaranarayanan et al., "Learning from Synthetic Data: Addressing
+Domain Shift for Semantic Segmentation", CVPR 2018. No official code is maintained; implemented from the
+paper. Networks: F (the segmenter's body; its deepest features are the embedding), C (its pixel
+classifier), G (``FeatureDecoder``: embedding -> image, dropout as the noise), D (``PixelDiscriminator``:
+per position 4-way {source-real 0, source-fake 1, target-real 2, target-fake 3} + auxiliary
+segmentation head). Per iteration, in this order, each step recomputing its forward passes:
+
+  1) D: CE4(D(x_s), src-real) + CE4(D(G(F(x_s))), src-fake) + CE4(D(x_t), tgt-real)
+        + CE4(D(G(F(x_t))), tgt-fake) + aux_weight CE_seg(D_seg(x_s), y_s)          [G(F(.)) detached]
+  2) G (D frozen, F's embedding detached): CE4(D(G(F(x_s))), src-real) + CE4(D(G(F(x_t))), tgt-real)
+        + aux_weight CE_seg(D_seg(G(F(x_s))), y_s) + recon_weight (|G(F(x_s)) - x_s|_1 + |G(F(x_t)) - x_t|_1)
+  3) F + C (D and G frozen): CE_seg(C(F(x_s)), y_s) + adv_weight [CE4(D(G(F(x_s))), tgt-real)
+        + CE4(D(G(F(x_t))), src-real) + aux_weight CE_seg(D_seg(G(F(x_s))), y_s)]
+
+Readings where the paper is ambiguous: the 4-way losses are means over D's output positions; F's
+weight 0.1 (``adv_weight``) multiplies all of its adversarial terms including the auxiliary one; the
+reconstruction is an L1 mean in the pair's normalised image space. F/C use the run's ``optimizer``
+(the paper: Adam 1e-5, beta1 0.7, see the GTA5 recipe); G and D use ``gan_optimizer`` (Adam 1e-4, beta1 0.7).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from uda.config import LSDConfig, OptimizerConfig
+from uda.losses import l1, seg_ce
+from uda.methods.base import Batch, Method
+from uda.methods.source_only import seg_groups, seg_overrides
+from uda.nets import set_requires_grad
+from uda.nets.segmentation import FeatureDecoder, PixelDiscriminator, SegNet, build_segmenter
+from uda.registry import register
+
+SRC_REAL, SRC_FAKE, TGT_REAL, TGT_FAKE = 0, 1, 2, 3
+
+
+def four_way(logits: torch.Tensor, label: int) -> torch.Tensor:
+    """Cross-entropy of D's per-position 4-way scores [N, 4, h, w] against one class everywhere."""
+    target = torch.full((logits.shape[0], *logits.shape[2:]), label, dtype=torch.long, device=logits.device)
+    return F.cross_entropy(logits.float(), target)
+
+
+@register("lsd")
+class LSD(Method):
+    def __init__(self, *, cfg: LSDConfig, segmenter: SegNet, generator: FeatureDecoder, disc: PixelDiscriminator,
+                 head_optimizer: OptimizerConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.segmenter = segmenter
+        self.generator = generator
+        self.disc = disc
+        self.head_optimizer = head_optimizer
+
+    @classmethod
+    def from_config(cls, cfg, info):
+        m = cfg.method
+        segmenter = build_segmenter(cfg.backbone, in_channels=info.channels, num_classes=info.num_classes)
+        with torch.no_grad():  # the embedding's width and stride, from a dry run
+            was = segmenter.training
+            f = segmenter.eval()(torch.zeros(1, info.channels, 64, 64)).features
+            segmenter.train(was)
+        n_up = max(0, round(math.log2(64 / f.shape[-1])))
+        generator = FeatureDecoder(f.shape[1], info.channels, ngf=m.ngf, n_up=n_up, dropout=m.dropout)
+        return cls(cfg=m, segmenter=segmenter, generator=generator,
+                   disc=PixelDiscriminator(info.channels, info.num_classes, m.ndf),
+                   head_optimizer=seg_overrides(cfg)["head"])
+
+    def param_groups(self):
+        return seg_groups(self.segmenter) | {"gen": list(self.generator.parameters()),
+                                             "disc": list(self.disc.parameters())}
+
+    def optimizer_overrides(self):
+        return {"head": self.head_optimizer, "gen": self.cfg.gan_optimizer, "disc": self.cfg.gan_optimizer}
+
+    def _fake(self, f: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return self.generator(f, tuple(x.shape[-2:]))
+
+    def update(self, src: Batch, tgt: Batch, step, opt):
+        c = self.cfg
+        x_s, x_t, y_s = src.x, tgt.x, src.y
+        # 1) D step: real and reconstructed images of both domains, + auxiliary segmentation of real source
+        with torch.no_grad():
+            fake_s = self._fake(self.segmenter(x_s).features, x_s)
+            fake_t = self._fake(self.segmenter(x_t).features, x_t)
+        d_real_s, seg_real_s = self.disc(x_s)
+        loss_d = (four_way(d_real_s, SRC_REAL) + four_way(self.disc(fake_s)[0], SRC_FAKE)
+                  + four_way(self.disc(x_t)[0], TGT_REAL) + four_way(self.disc(fake_t)[0], TGT_FAKE)
+                  + c.aux_weight * seg_ce(seg_real_s, y_s))
+        opt.step(loss_d, "disc")
+        # 2) G step (D frozen): reconstructions pass as real of their own domain, + aux CE + L1
+        set_requires_grad([self.disc], False)
+        with torch.no_grad():
+            f_s, f_t = self.segmenter(x_s).features, self.segmenter(x_t).features
+        fake_s, fake_t = self._fake(f_s, x_s), self._fake(f_t, x_t)
+        d_fs, seg_fs = self.disc(fake_s)
+        loss_recon = l1(fake_s, x_s) + l1(fake_t, x_t)
+        loss_g = (four_way(d_fs, SRC_REAL) + four_way(self.disc(fake_t)[0], TGT_REAL)
+                  + c.aux_weight * seg_ce(seg_fs, y_s) + c.recon_weight * loss_recon)
+        opt.step(loss_g, "gen")
+        # 3) F + C step (D and G frozen): segment source, and make each domain's reconstruction look
+        #    like the OTHER domain's real images (cross-domain confusion)
+        set_requires_grad([self.generator], False)
+        out_s, out_t = self.segmenter(x_s), self.segmenter(x_t)
+        loss_seg = seg_ce(out_s.logits, y_s)
+        d_fs, seg_fs = self.disc(self._fake(out_s.features, x_s))
+        loss_adv = (four_way(d_fs, TGT_REAL) + four_way(self.disc(self._fake(out_t.features, x_t))[0], SRC_REAL)
+                    + c.aux_weight * seg_ce(seg_fs, y_s))
+        opt.step(loss_seg + c.adv_weight * loss_adv, "seg", "head")
+        set_requires_grad([self.disc, self.generator], True)
+        return {"loss/seg": loss_seg.detach(), "loss/adv": loss_adv.detach(), "loss/disc": loss_d.detach(),
+                "loss/gen": loss_g.detach(), "loss/recon": loss_recon.detach()}
+
+    def images(self, x_s: torch.Tensor, x_t: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Reconstructions G(F(x)) under each domain's images (rows: x, G(F(x)))."""
+        return {f"reconstruction/{name}": torch.cat([x, self._fake(self.segmenter(x).features, x)])
+                for name, x in (("source", x_s), ("target", x_t))}
+
+    def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.segmenter(x)
+        return out.features, out.logits
