@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from pathlib import Path
 
@@ -41,3 +42,20 @@ def verify(path: Path, expected: str) -> None:
             f"checksum mismatch for {path} (size {path.stat().st_size} bytes): sha256 {got}, "
             f"expected {expected}. The file is corrupt or truncated: delete it and run again."
         )
+
+
+def read_build(cache: Path, version: int) -> dict | None:
+    """The splits of an offline build cached at ``cache`` ({"train": (x, y), "test": (x, y)}), or None
+    when there is none, it is of another ``version``, or it is unreadable (then it is rebuilt, never used)."""
+    if not cache.is_file():
+        return None
+    import torch
+
+    try:
+        data = torch.load(cache, weights_only=True)
+    except Exception as e:  # noqa: BLE001 -- a truncated or corrupt cache
+        logging.getLogger("uda").warning("unreadable cache %s (%s); rebuilding it", cache, e)
+        return None
+    if data.get("version") != version:
+        return None
+    return {"train": tuple(data["train"]), "test": tuple(data["test"])}

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from uda.data.common import read_build
 from uda.engine.checkpoint import save_file
 
 log = logging.getLogger(__name__)
@@ -69,13 +70,9 @@ def build(name: str, split: str, mnist: dict[str, tuple[torch.Tensor, torch.Tens
 def load_digits_seg(root: Path, name: str, mnist: dict[str, tuple[torch.Tensor, torch.Tensor]]):
     """{"train": (x, y), "test": (x, y)} of ``mnist_seg`` or ``mnistm_seg``, from the cache or built."""
     cache = root / f"digits_seg_v{BUILD_VERSION}" / f"{name}.pt"
-    if cache.is_file():
-        try:
-            data = torch.load(cache, weights_only=True)
-            if data.get("version") == BUILD_VERSION:
-                return {"train": tuple(data["train"]), "test": tuple(data["test"])}
-        except Exception as e:  # a truncated cache is rebuilt, never used
-            log.warning("unreadable digits_seg cache %s (%s); rebuilding it", cache, e)
+    cached = read_build(cache, BUILD_VERSION)
+    if cached is not None:
+        return cached
     log.info("building %s (digits_seg) from MNIST%s -> %s", name,
              "" if name == "mnist_seg" else " and the photos in the scikit-image/scikit-learn wheels", cache)
     photos = None

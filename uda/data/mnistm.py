@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from uda.data.common import DataError
+from uda.data.common import DataError, read_build
 from uda.engine.checkpoint import save_file
 
 log = logging.getLogger(__name__)
@@ -108,13 +108,9 @@ def load_mnistm(root: Path, mnist: dict[str, tuple[torch.Tensor, torch.Tensor]])
     if (release / "mnist_m_train_labels.txt").is_file():
         return _load_release(release)
     cache = root / "mnistm_offline" / f"mnistm_offline_v{BUILD_VERSION}.pt"
-    if cache.is_file():
-        try:
-            data = torch.load(cache, weights_only=True)
-            if data.get("version") == BUILD_VERSION:
-                return {"train": tuple(data["train"]), "test": tuple(data["test"])}
-        except Exception as e:  # a truncated cache is rebuilt, never used
-            log.warning("unreadable MNIST-M cache %s (%s); rebuilding it", cache, e)
+    cached = read_build(cache, BUILD_VERSION)
+    if cached is not None:
+        return cached
     log.info("building MNIST-M offline from the photos in the scikit-image/scikit-learn wheels -> %s", cache)
     photos = [p for _, p in offline_photos()]
     data = {"version": BUILD_VERSION}

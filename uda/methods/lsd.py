@@ -23,7 +23,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from uda.config import LSDConfig, OptimizerConfig
 from uda.losses import l1, seg_ce
