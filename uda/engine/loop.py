@@ -288,7 +288,7 @@ def _file_loader(domain, stream: IndexStream, start: int, end: int, batch: int, 
     return iter(loader)
 
 
-def test_images(domain, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+def first_test_images(domain, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``n`` test images (uint8) and labels of an in-memory or file-backed domain."""
     if hasattr(domain, "test_x"):
         return domain.test_x[:n], domain.test_y[:n]
@@ -303,7 +303,7 @@ def seg_grid(method: Method, domain, prepare: Normalize, num_classes: int, n: in
 
     from uda.nets.segmentation import palette, upsample
 
-    x, y = test_images(domain, n)
+    x, y = first_test_images(domain, n)
     x = x.to(prepare.scale.device)
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
@@ -477,7 +477,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> 
                 if seg:  # [0, 1] images: input, colourised labels, colourised predictions
                     pictures = {f"seg/{role}": seg_grid(method, dom, prepare, info.num_classes)
                                 for role, dom in (("source", source), ("target", target))}
-                    grids = method.images(*(prepare(test_images(d, 4)[0].to(device)) for d in (source, target)))
+                    grids = method.images(*(prepare(first_test_images(d, 4)[0].to(device)) for d in (source, target)))
                 else:
                     pictures = {}
                     grids = method.images(prepare(source.test_x[:8]), prepare(target.test_x[:8]))
