@@ -131,13 +131,13 @@ def run_train(cfg) -> float:
 
         hc = HydraConfig.get()
         run_dir = Path(hc.runtime.output_dir)
-        summary = None
+        summary, trained = None, False
         if hc.mode == RunMode.MULTIRUN and conf.resume is not True:  # a sweep re-run skips finished runs
             summary = _finished(run_dir, conf)
             if summary is not None:
                 logging.getLogger("uda").info("already finished (summary.json): %s", run_dir)
         if summary is None:
-            summary = train(conf, run_dir)
+            summary, trained = train(conf, run_dir), True
     except UserError as e:
         # exit status: 2 bad input, 3 non-finite losses, 128+signal after a requested stop (checkpoint safe)
         code = getattr(e, "exit_code", 2)
@@ -150,7 +150,8 @@ def run_train(cfg) -> float:
         dist.shutdown()
         return summary[f"target_{metric}"]
     dist.shutdown()
-    logging.getLogger("uda").info("summary written to %s", run_dir / "summary.json")
+    if trained:
+        logging.getLogger("uda").info("summary written to %s", run_dir / "summary.json")
     print(f"{summary['method']} {summary['data']} seed={summary['seed']} steps={summary['steps']}: "
           f"target_{metric}={summary[f'target_{metric}']:.2f}% source_{metric}={summary[f'source_{metric}']:.2f}% "
           f"({summary['wall_s']:.0f} s, {summary['images_per_s']:.0f} img/s) -> {run_dir}", flush=True)
