@@ -16,7 +16,7 @@ from uda.registry import get_method
 
 from conftest import make_cfg, state_equal
 from test_dsn_adda import SpyStepper
-from test_segmentation import INFO, TINY, seg_batches
+from test_segmentation import INFO, TINY, joint, seg_batches
 
 ROAD = ["method=road", "method.disc_hidden=4", "method.warmup_steps=2", "trainer.max_steps=10"]
 LSD = ["method=lsd", "method.ngf=4", "method.ndf=4", "method.dropout=0"]
@@ -82,7 +82,7 @@ def test_road_adapt_step_equals_a_hand_computed_reference():
     m.update(src, tgt, 0, SpyStepper(m, lr=lr))
     net = ref.segmenter
     teacher = copy.deepcopy(net).eval()  # the copy happens before this step's forward passes
-    out_s, out_t = net(src.x), net(tgt.x)
+    out_s, out_t = joint(net, src.x, tgt.x)
     ce = F.cross_entropy(F.interpolate(out_s.logits, size=(32, 32), mode="bilinear", align_corners=False), src.y,
                          ignore_index=255)
     dist = 0.5 * (out_t.features - teacher(tgt.x).features.detach()).norm(dim=1).mean()
@@ -161,7 +161,8 @@ def test_lsd_sub_steps_change_only_their_groups_and_equal_a_hand_computed_refere
 
     # 1) D on real and detached reconstructions (0 src-real, 1 src-fake, 2 tgt-real, 3 tgt-fake) + aux
     with torch.no_grad():
-        fs, ft = G(net(xs).features, (32, 32)), G(net(xt).features, (32, 32))
+        es, et = (o.features for o in joint(net, xs, xt))
+        fs, ft = G(es, (32, 32)), G(et, (32, 32))
     loss_d = fw(D(xs)[0], 0) + fw(D(fs)[0], 1) + fw(D(xt)[0], 2) + fw(D(ft)[0], 3) + 0.5 * ce_seg(D(xs)[1])
     d_new = sgd(list(D.parameters()), torch.autograd.grad(loss_d, list(D.parameters())))
     for q, v in zip(m.disc.parameters(), d_new):
@@ -169,7 +170,7 @@ def test_lsd_sub_steps_change_only_their_groups_and_equal_a_hand_computed_refere
     assign(D, d_new)
     # 2) G against the updated D: own-domain real, aux CE, L1 reconstruction
     with torch.no_grad():
-        es, et = net(xs).features, net(xt).features
+        es, et = (o.features for o in joint(net, xs, xt))
     gs, gt = G(es, (32, 32)), G(et, (32, 32))
     loss_g = (fw(D(gs)[0], 0) + fw(D(gt)[0], 2) + 0.5 * ce_seg(D(gs)[1])
               + 2 * ((gs - xs).abs().mean() + (gt - xt).abs().mean()))
@@ -178,7 +179,7 @@ def test_lsd_sub_steps_change_only_their_groups_and_equal_a_hand_computed_refere
         torch.testing.assert_close(q, v, rtol=1e-4, atol=1e-6)
     assign(G, g_new)
     # 3) F + C against the updated G and D: CE + 0.3 (cross-domain + aux)
-    os_, ot = net(xs), net(xt)
+    os_, ot = joint(net, xs, xt)
     ds, segs = D(G(os_.features, (32, 32)))
     loss_f = ce_seg(os_.logits) + 0.3 * (fw(ds, 2) + fw(D(G(ot.features, (32, 32)))[0], 0) + 0.5 * ce_seg(segs))
     f_new = sgd(list(net.parameters()), torch.autograd.grad(loss_f, list(net.parameters())))

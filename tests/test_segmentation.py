@@ -17,6 +17,7 @@ from uda.engine.optim import Stepper
 from uda.losses import gan_loss, seg_ce
 from uda.methods.base import Batch
 from uda.metrics import confusion, iou, miou
+from uda.nets.segmentation import forward_pair
 from uda.registry import get_method
 
 from conftest import make_cfg, run_cli, state_equal
@@ -109,6 +110,34 @@ def seg_batches(n=3, size=32):
             Batch(torch.randn(n, 3, size, size, generator=g) * 0.5 + 0.3, None))
 
 
+def joint(net, a, b):
+    """Reference for ``forward_pair``: one pass over both batches, split back."""
+    out, n = net(torch.cat([a, b])), a.shape[0]
+    return tuple(type(out)(*(None if t is None else t[sl] for t in out)) for sl in (slice(None, n), slice(n, None)))
+
+
+def test_forward_pair_is_one_pass_so_batch_norm_statistics_cover_both_domains():
+    torch.manual_seed(0)
+    net = build("source_only").segmenter.train()
+    src, tgt = seg_batches()
+    bn = next(m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    mean0 = bn.running_mean.clone()
+    out_s, out_t = forward_pair(net, src.x, tgt.x)
+    first_conv = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+    with torch.no_grad():  # the first BN's input: batch mean over source AND target
+        mu = first_conv(torch.cat([src.x, tgt.x])).mean(dim=(0, 2, 3))
+    torch.testing.assert_close(bn.running_mean, 0.9 * mean0 + 0.1 * mu, rtol=1e-4, atol=1e-6)
+    ref_s, ref_t = joint(copy.deepcopy(net), src.x, tgt.x)
+    torch.testing.assert_close(out_s.logits, ref_s.logits)
+    torch.testing.assert_close(out_t.features, ref_t.features)
+    sep_s = net(src.x)  # a separate pass normalises by the source batch alone: different outputs
+    assert not torch.allclose(sep_s.logits, out_s.logits, atol=1e-4)
+    small = tgt.x[:, :, :16, :16]  # different image sizes: two passes
+    a, b = forward_pair(net.eval(), src.x, small)
+    assert a.logits.shape[-1] != b.logits.shape[-1]
+    torch.testing.assert_close(b.logits, net(small).logits)
+
+
 def build(name, *overrides):
     torch.manual_seed(0)
     extra = ["method.ndf=4"] if name == "adaptsegnet" else []
@@ -132,7 +161,7 @@ def test_adaptsegnet_update_equals_a_hand_computed_reference(multi_level):
     # target outputs labelled source (0) by the PRE-update discriminators; D: halves of BCE on detached outputs
     net, discs = ref.segmenter, [ref.disc] + ([ref.disc_aux] if multi_level else [])
     up = lambda t: F.interpolate(t, size=(32, 32), mode="bilinear", align_corners=False)  # noqa: E731
-    o_s, o_t = net(src.x), net(tgt.x)
+    o_s, o_t = joint(net, src.x, tgt.x)  # one pass over both batches (batch-norm statistics)
     lv_s = [up(o_s.logits)] + ([up(o_s.aux)] if multi_level else [])
     lv_t = [up(o_t.logits)] + ([up(o_t.aux)] if multi_level else [])
     ce = lambda lo: F.cross_entropy(lo, src.y, ignore_index=255)  # noqa: E731

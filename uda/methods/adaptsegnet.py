@@ -8,11 +8,17 @@ P2 = softmax of the main (layer4 / last-block) classifier, P1 = the auxiliary (l
 upsampled to the input size; source = 0, target = 1; L_adv labels target outputs "source".
 Weights (paper): lambda_seg 0.1, lambda_adv 0.001 (main) and 0.0002 (aux).
 Per iteration, in the paper's (and official code's) order, one optimizer step at the end:
-  1) D frozen: source segmentation loss, backward;
-  2) target adversarial loss, backward (gradients reach the segmenter only);
+  1) D frozen: source segmentation loss
+  2) + target adversarial loss (gradients reach the segmenter only), one backward of their sum;
   3) D unfrozen: D loss on detached source and target outputs, backward;
   4) step the segmenter (SGD, heads with ``backbone.head_lr_mult``) and the discriminators (Adam).
 Evaluation uses the main output only (as the official evaluate script).
+
+Reading: the official code runs the segmenter on the source batch, backpropagates, then runs it on the
+target batch; its DeepLab has frozen batch norm, so that is the same as one pass over both batches,
+which is what this does (``forward_pair``). With a segmenter whose batch norm trains (digits_seg), the
+joint pass keeps training and evaluation statistics consistent; separate passes did not (see
+``forward_pair``). Gradients equal the two-backward version because D is frozen in steps 1-2.
 """
 from __future__ import annotations
 
@@ -25,7 +31,7 @@ from uda.losses import gan_loss, seg_ce
 from uda.methods.base import Batch, Method
 from uda.methods.source_only import seg_groups, seg_overrides
 from uda.nets import set_requires_grad
-from uda.nets.segmentation import OutputDiscriminator, SegNet, build_segmenter, upsample
+from uda.nets.segmentation import OutputDiscriminator, SegNet, SegOut, build_segmenter, forward_pair, upsample
 from uda.registry import register
 
 SOURCE, TARGET = 0, 1
@@ -60,11 +66,10 @@ class AdaptSegNet(Method):
     def optimizer_overrides(self):
         return {"head": self.head_optimizer, "disc": self.cfg.disc_optimizer}
 
-    def _outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def _levels(self, out: SegOut, size: tuple[int, int]) -> list[torch.Tensor]:
         """[main, aux] class scores (aux only for multi-level), upsampled to the input size."""
-        out = self.segmenter(x)
         levels = [out.logits] + ([out.aux] if self.cfg.multi_level else [])
-        return [upsample(lv, tuple(x.shape[-2:])) for lv in levels]
+        return [upsample(lv, size) for lv in levels]
 
     def update(self, src: Batch, tgt: Batch, step, opt):
         c, kind = self.cfg, self.cfg.gan.value
@@ -74,15 +79,14 @@ class AdaptSegNet(Method):
         opt.zero("seg", "head", "disc")
         # 1) D frozen: source segmentation loss
         set_requires_grad(discs, False)
-        out_s = self._outputs(src.x)
+        seg_s, seg_t = forward_pair(self.segmenter, src.x, tgt.x)
+        out_s, out_t = self._levels(seg_s, tuple(src.x.shape[-2:])), self._levels(seg_t, tuple(tgt.x.shape[-2:]))
         losses_seg = [seg_ce(o, src.y) for o in out_s]
         loss_seg = sum(w * lv for w, lv in zip(seg_w, losses_seg))
-        opt.backward(loss_seg)
         # 2) target outputs labelled "source" by the frozen D: gradients reach the segmenter only
-        out_t = self._outputs(tgt.x)
         losses_adv = [gan_loss(d(F.softmax(o.float(), dim=1)), SOURCE, kind) for d, o in zip(discs, out_t)]
         loss_adv = sum(w * lv for w, lv in zip(adv_w, losses_adv))
-        opt.backward(loss_adv)
+        opt.backward(loss_seg + loss_adv)
         # 3) D unfrozen: real labels on detached outputs, half source half target
         set_requires_grad(discs, True)
         loss_d = torch.zeros((), device=src.x.device)

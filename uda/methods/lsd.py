@@ -14,8 +14,9 @@ segmentation head). Per iteration, in this order, each step recomputing its forw
 
 Readings where the paper is ambiguous: the 4-way losses are means over D's output positions; F's
 weight 0.1 (``adv_weight``) multiplies all of its adversarial terms including the auxiliary one; the
-reconstruction is an L1 mean in the pair's normalised image space. F/C use the run's ``optimizer``
-(the paper: Adam 1e-5, beta1 0.7, see the GTA5 recipe); G and D use ``gan_optimizer`` (Adam 1e-4, beta1 0.7).
+reconstruction is an L1 mean in the pair's normalised image space; F sees source and target as one
+batch (``forward_pair``) so batch-norm statistics that train match between training and evaluation.
+F/C use the run's ``optimizer`` (the paper: Adam 1e-5, beta1 0.7, see the GTA5 recipe); G and D use ``gan_optimizer`` (Adam 1e-4, beta1 0.7).
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from uda.losses import l1, seg_ce
 from uda.methods.base import Batch, Method
 from uda.methods.source_only import seg_groups, seg_overrides
 from uda.nets import set_requires_grad
-from uda.nets.segmentation import FeatureDecoder, PixelDiscriminator, SegNet, build_segmenter
+from uda.nets.segmentation import FeatureDecoder, PixelDiscriminator, SegNet, build_segmenter, forward_pair
 from uda.registry import register
 
 SRC_REAL, SRC_FAKE, TGT_REAL, TGT_FAKE = 0, 1, 2, 3
@@ -81,8 +82,8 @@ class LSD(Method):
         x_s, x_t, y_s = src.x, tgt.x, src.y
         # 1) D step: real and reconstructed images of both domains, + auxiliary segmentation of real source
         with torch.no_grad():
-            fake_s = self._fake(self.segmenter(x_s).features, x_s)
-            fake_t = self._fake(self.segmenter(x_t).features, x_t)
+            f_s, f_t = (o.features for o in forward_pair(self.segmenter, x_s, x_t))
+            fake_s, fake_t = self._fake(f_s, x_s), self._fake(f_t, x_t)
         d_real_s, seg_real_s = self.disc(x_s)
         loss_d = (four_way(d_real_s, SRC_REAL) + four_way(self.disc(fake_s)[0], SRC_FAKE)
                   + four_way(self.disc(x_t)[0], TGT_REAL) + four_way(self.disc(fake_t)[0], TGT_FAKE)
@@ -91,7 +92,7 @@ class LSD(Method):
         # 2) G step (D frozen): reconstructions pass as real of their own domain, + aux CE + L1
         set_requires_grad([self.disc], False)
         with torch.no_grad():
-            f_s, f_t = self.segmenter(x_s).features, self.segmenter(x_t).features
+            f_s, f_t = (o.features for o in forward_pair(self.segmenter, x_s, x_t))
         fake_s, fake_t = self._fake(f_s, x_s), self._fake(f_t, x_t)
         d_fs, seg_fs = self.disc(fake_s)
         loss_recon = l1(fake_s, x_s) + l1(fake_t, x_t)
@@ -101,7 +102,7 @@ class LSD(Method):
         # 3) F + C step (D and G frozen): segment source, and make each domain's reconstruction look
         #    like the OTHER domain's real images (cross-domain confusion)
         set_requires_grad([self.generator], False)
-        out_s, out_t = self.segmenter(x_s), self.segmenter(x_t)
+        out_s, out_t = forward_pair(self.segmenter, x_s, x_t)
         loss_seg = seg_ce(out_s.logits, y_s)
         d_fs, seg_fs = self.disc(self._fake(out_s.features, x_s))
         loss_adv = (four_way(d_fs, TGT_REAL) + four_way(self.disc(self._fake(out_t.features, x_t))[0], SRC_REAL)

@@ -14,6 +14,9 @@ implemented from the paper, with these readings where it is ambiguous:
   layer. L_m = 1/2 (BCE(D_m(source region), 0) + BCE(D_m(target region), 1)), mean over positions;
   L_spatial = sum_m w_m L_m. The reversal weight follows Ganin et al.'s ramp over the adapt stage.
 
+* Source and target go through the segmenter as one batch (``forward_pair``): batch-norm statistics
+  that train stay consistent between training and evaluation.
+
 Per iteration (adapt stage), one backward and one step of segmenter and region classifiers:
     L = CE_seg(source) + dist_weight L_dist(target) + spatial_weight L_spatial
 """
@@ -28,7 +31,7 @@ from uda.config import OptimizerConfig, ROADConfig
 from uda.losses import domain_bce, grad_reverse, grl_lambda, seg_ce
 from uda.methods.base import Batch, Method, Stage
 from uda.methods.source_only import seg_groups, seg_overrides
-from uda.nets.segmentation import SegNet, build_segmenter
+from uda.nets.segmentation import SegNet, build_segmenter, forward_pair
 from uda.registry import register
 
 
@@ -107,7 +110,7 @@ class ROAD(Method):
             self.teacher.load_state_dict(self.segmenter.state_dict())
             self.teacher_ready.fill_(True)
         lam = self.grl_lambda(step)
-        out_s, out_t = self.segmenter(src.x), self.segmenter(tgt.x)
+        out_s, out_t = forward_pair(self.segmenter, src.x, tgt.x)
         loss_seg = seg_ce(out_s.logits, src.y)
         with torch.no_grad():
             f_teacher = self.teacher(tgt.x).features
