@@ -257,3 +257,11 @@ def test_cli_source_only_on_digits_seg_prints_miou(tmp_path):
     assert "target_miou=" in res.stdout
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["method"] == "source_only" and "target_miou" in summary
+    # `uda eval` on a segmentation run re-computes the final evaluation: mIoU and per-class IoUs
+    out = run_cli("eval", str(tmp_path / "run"), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads((tmp_path / "run" / "eval_last_digits_seg.json").read_text())
+    assert "target_acc" not in result
+    for key in ("source_miou", "target_miou"):
+        assert result[key] == pytest.approx(summary[key], abs=1e-6)
+    assert result["target_iou"] == summary["target_iou"]

@@ -2,7 +2,8 @@
 
 The run's config is recomposed from its ``.hydra/overrides.yaml`` (plus ``data=`` to evaluate on
 another pair with the same classes), the checkpoint's weights are loaded (verified, weights only),
-and the result (test accuracies and the label-free selection scores) is printed and written as
+and the result (test accuracies, or mIoU with per-class IoUs for segmentation pairs, and the
+label-free selection scores) is printed and written as
 ``eval_<checkpoint>_<pair>.json`` in the run directory.
 """
 from __future__ import annotations
@@ -42,7 +43,7 @@ def run_eval(run_dir: Path, checkpoint: str = "last", data: str | None = None,
     from uda.data.pairs import Normalize, build_pair
     from uda.engine import checkpoint as ckpt
     from uda.engine.loop import autocast, resolve_device, resolve_precision
-    from uda.metrics import evaluate
+    from uda.metrics import evaluate, evaluate_segmentation
     from uda.registry import get_method
 
     path = Path(checkpoint) if checkpoint.endswith(".pt") else run_dir / "checkpoints" / f"{checkpoint}.pt"
@@ -56,13 +57,20 @@ def run_eval(run_dir: Path, checkpoint: str = "last", data: str | None = None,
     if trained_classes and trained_classes != info.num_classes:
         raise ConfigError(f"the run was trained on {trained_classes} classes but data={cfg.data.name} has "
                           f"{info.num_classes}")
-    source, target = source.to(device), target.to(device)
+    seg = info.task == "segmentation"
+    if not seg or hasattr(source, "to"):
+        source, target = source.to(device), target.to(device)
     method = get_method(cfg.method.name).from_config(cfg, info).to(device)
     method.load_state_dict(state["method"])
     method.eval()
     prepare = Normalize(info.mean, info.std, device, False, crop=info.image_size)
     with torch.no_grad(), autocast(device, resolve_precision(cfg.trainer.precision, device)):
-        scores = evaluate(method, source, target, prepare=prepare, batch_size=cfg.trainer.eval_batch_size)
+        if seg:  # mIoU with per-class IoUs, as the training loop's evaluation
+            scores = evaluate_segmentation(method, source, target, prepare=prepare,
+                                           batch_size=cfg.trainer.eval_batch_size, num_classes=info.num_classes,
+                                           class_names=info.class_names, device=device, workers=cfg.data.workers)
+        else:
+            scores = evaluate(method, source, target, prepare=prepare, batch_size=cfg.trainer.eval_batch_size)
     result = {"run": str(run_dir), "checkpoint": str(path), "step": state["step"], "method": cfg.method.name,
               "data": cfg.data.name, **scores}
     out = run_dir / f"eval_{path.stem}_{cfg.data.name}.json"
