@@ -383,7 +383,7 @@ class ROADConfig(MethodConfig):
     # once, at the first step after it (0: copied before any update, i.e. the pretrained net itself)
     warmup_steps: int = 1000
     dist_weight: float = 0.1  # target guided distillation
-    spatial_weight: float = 0.1  # sum of the region classifiers' domain losses
+    spatial_weight: float = 0.1  # reversal coefficient: the segmenter ascends spatial_weight x the region losses
     grid: list[int] = field(default_factory=lambda: [2, 2])  # regions: rows, columns of the feature map
     region_weights: list[float] = field(default_factory=list)  # one per region, row-major; [] = 1 each
     disc_hidden: int = 64  # width of each region's 1x1-conv domain classifier
