@@ -160,6 +160,23 @@ def test_report_over_a_fixture_tree(tmp_path):
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_report_labels_segmentation_groups_as_miou(tmp_path):
+    d = tmp_path / "seg" / "0_adaptsegnet_seed0"
+    _fake_run(d, "adaptsegnet", 0, [20.0, 30.0], data="digits_seg", finished=False)
+    rows = [{"step": r["step"], "source_miou": 60.0, "target_miou": r["target_acc"], "source_val_miou": 50.0}
+            for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())]
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (d / "summary.json").write_text(json.dumps({"method": "adaptsegnet", "data": "digits_seg", "seed": 0,
+                                                "target_miou": 30.0, "source_miou": 60.0}))
+    _fake_run(tmp_path / "cls" / "0_dann_seed0", "dann", 0, [70.0])
+    res = report([tmp_path], tmp_path / "out", figures=False)
+    rows = {r["method"]: r for r in res["rows"]}
+    assert rows["adaptsegnet"]["metric"] == "mIoU" and rows["adaptsegnet"]["last"] == "30.00 ± 0.00"
+    assert rows["adaptsegnet"]["oracle"] == "30.00 ± 0.00" and rows["dann"]["metric"] == "acc"
+    with open(tmp_path / "out" / "report.csv") as f:
+        assert {r["method"]: r["metric"] for r in csv.DictReader(f)} == {"adaptsegnet": "mIoU", "dann": "acc"}
+
+
 def test_report_cli_errors_on_an_empty_tree(tmp_path):
     res = run_cli("report", str(tmp_path), cwd=tmp_path, timeout=60)
     assert res.returncode == 2 and "no runs" in res.stderr

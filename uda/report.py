@@ -56,6 +56,11 @@ class Group:
     setting: str
     runs: list[Run] = field(default_factory=list)
 
+    @property
+    def metric(self) -> str:
+        """What the numbers are: "mIoU" for segmentation pairs, else "acc" (classification accuracy)."""
+        return "mIoU" if any(r.summary and metric_of(r.summary) == "miou" for r in self.runs) else "acc"
+
     def stats(self, column: str) -> tuple[float, float, int] | None:
         vals = [v for r in self.runs if (v := r.value(column)) is not None]
         if not vals:
@@ -120,7 +125,8 @@ def fmt(stats: tuple[float, float, int] | None) -> str:
 def table_rows(groups: list[Group]) -> list[dict[str, str]]:
     out = []
     for g in groups:
-        row = {"method": g.method, "data": g.data, "setting": g.setting or "-", "seeds": str(len(g.runs))}
+        row = {"method": g.method, "data": g.data, "setting": g.setting or "-", "seeds": str(len(g.runs)),
+               "metric": g.metric}
         for col in COLUMNS:
             row[col] = fmt(g.stats(col))
         row["paper"] = PAPER.get((g.method, g.data), "-")
@@ -129,11 +135,11 @@ def table_rows(groups: list[Group]) -> list[dict[str, str]]:
 
 
 def write_markdown(rows: list[dict[str, str]], unfinished: list[Run], path: Path, figures: list[Path]) -> None:
-    head = ["method", "data", "setting", "seeds", *COLUMNS, "paper"]
+    head = ["method", "data", "setting", "seeds", "metric", *COLUMNS, "paper"]
     lines = ["# uda report", "",
-             "Target test accuracy (%), mean ± std over seeds. `last`: the final checkpoint. "
+             "Target test metric (%, `metric`: accuracy, or mIoU for segmentation), mean ± std over seeds. `last`: the final checkpoint. "
              "`source_val`, `entropy`, `dev`, `snd`: the evaluation each label-free criterion picks "
-             "(no target labels). `oracle`: the best evaluation by target test accuracy (reference only).", "",
+             "(no target labels). `oracle`: the best evaluation by the target test metric (reference only).", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r[h] for h in head) + " |" for r in rows]
     if unfinished:
@@ -149,18 +155,18 @@ def write_markdown(rows: list[dict[str, str]], unfinished: list[Run], path: Path
 def write_csv(groups: list[Group], path: Path) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["method", "data", "setting", "seeds", *[f"{c}_{s}" for c in COLUMNS for s in ("mean", "std", "n")],
+        w.writerow(["method", "data", "setting", "seeds", "metric", *[f"{c}_{s}" for c in COLUMNS for s in ("mean", "std", "n")],
                     "paper"])
         for g in groups:
             vals = []
             for c in COLUMNS:
                 st = g.stats(c)
                 vals += ["", "", 0] if st is None else [round(st[0], 4), round(st[1], 4), st[2]]
-            w.writerow([g.method, g.data, g.setting, len(g.runs), *vals, PAPER.get((g.method, g.data), "")])
+            w.writerow([g.method, g.data, g.setting, len(g.runs), g.metric, *vals, PAPER.get((g.method, g.data), "")])
 
 
 def plot_pair(data: str, groups: list[Group], path: Path) -> None:
-    """Target accuracy over steps: one line per method/setting (mean over seeds), band = +- std."""
+    """Target accuracy (mIoU for segmentation) over steps: one line per method/setting (mean over seeds), band = +- std."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -182,8 +188,9 @@ def plot_pair(data: str, groups: list[Group], path: Path) -> None:
         ax.fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
                         color=line.get_color(), alpha=0.2)
     ax.set_xlabel("training step")
-    ax.set_ylabel("target test accuracy (%)")
-    ax.set_title(f"{data}: target accuracy over training (mean ± std over seeds)")
+    name = "mIoU" if any(g.metric == "mIoU" for g in groups) else "accuracy"
+    ax.set_ylabel(f"target test {name} (%)")
+    ax.set_title(f"{data}: target {name} over training (mean ± std over seeds)")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
@@ -220,11 +227,13 @@ def _print_rich(rows: list[dict[str, str]], unfinished: list[Run]) -> None:
     from rich.table import Table
 
     console = Console(width=200)
-    t = Table(title="target test accuracy (%), mean ± std over seeds", show_lines=False)
-    for col in ("method", "data", "setting", "seeds", *COLUMNS, "paper"):
+    t = Table(title="target test metric (%): accuracy, or mIoU for segmentation; mean ± std over seeds",
+              show_lines=False)
+    cols = ("method", "data", "setting", "seeds", "metric", *COLUMNS, "paper")
+    for col in cols:
         t.add_column(col, justify="right" if col in (*COLUMNS, "seeds") else "left")
     for r in rows:
-        t.add_row(*(r[c] for c in ("method", "data", "setting", "seeds", *COLUMNS, "paper")))
+        t.add_row(*(r[c] for c in cols))
     console.print(t)
     console.print("last: final checkpoint; source_val/entropy/dev/snd: the evaluation each label-free criterion "
                   "picks; oracle: best by target test labels (reference only)")
