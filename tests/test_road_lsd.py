@@ -35,11 +35,14 @@ def test_road_distillation_is_half_the_mean_euclidean_distance_over_positions():
     assert distillation(f, g).item() == pytest.approx(0.5 * (5 + 1) / 2)
 
 
-def test_road_each_region_classifier_sees_only_its_region_behind_a_reversal():
-    m = build(*ROAD, "method.grid=[2,3]")
+@pytest.mark.parametrize("kernel, output", [(1, "position"), (3, "position"), (1, "region")])
+def test_road_each_region_classifier_sees_only_its_region_behind_a_reversal(kernel, output):
+    m = build(*ROAD, "method.grid=[2,3]", f"method.disc_kernel={kernel}", f"method.region_output={output}")
     f_s = torch.randn(2, 8, 6, 7, requires_grad=True)
     f_t = torch.randn(2, 8, 6, 7)
     regions = split_regions(torch.arange(6 * 7.).view(1, 1, 6, 7), 2, 3)
+    # "position": BCE on every position's score; "region": BCE on the mean score of the region, per image
+    score = (lambda d, r: d(r)) if output == "position" else (lambda d, r: d(r).mean((2, 3)))
     for k, loss in enumerate(m.region_losses(f_s, f_t, lam=0.7)):
         g_rev, = torch.autograd.grad(loss, f_s, retain_graph=True)
         mask = torch.zeros(6, 7, dtype=torch.bool)
@@ -47,10 +50,10 @@ def test_road_each_region_classifier_sees_only_its_region_behind_a_reversal():
         assert g_rev[:, :, ~mask].abs().max() == 0 and g_rev[:, :, mask].abs().max() > 0
         # the reversal: the features get -lambda x the gradient of the classifier's loss
         fs = f_s.detach().clone().requires_grad_(True)
-        plain = 0.5 * (F.binary_cross_entropy_with_logits(m.regions[k](split_regions(fs, 2, 3)[k]),
-                                                          torch.zeros_like(m.regions[k](split_regions(fs, 2, 3)[k])))
-                       + F.binary_cross_entropy_with_logits(m.regions[k](split_regions(f_t, 2, 3)[k]),
-                                                            torch.ones(2, 1, *split_regions(f_t, 2, 3)[k].shape[2:])))
+        z_s, z_t = score(m.regions[k], split_regions(fs, 2, 3)[k]), score(m.regions[k], split_regions(f_t, 2, 3)[k])
+        plain = 0.5 * (F.binary_cross_entropy_with_logits(z_s, torch.zeros_like(z_s))
+                       + F.binary_cross_entropy_with_logits(z_t, torch.ones_like(z_t)))
+        torch.testing.assert_close(loss, plain)
         g_plain, = torch.autograd.grad(plain, fs)
         torch.testing.assert_close(g_rev, -0.7 * g_plain, rtol=1e-5, atol=1e-8)
 
@@ -105,6 +108,7 @@ def test_road_adapt_step_equals_a_hand_computed_reference():
     (["method.region_weights=[1,2]"], "needs 4 values"),
     (["method.grid=[2]"], "exactly 2 values"),
     (["method.warmup_steps=10"], "warmup_steps must be in"),
+    (["method.disc_kernel=2"], "disc_kernel must be an odd size"),
 ])
 def test_road_bad_settings_are_clear_errors(overrides, needle):
     with pytest.raises(ConfigError, match=needle):

@@ -374,6 +374,11 @@ class AdaptSegNetConfig(MethodConfig):
         name=OptimName.adam, lr=1e-4, betas=[0.9, 0.99], schedule=Schedule.poly, sched_power=0.9))
 
 
+class RegionOutput(str, Enum):
+    position = "position"
+    region = "region"
+
+
 @dataclass
 class ROADConfig(MethodConfig):
     """Chen et al., CVPR 2018: target guided distillation + spatial-aware adaptation (region classifiers)."""
@@ -386,7 +391,14 @@ class ROADConfig(MethodConfig):
     spatial_weight: float = 0.1  # reversal coefficient: the segmenter ascends spatial_weight x the region losses
     grid: list[int] = field(default_factory=lambda: [2, 2])  # regions: rows, columns of the feature map
     region_weights: list[float] = field(default_factory=list)  # one per region, row-major; [] = 1 each
-    disc_hidden: int = 64  # width of each region's 1x1-conv domain classifier
+    disc_hidden: int = 64  # width of each region's domain classifier
+    # kernel of the classifier's first conv: 1 scores each position from its own feature vector; 3 (odd k)
+    # also sees its k x k neighbourhood, zero-padded at the region's border (it never sees other regions)
+    disc_kernel: int = 1
+    # what each region classifier decides: "position" (BCE on every position's score, i.e. the feature
+    # distributions of the region are aligned) or "region" (BCE on the mean of the region's scores: one
+    # source/target decision per region per image, which can see what the region contains as a whole)
+    region_output: RegionOutput = RegionOutput.position
     # gradient reversal weight: Ganin et al.'s ramp 2 / (1 + exp(-grl_gamma q)) - 1 over the adapt stage
     grl_gamma: float = 10.0
 
@@ -635,6 +647,8 @@ def validate(cfg: TrainConfig) -> None:
             _nonneg(getattr(m, key), f"method.{key}")
         _widths(m.grid, "method.grid", 2)
         _positive(m.disc_hidden, "method.disc_hidden")
+        if m.disc_kernel < 1 or m.disc_kernel % 2 == 0:
+            raise ConfigError(f"method.disc_kernel must be an odd size >= 1 (1, 3, 5, ...), got {m.disc_kernel}")
         n = m.grid[0] * m.grid[1]
         if m.region_weights and (len(m.region_weights) != n or any(not 0 <= w < math.inf for w in m.region_weights)):
             raise ConfigError(f"method.region_weights needs {n} values >= 0 (one per region of the "

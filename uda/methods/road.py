@@ -10,8 +10,12 @@ implemented from the paper, with these readings where it is ambiguous:
   between the segmenter's and the teacher's deepest features (not squared, as in the paper's Eq. 1).
 * Spatial-aware adaptation: the deepest feature map is split into ``grid`` = rows x columns regions
   (``torch.tensor_split``: equal up to one position); region m has its own domain classifier D_m
-  (1x1 convs C -> hidden -> 1, so it scores each position of its region) behind one gradient reversal
-  layer. L_m = 1/2 (BCE(D_m(source region), 0) + BCE(D_m(target region), 1)), mean over positions;
+  (a ``disc_kernel`` x ``disc_kernel`` conv C -> hidden, ReLU, 1x1 conv -> 1, so it scores each position of
+  its region; the default kernel 1 sees one feature vector, a larger one its neighbourhood zero-padded at the
+  region's border) behind one gradient reversal layer.
+  L_m = 1/2 (BCE(D_m(source region), 0) + BCE(D_m(target region), 1)), mean over positions
+  (``region_output: position``, the default: the region's feature distributions are aligned), or on the
+  mean of the region's scores per image (``region``: one source/target decision per region and image);
   L_spatial = sum_m w_m L_m. The classifiers descend L_spatial itself; ``spatial_weight`` scales only
   what reaches the segmenter, as the reversal layer's coefficient spatial_weight x lambda_p (lambda_p:
   Ganin et al.'s ramp over the adapt stage). Weighting the classifiers' own loss by spatial_weight too
@@ -31,7 +35,7 @@ import copy
 import torch
 from torch import nn
 
-from uda.config import OptimizerConfig, ROADConfig
+from uda.config import OptimizerConfig, RegionOutput, ROADConfig
 from uda.losses import domain_bce, grad_reverse, grl_lambda, seg_ce
 from uda.methods.base import Batch, Method, Stage
 from uda.methods.source_only import seg_groups, seg_overrides
@@ -71,7 +75,8 @@ class ROAD(Method):
             width = segmenter.eval()(torch.zeros(1, info.channels, 64, 64)).features.shape[1]
             segmenter.train(was)
         regions = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(width, m.disc_hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(m.disc_hidden, 1, 1))
+            nn.Sequential(nn.Conv2d(width, m.disc_hidden, m.disc_kernel, padding=m.disc_kernel // 2),
+                          nn.ReLU(inplace=True), nn.Conv2d(m.disc_hidden, 1, 1))
             for _ in range(m.grid[0] * m.grid[1]))
         return cls(cfg=m, segmenter=segmenter, region_classifiers=regions, head_optimizer=seg_overrides(cfg)["head"],
                    max_steps=cfg.trainer.max_steps)
@@ -101,7 +106,9 @@ class ROAD(Method):
         rows, cols = self.cfg.grid
         r_s = split_regions(grad_reverse(f_s, lam), rows, cols)
         r_t = split_regions(grad_reverse(f_t, lam), rows, cols)
-        return [0.5 * (domain_bce(d(a), 0) + domain_bce(d(b), 1)) for d, a, b in zip(self.regions, r_s, r_t)]
+        pool = self.cfg.region_output == RegionOutput.region
+        score = lambda d, r: d(r).mean((2, 3)) if pool else d(r)  # noqa: E731  [N, 1] or [N, 1, h, w]
+        return [0.5 * (domain_bce(score(d, a), 0) + domain_bce(score(d, b), 1)) for d, a, b in zip(self.regions, r_s, r_t)]
 
     def update(self, src: Batch, tgt: Batch, step, opt):
         c = self.cfg
