@@ -76,6 +76,23 @@ def test_road_teacher_is_copied_once_at_the_stage_boundary_and_never_changes():
     assert not state_equal(m.segmenter.state_dict(), at_boundary)
 
 
+def test_road_teacher_norm_target_normalises_with_each_target_batch_and_stays_frozen():
+    m = build(*ROAD, "method.warmup_steps=0", "method.teacher_norm=target").train()
+    src, tgt = seg_batches()
+    m.update(src, tgt, 0, SpyStepper(m))  # the teacher is copied at this first adapt step
+    frozen = copy.deepcopy(m.teacher.state_dict())
+    ref = copy.deepcopy(m.segmenter)
+    ref.load_state_dict(frozen)
+    with torch.no_grad():
+        batch_stats = ref.train()(tgt.x).features  # a plain net in training mode: the batch's statistics
+        running_stats = ref.eval()(tgt.x).features  # (ref's running statistics moved once; only a contrast)
+        for mode in (True, False):  # the same whether the method is training or evaluating
+            torch.testing.assert_close(m.train(mode).teacher(tgt.x).features, batch_stats)
+    assert not torch.allclose(batch_stats, running_stats, atol=1e-3)
+    m.train().update(src, tgt, 1, SpyStepper(m))
+    assert state_equal(m.teacher.state_dict(), frozen)  # running statistics and weights untouched
+
+
 def test_road_adapt_step_equals_a_hand_computed_reference():
     lr = 0.05
     m = build(*ROAD, "method.warmup_steps=0", "method.dist_weight=0.3", "method.spatial_weight=0.2",
@@ -136,15 +153,36 @@ def test_lsd_four_way_targets_of_each_input_in_each_step(monkeypatch):
     assert spy.labels == [SRC_REAL, SRC_FAKE, TGT_REAL, TGT_FAKE, SRC_REAL, TGT_REAL, TGT_REAL, SRC_REAL]
 
 
+def test_lsd_instance_norm_discriminator_scores_each_image_independently_of_its_batch():
+    torch.manual_seed(0)
+    x = torch.randn(3, 3, 32, 32)
+    for norm, independent in (("instance", True), ("batch", False)):
+        D = build(*LSD, f"method.disc_norm={norm}").disc.train()
+        alone, in_batch = D(x[:1])[0], D(x)[0][:1]
+        assert torch.allclose(alone, in_batch, atol=1e-5) == independent
+    kinds = {type(mod) for mod in build(*LSD, "method.disc_norm=instance").disc.modules()}
+    assert torch.nn.InstanceNorm2d in kinds and torch.nn.BatchNorm2d not in kinds
+
+
+def test_lsd_bad_settings_are_clear_errors():
+    with pytest.raises(ConfigError, match=r"method\.gen_adv_weight must be >= 0"):
+        validate(make_cfg(*TINY, *LSD, "method.gen_adv_weight=-1"))
+    with pytest.raises(Exception, match="method.disc_norm=layer") as err:  # Hydra's error, chained to OmegaConf's
+        make_cfg(*TINY, *LSD, "method.disc_norm=layer")
+    assert "Invalid value 'layer', expected one of [batch, instance]" in str(err.value.__cause__)
+
+
 def test_four_way_is_cross_entropy_against_one_class_everywhere():
     z = torch.randn(2, 4, 3, 3)
     hand = -F.log_softmax(z, 1)[:, 2].mean()
     torch.testing.assert_close(four_way(z, 2), hand)
 
 
-def test_lsd_sub_steps_change_only_their_groups_and_equal_a_hand_computed_reference():
+@pytest.mark.parametrize("norm", ["batch", "instance"])
+def test_lsd_sub_steps_change_only_their_groups_and_equal_a_hand_computed_reference(norm):
     lr = 0.05
-    m = build(*LSD, "method.adv_weight=0.3", "method.aux_weight=0.5", "method.recon_weight=2")
+    m = build(*LSD, "method.adv_weight=0.3", "method.aux_weight=0.5", "method.recon_weight=2",
+              "method.gen_adv_weight=0.4", f"method.disc_norm={norm}")
     ref = copy.deepcopy(m)
     src, tgt = seg_batches()
     spy = SpyStepper(m, lr=lr)
@@ -177,7 +215,7 @@ def test_lsd_sub_steps_change_only_their_groups_and_equal_a_hand_computed_refere
     with torch.no_grad():
         es, et = (o.features for o in joint(net, xs, xt))
     gs, gt = G(es, (32, 32)), G(et, (32, 32))
-    loss_g = (fw(D(gs)[0], 0) + fw(D(gt)[0], 2) + 0.5 * ce_seg(D(gs)[1])
+    loss_g = (0.4 * (fw(D(gs)[0], 0) + fw(D(gt)[0], 2)) + 0.5 * ce_seg(D(gs)[1])
               + 2 * ((gs - xs).abs().mean() + (gt - xt).abs().mean()))
     g_new = sgd(list(G.parameters()), torch.autograd.grad(loss_g, list(G.parameters())))
     for q, v in zip(m.generator.parameters(), g_new):

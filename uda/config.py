@@ -374,6 +374,16 @@ class AdaptSegNetConfig(MethodConfig):
         name=OptimName.adam, lr=1e-4, betas=[0.9, 0.99], schedule=Schedule.poly, sched_power=0.9))
 
 
+class DiscNorm(str, Enum):
+    batch = "batch"  # BatchNorm over each sub-batch D scores (one domain and kind per batch)
+    instance = "instance"  # InstanceNorm, per image (the authors' released LSD-seg discriminator)
+
+
+class TeacherNorm(str, Enum):
+    running = "running"  # batch-norm running statistics as at the copy (after a source warm-up: source's)
+    target = "target"  # each target batch's own statistics (running statistics never used nor updated)
+
+
 class RegionOutput(str, Enum):
     position = "position"
     region = "region"
@@ -401,6 +411,9 @@ class ROADConfig(MethodConfig):
     region_output: RegionOutput = RegionOutput.position
     # gradient reversal weight: Ganin et al.'s ramp 2 / (1 + exp(-grl_gamma q)) - 1 over the adapt stage
     grl_gamma: float = 10.0
+    # the teacher's batch-norm normalisation on the target images it sees: its running statistics frozen at
+    # the copy, or the statistics of each target batch (its weights stay frozen either way)
+    teacher_norm: TeacherNorm = TeacherNorm.running
 
 
 @dataclass
@@ -414,6 +427,8 @@ class LSDConfig(MethodConfig):
     ngf: int = 64  # generator width
     ndf: int = 64  # discriminator width
     dropout: float = 0.5  # in the generator, in place of a noise input
+    gen_adv_weight: float = 1.0  # G's within-domain adversarial terms (the authors' released code: 0.1)
+    disc_norm: DiscNorm = DiscNorm.batch  # D's normalisation layers
     gan_optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(
         name=OptimName.adam, lr=1e-4, betas=[0.7, 0.999], schedule=Schedule.constant))
 
@@ -654,7 +669,7 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"method.region_weights needs {n} values >= 0 (one per region of the "
                               f"{m.grid[0]}x{m.grid[1]} grid), got {list(m.region_weights)}")
     if isinstance(m, LSDConfig):
-        for key in ("adv_weight", "aux_weight", "recon_weight"):
+        for key in ("adv_weight", "aux_weight", "recon_weight", "gen_adv_weight"):
             _nonneg(getattr(m, key), f"method.{key}")
         for key in ("ngf", "ndf"):
             _positive(getattr(m, key), f"method.{key}")

@@ -7,7 +7,7 @@ segmentation head). Per iteration, in this order, each step recomputing its forw
 
   1) D: CE4(D(x_s), src-real) + CE4(D(G(F(x_s))), src-fake) + CE4(D(x_t), tgt-real)
         + CE4(D(G(F(x_t))), tgt-fake) + aux_weight CE_seg(D_seg(x_s), y_s)          [G(F(.)) detached]
-  2) G (D frozen, F's embedding detached): CE4(D(G(F(x_s))), src-real) + CE4(D(G(F(x_t))), tgt-real)
+  2) G (D frozen, F's embedding detached): gen_adv_weight [CE4(D(G(F(x_s))), src-real) + CE4(D(G(F(x_t))), tgt-real)]
         + aux_weight CE_seg(D_seg(G(F(x_s))), y_s) + recon_weight (|G(F(x_s)) - x_s|_1 + |G(F(x_t)) - x_t|_1)
   3) F + C (D and G frozen): CE_seg(C(F(x_s)), y_s) + adv_weight [CE4(D(G(F(x_s))), tgt-real)
         + CE4(D(G(F(x_t))), src-real) + aux_weight CE_seg(D_seg(G(F(x_s))), y_s)]
@@ -16,6 +16,9 @@ Readings where the paper is ambiguous: the 4-way losses are means over D's outpu
 weight 0.1 (``adv_weight``) multiplies all of its adversarial terms including the auxiliary one; the
 reconstruction is an L1 mean in the pair's normalised image space; F sees source and target as one
 batch (``forward_pair``) so batch-norm statistics that train match between training and evaluation.
+The authors' released code differs from the paper's text in two settings kept as options: G's own
+adversarial terms weighted 0.1 (``gen_adv_weight``, default 1 as in the paper's losses) and InstanceNorm in
+D (``disc_norm: instance``; default BatchNorm, each of D's inputs a batch of its own).
 F/C use the run's ``optimizer`` (the paper: Adam 1e-5, beta1 0.7, see the GTA5 recipe); G and D use ``gan_optimizer`` (Adam 1e-4, beta1 0.7).
 """
 from __future__ import annotations
@@ -64,7 +67,7 @@ class LSD(Method):
         n_up = max(0, round(math.log2(64 / f.shape[-1])))
         generator = FeatureDecoder(f.shape[1], info.channels, ngf=m.ngf, n_up=n_up, dropout=m.dropout)
         return cls(cfg=m, segmenter=segmenter, generator=generator,
-                   disc=PixelDiscriminator(info.channels, info.num_classes, m.ndf),
+                   disc=PixelDiscriminator(info.channels, info.num_classes, m.ndf, norm=m.disc_norm.value),
                    head_optimizer=seg_overrides(cfg)["head"])
 
     def param_groups(self):
@@ -96,7 +99,7 @@ class LSD(Method):
         fake_s, fake_t = self._fake(f_s, x_s), self._fake(f_t, x_t)
         d_fs, seg_fs = self.disc(fake_s)
         loss_recon = l1(fake_s, x_s) + l1(fake_t, x_t)
-        loss_g = (four_way(d_fs, SRC_REAL) + four_way(self.disc(fake_t)[0], TGT_REAL)
+        loss_g = (c.gen_adv_weight * (four_way(d_fs, SRC_REAL) + four_way(self.disc(fake_t)[0], TGT_REAL))
                   + c.aux_weight * seg_ce(seg_fs, y_s) + c.recon_weight * loss_recon)
         opt.step(loss_g, "gen")
         # 3) F + C step (D and G frozen): segment source, and make each domain's reconstruction look

@@ -6,6 +6,10 @@ implemented from the paper, with these readings where it is ambiguous:
   step of the ``adapt`` stage. With ImageNet weights and ``warmup_steps: 0`` that copy is the pretrained
   network itself (the paper's setting). Without pretrained weights (digits_seg) a ``warmup`` stage
   trains the segmenter on source first, and the teacher is that source-trained network.
+* The teacher's batch norm (``teacher_norm``): ``running`` (default) normalises with the running statistics
+  it had at the copy (after a source warm-up these are source statistics, so on target it computes
+  exactly the source-only net's features); ``target`` normalises each target batch with its own statistics
+  (AdaBN-style, a teacher less tied to the source domain; its weights stay frozen either way).
 * L_dist = 1/2 x the mean over target positions of the Euclidean distance ||F(x_t)_i - F_R(x_t)_i||_2
   between the segmenter's and the teacher's deepest features (not squared, as in the paper's Eq. 1).
 * Spatial-aware adaptation: the deepest feature map is split into ``grid`` = rows x columns regions
@@ -35,7 +39,7 @@ import copy
 import torch
 from torch import nn
 
-from uda.config import OptimizerConfig, RegionOutput, ROADConfig
+from uda.config import OptimizerConfig, RegionOutput, ROADConfig, TeacherNorm
 from uda.losses import domain_bce, grad_reverse, grl_lambda, seg_ce
 from uda.methods.base import Batch, Method, Stage
 from uda.methods.source_only import seg_groups, seg_overrides
@@ -84,6 +88,12 @@ class ROAD(Method):
     def train(self, mode: bool = True):
         super().train(mode)
         self.teacher.eval()  # frozen: batch-norm statistics and dropout as at the copy
+        if self.cfg.teacher_norm == TeacherNorm.target:
+            # batch statistics of the target batch it sees; running statistics neither used nor updated
+            for bn in self.teacher.modules():
+                if isinstance(bn, nn.modules.batchnorm._BatchNorm):
+                    bn.track_running_stats = False
+                    bn.train()
         return self
 
     def param_groups(self):

@@ -169,14 +169,17 @@ class FeatureDecoder(nn.Module):
 class PixelDiscriminator(nn.Module):
     """LSD's D: fully convolutional on images; per position a 4-way domain head (source-real,
     source-fake, target-real, target-fake) and an auxiliary K-way segmentation head (ACGAN style).
-    Two stride-2 4x4 convs and a 3x3 conv (LeakyReLU 0.2), output stride 4; heads are 1x1 convs."""
+    Two stride-2 4x4 convs and a 3x3 conv (LeakyReLU 0.2; ``norm``: BatchNorm or InstanceNorm after the
+    last two), output stride 4; heads are 1x1 convs."""
 
-    def __init__(self, in_channels: int, num_classes: int, ndf: int = 64):
+    def __init__(self, in_channels: int, num_classes: int, ndf: int = 64, norm: str = "batch"):
         super().__init__()
+        # batch: BatchNorm; instance: affine InstanceNorm (per image, so a batch's composition cannot inform D)
+        Norm = {"batch": nn.BatchNorm2d, "instance": lambda c: nn.InstanceNorm2d(c, affine=True)}[norm]  # noqa: N806
         self.body = nn.Sequential(
             nn.Conv2d(in_channels, ndf, 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(ndf, 2 * ndf, 4, stride=2, padding=1), nn.BatchNorm2d(2 * ndf), nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(2 * ndf, 4 * ndf, 3, padding=1), nn.BatchNorm2d(4 * ndf), nn.LeakyReLU(0.2, inplace=True))
+            nn.Conv2d(ndf, 2 * ndf, 4, stride=2, padding=1), Norm(2 * ndf), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(2 * ndf, 4 * ndf, 3, padding=1), Norm(4 * ndf), nn.LeakyReLU(0.2, inplace=True))
         self.domain = nn.Conv2d(4 * ndf, 4, 1)
         self.seg = nn.Conv2d(4 * ndf, num_classes, 1)
 
