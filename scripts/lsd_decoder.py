@@ -12,7 +12,6 @@ cannot beat that baseline gives D blurs to reject, whatever F does.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from pathlib import Path
 
@@ -26,46 +25,32 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
 
+    import dataclasses
+
     import torch
-    from omegaconf import OmegaConf
 
-    from hydra import compose, initialize_config_dir
-
-    from uda.cli import CONFIG_DIR
-    from uda.config import LSDConfig, register_configs
-    from uda.data.pairs import build_pair
+    from uda.config import LSDConfig
+    from uda.data.pairs import Normalize, build_pair
     from uda.engine import checkpoint as ckpt
-    from uda.nets.segmentation import FeatureDecoder, build_segmenter
+    from uda.eval_run import run_config
+    from uda.methods.lsd import LSD, generator_for
 
     torch.set_num_threads(args.threads)
-    over_file = args.run / ".hydra" / "overrides.yaml"
-    if not over_file.is_file():
-        raise SystemExit(f"{args.run} is not a uda run directory (no .hydra/overrides.yaml)")
-    overrides = [o for o in OmegaConf.to_container(OmegaConf.load(over_file)) if not o.startswith(("hydra.", "resume="))]
-    register_configs()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):  # the run's config, as `uda eval`
-        cfg = OmegaConf.to_object(compose("train", overrides=overrides))
-    state = ckpt.load(args.run / "checkpoints" / "last.pt")
+    cfg = run_config(args.run)  # the run's config, as `uda eval` recomposes it
     if not isinstance(cfg.method, LSDConfig):
         raise SystemExit(f"{args.run} is a method={cfg.method.name} run; this diagnostic needs method=lsd")
+    state = ckpt.load(args.run / "checkpoints" / "last.pt")
     source, target, info = build_pair(cfg.data)
-    net = build_segmenter(cfg.backbone, in_channels=info.channels, num_classes=info.num_classes)
-    net.load_state_dict({k.removeprefix("segmenter."): v for k, v in state["method"].items()
-                         if k.startswith("segmenter.")})
-    net.eval().requires_grad_(False)
-    mean = torch.tensor(cfg.data.mean).view(1, -1, 1, 1)
-    std = torch.tensor(cfg.data.std).view(1, -1, 1, 1)
-    norm = lambda x: (x.float() / 255 - mean) / std  # noqa: E731
-    with torch.no_grad():
-        f = net(norm(source.train_x[:1])).features
-    width, h = f.shape[1], f.shape[-1]
+    trained = LSD.from_config(cfg, info)
+    trained.load_state_dict(state["method"])
+    net = trained.segmenter.eval().requires_grad_(False)
+    norm = Normalize(info.mean, info.std, torch.device("cpu"))
     size = tuple(source.train_x.shape[-2:])
-    n_up = max(0, round(math.log2(size[-1] / h)))  # as LSD.from_config
     n = min(len(source.train_x), len(target.train_x))
-    print(f"{args.run}: F frozen at step {state['step']}, embedding {width} x {h} x {h}, G ngf={cfg.method.ngf}")
+    print(f"{args.run}: F frozen at step {state['step']}, G ngf={cfg.method.ngf}")
     for p in (float(v) for v in args.dropout.split(",")):
-        torch.manual_seed(0)
-        gen = FeatureDecoder(width, info.channels, ngf=cfg.method.ngf, n_up=n_up, dropout=p).train()
+        torch.manual_seed(0)  # a fresh G built as the method builds it, with dropout p
+        gen = generator_for(net, info.channels, dataclasses.replace(cfg.method, dropout=p)).train()
         o = cfg.method.gan_optimizer
         opt = torch.optim.Adam(gen.parameters(), lr=o.lr, betas=tuple(o.betas))
         g = torch.Generator().manual_seed(0)

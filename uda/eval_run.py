@@ -15,8 +15,8 @@ from typing import Any
 from uda.config import ConfigError
 
 
-def run_eval(run_dir: Path, checkpoint: str = "last", data: str | None = None,
-             overrides: list[str] | None = None) -> dict[str, Any]:
+def run_config(run_dir: Path, data: str | None = None, overrides: list[str] | None = None):
+    """A run's TrainConfig, composed again from its recorded overrides (+ ``data`` / ``overrides``), validated."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
@@ -37,6 +37,13 @@ def run_eval(run_dir: Path, checkpoint: str = "last", data: str | None = None,
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = OmegaConf.to_object(compose("train", overrides=run_overrides + extra))
     validate(cfg)
+    return cfg
+
+
+def run_eval(run_dir: Path, checkpoint: str = "last", data: str | None = None,
+             overrides: list[str] | None = None) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    cfg = run_config(run_dir, data, overrides)
 
     import torch
 

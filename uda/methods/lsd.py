@@ -45,6 +45,16 @@ def four_way(logits: torch.Tensor, label: int) -> torch.Tensor:
     return F.cross_entropy(logits.float(), target)
 
 
+def generator_for(segmenter: SegNet, channels: int, m: LSDConfig) -> FeatureDecoder:
+    """G for this segmenter's embedding: its width, and 2x upsamplings from its stride back to the image."""
+    with torch.no_grad():  # the embedding's width and stride, from a dry run
+        was = segmenter.training
+        f = segmenter.eval()(torch.zeros(1, channels, 64, 64)).features
+        segmenter.train(was)
+    n_up = max(0, round(math.log2(64 / f.shape[-1])))
+    return FeatureDecoder(f.shape[1], channels, ngf=m.ngf, n_up=n_up, dropout=m.dropout)
+
+
 @register("lsd")
 class LSD(Method):
     def __init__(self, *, cfg: LSDConfig, segmenter: SegNet, generator: FeatureDecoder, disc: PixelDiscriminator,
@@ -60,13 +70,7 @@ class LSD(Method):
     def from_config(cls, cfg, info):
         m = cfg.method
         segmenter = build_segmenter(cfg.backbone, in_channels=info.channels, num_classes=info.num_classes)
-        with torch.no_grad():  # the embedding's width and stride, from a dry run
-            was = segmenter.training
-            f = segmenter.eval()(torch.zeros(1, info.channels, 64, 64)).features
-            segmenter.train(was)
-        n_up = max(0, round(math.log2(64 / f.shape[-1])))
-        generator = FeatureDecoder(f.shape[1], info.channels, ngf=m.ngf, n_up=n_up, dropout=m.dropout)
-        return cls(cfg=m, segmenter=segmenter, generator=generator,
+        return cls(cfg=m, segmenter=segmenter, generator=generator_for(segmenter, info.channels, m),
                    disc=PixelDiscriminator(info.channels, info.num_classes, m.ndf, norm=m.disc_norm.value),
                    head_optimizer=seg_overrides(cfg)["head"])
 
