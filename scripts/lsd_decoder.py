@@ -58,9 +58,9 @@ def main() -> None:
         for step in range(1, args.steps + 1):
             i = torch.randint(0, n, (args.batch,), generator=g)
             xs, xt = norm(source.train_x[i]), norm(target.train_x[i])
-            with torch.no_grad():
-                fs, ft = net(torch.cat([xs, xt])).features.chunk(2)
-            ls, lt = (gen(fs, size) - xs).abs().mean(), (gen(ft, size) - xt).abs().mean()
+            with torch.no_grad():  # (embedding, skip maps) of each domain, one joint pass
+                (_, fs), (_, ft) = trained.embed_pair(xs, xt)
+            ls, lt = (gen(fs[0], size, fs[1]) - xs).abs().mean(), (gen(ft[0], size, ft[1]) - xt).abs().mean()
             opt.zero_grad()
             (ls + lt).backward()
             opt.step()

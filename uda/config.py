@@ -429,6 +429,8 @@ class LSDConfig(MethodConfig):
     dropout: float = 0.5  # in the generator, in place of a noise input
     gen_adv_weight: float = 1.0  # G's within-domain adversarial terms (the authors' released code: 0.1)
     disc_norm: DiscNorm = DiscNorm.batch  # D's normalisation layers
+    warmup_steps: int = 0  # F+C without the adversarial terms first (D and G train); 0 = the paper
+    gen_skips: bool = False  # G also reads the segmenter's skip_modules() (the authors' code: pool3, pool4)
     gan_optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(
         name=OptimName.adam, lr=1e-4, betas=[0.7, 0.999], schedule=Schedule.constant))
 
@@ -655,9 +657,9 @@ def validate(cfg: TrainConfig) -> None:
     if isinstance(m, (AdaptSegNetConfig, ROADConfig, LSDConfig)) and not seg_pair:
         raise ConfigError(f"method={m.name} needs a segmentation pair (data=digits_seg, gta5_cityscapes, "
                           f"synthia_cityscapes), got data={d.name}")
+    if isinstance(m, (ROADConfig, LSDConfig)) and not 0 <= m.warmup_steps < t.max_steps:
+        raise ConfigError(f"method.warmup_steps must be in [0, trainer.max_steps={t.max_steps}), got {m.warmup_steps}")
     if isinstance(m, ROADConfig):
-        if not 0 <= m.warmup_steps < t.max_steps:
-            raise ConfigError(f"method.warmup_steps must be in [0, trainer.max_steps={t.max_steps}), got {m.warmup_steps}")
         for key in ("dist_weight", "spatial_weight", "grl_gamma"):
             _nonneg(getattr(m, key), f"method.{key}")
         _widths(m.grid, "method.grid", 2)

@@ -19,6 +19,12 @@ batch (``forward_pair``) so batch-norm statistics that train match between train
 The authors' released code differs from the paper's text in two settings kept as options: G's own
 adversarial terms weighted 0.1 (``gen_adv_weight``, default 1 as in the paper's losses) and InstanceNorm in
 D (``disc_norm: instance``; default BatchNorm, each of D's inputs a batch of its own).
+``gen_skips``: G also reads the feature maps of the segmenter's ``skip_modules()`` (the authors' released code
+feeds FCN-8s's pool3 and pool4 to G besides fc7; digits_seg's net: its 2nd and 3rd blocks), so F's
+cross-domain gradient also reaches those layers through G (default off: the paper's text, G on the embedding).
+Without pretrained weights (digits_seg; the paper starts F from ImageNet VGG16) ``warmup_steps`` > 0 gives a
+warm-up stage: D and G take their steps as above, F+C the segmentation loss alone, so the adversarial terms
+start from an F that segments the source and a G and D trained on its embedding (default 0: the paper).
 F/C use the run's ``optimizer`` (the paper: Adam 1e-5, beta1 0.7, see the GTA5 recipe); G and D use ``gan_optimizer`` (Adam 1e-4, beta1 0.7).
 """
 from __future__ import annotations
@@ -30,10 +36,10 @@ import torch.nn.functional as F
 
 from uda.config import LSDConfig, OptimizerConfig
 from uda.losses import l1, seg_ce
-from uda.methods.base import Batch, Method
+from uda.methods.base import Batch, Method, Stage
 from uda.methods.source_only import seg_groups, seg_overrides
 from uda.nets import set_requires_grad
-from uda.nets.segmentation import FeatureDecoder, PixelDiscriminator, SegNet, build_segmenter, forward_pair
+from uda.nets.segmentation import FeatureDecoder, PixelDiscriminator, SegNet, SegOut, build_segmenter, forward_pair
 from uda.registry import register
 
 SRC_REAL, SRC_FAKE, TGT_REAL, TGT_FAKE = 0, 1, 2, 3
@@ -45,14 +51,31 @@ def four_way(logits: torch.Tensor, label: int) -> torch.Tensor:
     return F.cross_entropy(logits.float(), target)
 
 
+def _keep_output(module: torch.nn.Module, inputs, output: torch.Tensor) -> None:
+    """Forward hook: the module's latest output, for G to read (taken, and so released, by ``taken``)."""
+    module.lsd_output = output
+
+
+def taken(modules: list[torch.nn.Module]) -> list[torch.Tensor]:
+    return [m.__dict__.pop("lsd_output") for m in modules]
+
+
 def generator_for(segmenter: SegNet, channels: int, m: LSDConfig) -> FeatureDecoder:
-    """G for this segmenter's embedding: its width, and 2x upsamplings from its stride back to the image."""
-    with torch.no_grad():  # the embedding's width and stride, from a dry run
+    """G for this segmenter's embedding: its width, and 2x upsamplings from its stride back to the image;
+    with ``gen_skips``, each skip map joins at the level of its own resolution."""
+    skips = segmenter.skip_modules() if m.gen_skips else []
+    hooks = [mod.register_forward_hook(_keep_output) for mod in skips]
+    with torch.no_grad():  # widths and strides, from a dry run
         was = segmenter.training
         f = segmenter.eval()(torch.zeros(1, channels, 64, 64)).features
         segmenter.train(was)
+    maps = taken(skips)
+    for h in hooks:
+        h.remove()
     n_up = max(0, round(math.log2(64 / f.shape[-1])))
-    return FeatureDecoder(f.shape[1], channels, ngf=m.ngf, n_up=n_up, dropout=m.dropout)
+    levels = [min(n_up, max(0, round(math.log2(t.shape[-1] / f.shape[-1])))) for t in maps]
+    return FeatureDecoder(f.shape[1], channels, ngf=m.ngf, n_up=n_up, dropout=m.dropout,
+                          skips=[(t.shape[1], lv) for t, lv in zip(maps, levels)])
 
 
 @register("lsd")
@@ -65,6 +88,9 @@ class LSD(Method):
         self.generator = generator
         self.disc = disc
         self.head_optimizer = head_optimizer
+        self.skip_modules = segmenter.skip_modules() if cfg.gen_skips else []  # a plain list: not re-registered
+        for mod in self.skip_modules:
+            mod.register_forward_hook(_keep_output)
 
     @classmethod
     def from_config(cls, cfg, info):
@@ -81,15 +107,32 @@ class LSD(Method):
     def optimizer_overrides(self):
         return {"head": self.head_optimizer, "gen": self.cfg.gan_optimizer, "disc": self.cfg.gan_optimizer}
 
-    def _fake(self, f: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return self.generator(f, tuple(x.shape[-2:]))
+    def stages(self, max_steps):
+        w = self.cfg.warmup_steps
+        return ([Stage("warmup", w)] if w else []) + [Stage("adapt", max_steps - w)]
+
+    def _fake(self, f: tuple[torch.Tensor, list[torch.Tensor]], x: torch.Tensor) -> torch.Tensor:
+        """G(F(x)) from (embedding, skip maps), at x's size."""
+        return self.generator(f[0], tuple(x.shape[-2:]), f[1])
+
+    def embed(self, x: torch.Tensor) -> tuple[SegOut, tuple[torch.Tensor, list[torch.Tensor]]]:
+        out = self.segmenter(x)
+        return out, (out.features, taken(self.skip_modules))
+
+    def embed_pair(self, x_s: torch.Tensor, x_t: torch.Tensor):
+        """F on both domains as ``forward_pair`` runs it; per domain (SegOut, (embedding, skip maps))."""
+        if x_s.shape[1:] != x_t.shape[1:]:
+            return self.embed(x_s), self.embed(x_t)
+        (out_s, out_t), n = forward_pair(self.segmenter, x_s, x_t), x_s.shape[0]
+        maps = taken(self.skip_modules)
+        return (out_s, (out_s.features, [t[:n] for t in maps])), (out_t, (out_t.features, [t[n:] for t in maps]))
 
     def update(self, src: Batch, tgt: Batch, step, opt):
         c = self.cfg
         x_s, x_t, y_s = src.x, tgt.x, src.y
         # 1) D step: real and reconstructed images of both domains, + auxiliary segmentation of real source
         with torch.no_grad():
-            f_s, f_t = (o.features for o in forward_pair(self.segmenter, x_s, x_t))
+            (_, f_s), (_, f_t) = self.embed_pair(x_s, x_t)
             fake_s, fake_t = self._fake(f_s, x_s), self._fake(f_t, x_t)
         d_real_s, seg_real_s = self.disc(x_s)
         loss_d = (four_way(d_real_s, SRC_REAL) + four_way(self.disc(fake_s)[0], SRC_FAKE)
@@ -99,7 +142,7 @@ class LSD(Method):
         # 2) G step (D frozen): reconstructions pass as real of their own domain, + aux CE + L1
         set_requires_grad([self.disc], False)
         with torch.no_grad():
-            f_s, f_t = (o.features for o in forward_pair(self.segmenter, x_s, x_t))
+            (_, f_s), (_, f_t) = self.embed_pair(x_s, x_t)
         fake_s, fake_t = self._fake(f_s, x_s), self._fake(f_t, x_t)
         d_fs, seg_fs = self.disc(fake_s)
         loss_recon = l1(fake_s, x_s) + l1(fake_t, x_t)
@@ -108,22 +151,28 @@ class LSD(Method):
         opt.step(loss_g, "gen")
         # 3) F + C step (D and G frozen): segment source, and make each domain's reconstruction look
         #    like the OTHER domain's real images (cross-domain confusion)
+        #    (warm-up stage: the segmentation loss alone)
         set_requires_grad([self.generator], False)
-        out_s, out_t = forward_pair(self.segmenter, x_s, x_t)
+        (out_s, f_s), (out_t, f_t) = self.embed_pair(x_s, x_t)
         loss_seg = seg_ce(out_s.logits, y_s)
-        d_fs, seg_fs = self.disc(self._fake(out_s.features, x_s))
-        loss_adv = (four_way(d_fs, TGT_REAL) + four_way(self.disc(self._fake(out_t.features, x_t))[0], SRC_REAL)
-                    + c.aux_weight * seg_ce(seg_fs, y_s))
-        opt.step(loss_seg + c.adv_weight * loss_adv, "seg", "head")
+        logs = {"loss/seg": loss_seg.detach(), "loss/disc": loss_d.detach(), "loss/gen": loss_g.detach(),
+                "loss/recon": loss_recon.detach()}
+        if step < c.warmup_steps:
+            opt.step(loss_seg, "seg", "head")
+        else:
+            d_fs, seg_fs = self.disc(self._fake(f_s, x_s))
+            loss_adv = (four_way(d_fs, TGT_REAL) + four_way(self.disc(self._fake(f_t, x_t))[0], SRC_REAL)
+                        + c.aux_weight * seg_ce(seg_fs, y_s))
+            opt.step(loss_seg + c.adv_weight * loss_adv, "seg", "head")
+            logs["loss/adv"] = loss_adv.detach()
         set_requires_grad([self.disc, self.generator], True)
-        return {"loss/seg": loss_seg.detach(), "loss/adv": loss_adv.detach(), "loss/disc": loss_d.detach(),
-                "loss/gen": loss_g.detach(), "loss/recon": loss_recon.detach()}
+        return logs
 
     def images(self, x_s: torch.Tensor, x_t: torch.Tensor) -> dict[str, torch.Tensor]:
         """Reconstructions G(F(x)) under each domain's images (rows: x, G(F(x)))."""
-        return {f"reconstruction/{name}": torch.cat([x, self._fake(self.segmenter(x).features, x)])
+        return {f"reconstruction/{name}": torch.cat([x, self._fake(self.embed(x)[1], x)])
                 for name, x in (("source", x_s), ("target", x_t))}
 
     def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.segmenter(x)
+        out, _ = self.embed(x)  # (releases the skip maps the hooks kept)
         return out.features, out.logits

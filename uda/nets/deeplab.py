@@ -74,6 +74,9 @@ class DeepLabV2(SegNet):
         heads = [self.classifier] + ([self.aux_classifier] if self.aux_classifier is not None else [])
         return [p for h in heads for p in h.parameters()]
 
+    def skip_modules(self) -> list[nn.Module]:
+        return [self.body.layer2, self.body.layer3]  # strides 8 and 8 (dilated), 512 and 1024 channels
+
 
 def deeplab_v2(cfg: DeepLabV2Config, *, in_channels: int, num_classes: int, aux: bool) -> DeepLabV2:
     from torchvision import models

@@ -83,6 +83,9 @@ class FCN8s(SegNet):
     def new_parameters(self) -> list[nn.Parameter]:
         return [p for m in (self.score_fr, self.score_pool4, self.score_pool3) for p in m.parameters()]
 
+    def skip_modules(self) -> list[nn.Module]:
+        return [self.features[self.pool3], self.features[self.pool4]]
+
 
 def fcn8s(cfg: FCN8sConfig, *, in_channels: int, num_classes: int) -> FCN8s:
     from torchvision import models

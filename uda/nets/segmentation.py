@@ -9,6 +9,7 @@ Parameters are split into ``pretrained_parameters()`` (ImageNet-initialisable bo
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -57,6 +58,11 @@ class SegNet(nn.Module):
     def new_parameters(self) -> list[nn.Parameter]:
         raise NotImplementedError
 
+    def skip_modules(self) -> list[nn.Module]:
+        """Modules below the embedding whose outputs a decoder may read, shallow to deep (LSD's ``gen_skips``;
+        the authors' generator reads FCN-8s's pool3 and pool4 besides fc7)."""
+        raise NotImplementedError
+
 
 def _block(c_in: int, c_out: int, dilation: int = 1) -> nn.Sequential:
     conv = lambda a, b: nn.Conv2d(a, b, 3, padding=dilation, dilation=dilation, bias=False)  # noqa: E731
@@ -94,6 +100,9 @@ class SmallSegNet(SegNet):
     def new_parameters(self) -> list[nn.Parameter]:
         heads = [self.classifier] + ([self.aux_classifier] if self.aux_classifier is not None else [])
         return [p for h in heads for p in h.parameters()]
+
+    def skip_modules(self) -> list[nn.Module]:
+        return list(self.blocks[-3:-1])  # the two blocks before the last (digits_seg: strides 2 and 4)
 
 
 SEGMENTERS = ("seg_small", "deeplabv2", "fcn8s")
@@ -147,23 +156,42 @@ class FeatureDecoder(nn.Module):
 
     ``n_up`` x (2x bilinear upsampling, 3x3 conv, BN, ReLU, dropout: the noise source, as in the
     paper), halving the width from ``ngf * 2^(n_up-1)``; a 3x3 conv to image channels, then resized to
-    the input's exact size. Linear output: images live in the pair's normalised space."""
+    the input's exact size. Linear output: images live in the pair's normalised space.
+    ``skips``: (channels, level) of intermediate feature maps it also reads, each resized (bilinear) to and
+    concatenated with its level's input: level 0 the embedding, level i the output of the i-th upsampling."""
 
-    def __init__(self, in_channels: int, out_channels: int, *, ngf: int, n_up: int, dropout: float):
+    def __init__(self, in_channels: int, out_channels: int, *, ngf: int, n_up: int, dropout: float,
+                 skips: Sequence[tuple[int, int]] = ()):
         super().__init__()
+        self.levels = [level for _, level in skips]
+        if any(not 0 <= lv <= n_up for lv in self.levels):
+            raise ValueError(f"skip levels must be in [0, {n_up}], got {self.levels}")
+        extra = [sum(ch for ch, lv in skips if lv == i) for i in range(n_up + 1)]
         layers: list[nn.Module] = []
-        c = in_channels
+        c = in_channels + extra[0]
         for i in range(n_up):
             w = ngf * 2 ** (n_up - 1 - i)
             layers += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-                       nn.Conv2d(c, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
-                       nn.Dropout2d(dropout)]
+                       nn.Conv2d(c + extra[i + 1], w, 3, padding=1, bias=False), nn.BatchNorm2d(w),
+                       nn.ReLU(inplace=True), nn.Dropout2d(dropout)]
             c = w
         layers.append(nn.Conv2d(c, out_channels, 3, padding=1))
         self.net = nn.Sequential(*layers)
 
-    def forward(self, f: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        return upsample(self.net(f), size)
+    def _join(self, h: torch.Tensor, skips: Sequence[torch.Tensor], level: int) -> torch.Tensor:
+        extra = [upsample(s, tuple(h.shape[-2:])) for s, lv in zip(skips, self.levels) if lv == level]
+        return torch.cat([h, *extra], 1) if extra else h
+
+    def forward(self, f: torch.Tensor, size: tuple[int, int], skips: Sequence[torch.Tensor] = ()) -> torch.Tensor:
+        if len(skips) != len(self.levels):
+            raise ValueError(f"this decoder reads {len(self.levels)} skip feature maps, got {len(skips)}")
+        h, level = self._join(f, skips, 0), 0
+        for layer in self.net:
+            h = layer(h)
+            if isinstance(layer, nn.Upsample):
+                level += 1
+                h = self._join(h, skips, level)
+        return upsample(h, size)
 
 
 class PixelDiscriminator(nn.Module):
