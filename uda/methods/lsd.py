@@ -16,12 +16,12 @@ Readings where the paper is ambiguous: the 4-way losses are means over D's outpu
 weight 0.1 (``adv_weight``) multiplies all of its adversarial terms including the auxiliary one; the
 reconstruction is an L1 mean in the pair's normalised image space; F sees source and target as one
 batch (``forward_pair``) so batch-norm statistics that train match between training and evaluation.
-The authors' released code differs from the paper's text in two settings kept as options: G's own
-adversarial terms weighted 0.1 (``gen_adv_weight``, default 1 as in the paper's losses) and InstanceNorm in
-D (``disc_norm: instance``; default BatchNorm, each of D's inputs a batch of its own).
-``gen_skips``: G also reads the feature maps of the segmenter's ``skip_modules()`` (the authors' released code
-feeds FCN-8s's pool3 and pool4 to G besides fc7; digits_seg's net: its 2nd and 3rd blocks), so F's
-cross-domain gradient also reaches those layers through G (default off: the paper's text, G on the embedding).
+The authors' released code differs from the paper's text in three settings kept as options: G's own
+adversarial terms weighted 0.1 (``gen_adv_weight``, default 1 as in the paper's losses), InstanceNorm in
+D (``disc_norm: instance``; default BatchNorm, each of D's inputs a batch of its own), and a G that also reads
+intermediate feature maps (``gen_skips``: the segmenter's ``skip_modules()``; the authors feed FCN-8s's pool3
+and pool4 to G besides fc7, digits_seg's net gives its 2nd and 3rd blocks), so that F's cross-domain gradient
+also reaches those layers through G (default off: the paper's text, G on the embedding alone).
 Without pretrained weights (digits_seg; the paper starts F from ImageNet VGG16) ``warmup_steps`` > 0 gives a
 warm-up stage: D and G take their steps as above, F+C the segmentation loss alone, so the adversarial terms
 start from an F that segments the source and a G and D trained on its embedding (default 0: the paper).
