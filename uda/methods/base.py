@@ -31,6 +31,11 @@ class Stage:
     steps: int
 
 
+def warmup_stages(warmup_steps: int, max_steps: int) -> list[Stage]:
+    """A ``warmup`` stage of ``warmup_steps`` (none when 0), then ``adapt`` for the rest (ROAD, LSD)."""
+    return ([Stage("warmup", warmup_steps)] if warmup_steps else []) + [Stage("adapt", max_steps - warmup_steps)]
+
+
 class Method(nn.Module):
     method_name: str = ""
 

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from uda.config import LSDConfig, OptimizerConfig
 from uda.losses import l1, seg_ce
-from uda.methods.base import Batch, Method, Stage
+from uda.methods.base import Batch, Method, warmup_stages
 from uda.methods.source_only import seg_groups, seg_overrides
 from uda.nets import set_requires_grad
 from uda.nets.segmentation import FeatureDecoder, PixelDiscriminator, SegNet, SegOut, build_segmenter, forward_pair
@@ -108,8 +108,7 @@ class LSD(Method):
         return {"head": self.head_optimizer, "gen": self.cfg.gan_optimizer, "disc": self.cfg.gan_optimizer}
 
     def stages(self, max_steps):
-        w = self.cfg.warmup_steps
-        return ([Stage("warmup", w)] if w else []) + [Stage("adapt", max_steps - w)]
+        return warmup_stages(self.cfg.warmup_steps, max_steps)
 
     def _fake(self, f: tuple[torch.Tensor, list[torch.Tensor]], x: torch.Tensor) -> torch.Tensor:
         """G(F(x)) from (embedding, skip maps), at x's size."""

@@ -41,7 +41,7 @@ from torch import nn
 
 from uda.config import OptimizerConfig, RegionOutput, ROADConfig, TeacherNorm
 from uda.losses import domain_bce, grad_reverse, grl_lambda, seg_ce
-from uda.methods.base import Batch, Method, Stage
+from uda.methods.base import Batch, Method, warmup_stages
 from uda.methods.source_only import seg_groups, seg_overrides
 from uda.nets.segmentation import SegNet, build_segmenter, forward_pair
 from uda.registry import register
@@ -103,8 +103,7 @@ class ROAD(Method):
         return {"head": self.head_optimizer}
 
     def stages(self, max_steps):
-        w = self.cfg.warmup_steps
-        return ([Stage("warmup", w)] if w else []) + [Stage("adapt", max_steps - w)]
+        return warmup_stages(self.cfg.warmup_steps, max_steps)
 
     def grl_lambda(self, step: int) -> float:
         w = self.cfg.warmup_steps
