@@ -138,5 +138,12 @@ def barrier() -> None:
 
 
 def shutdown() -> None:
+    """Leave the process group once every rank is done with it.
+
+    The barrier first: rank 0 returns from the final ``broadcast_object`` while the other ranks may
+    still be receiving, and tearing down gloo with that work in flight can abort the process at
+    interpreter exit ("terminate called without an active exception") after a finished run.
+    """
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
