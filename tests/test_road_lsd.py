@@ -209,7 +209,19 @@ def test_lsd_instance_norm_discriminator_scores_each_image_independently_of_its_
     assert torch.nn.InstanceNorm2d in kinds and torch.nn.BatchNorm2d not in kinds
 
 
+def test_lsd_disc_lr_scale_slows_only_the_discriminator():
+    m = get_method("lsd").from_config(make_cfg(*TINY, *LSD, "method.gan_optimizer.lr=0.002",
+                                               "method.disc_lr_scale=0.25"), INFO)
+    over = m.optimizer_overrides()
+    assert over["disc"].lr == pytest.approx(0.0005) and over["gen"].lr == pytest.approx(0.002)
+    assert over["disc"].betas == over["gen"].betas and over["disc"].schedule == over["gen"].schedule
+    paper = get_method("lsd").from_config(make_cfg(*TINY, *LSD), INFO).optimizer_overrides()
+    assert paper["disc"].lr == paper["gen"].lr == pytest.approx(1e-4)
+
+
 def test_lsd_bad_settings_are_clear_errors():
+    with pytest.raises(ConfigError, match=r"method\.disc_lr_scale must be > 0"):
+        validate(make_cfg(*TINY, *LSD, "method.disc_lr_scale=0"))
     with pytest.raises(ConfigError, match=r"method\.gen_adv_weight must be >= 0"):
         validate(make_cfg(*TINY, *LSD, "method.gen_adv_weight=-1"))
     with pytest.raises(ConfigError, match=r"method\.warmup_steps must be in \[0, trainer\.max_steps=10\), got 10"):

@@ -431,6 +431,7 @@ class LSDConfig(MethodConfig):
     disc_norm: DiscNorm = DiscNorm.batch  # D's normalisation layers
     warmup_steps: int = 0  # F+C without the adversarial terms first (D and G train); 0 = the paper
     gen_skips: bool = False  # G also reads the segmenter's skip_modules() (the authors' code: pool3, pool4)
+    disc_lr_scale: float = 1.0  # D's learning rate = gan_optimizer.lr x this (1 = the paper: G and D alike)
     gan_optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(
         name=OptimName.adam, lr=1e-4, betas=[0.7, 0.999], schedule=Schedule.constant))
 
@@ -678,6 +679,7 @@ def validate(cfg: TrainConfig) -> None:
         if not 0 <= m.dropout < 1:
             raise ConfigError(f"method.dropout must be in [0, 1), got {m.dropout}")
         _positive(m.gan_optimizer.lr, "method.gan_optimizer.lr")
+        _positive(m.disc_lr_scale, "method.disc_lr_scale")
     if isinstance(m, DANNConfig):
         _nonneg(m.adv_weight, "method.adv_weight")
         _nonneg(m.grl_gamma, "method.grl_gamma")

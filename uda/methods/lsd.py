@@ -25,10 +25,12 @@ also reaches those layers through G (default off: the paper's text, G on the emb
 Without pretrained weights (digits_seg; the paper starts F from ImageNet VGG16) ``warmup_steps`` > 0 gives a
 warm-up stage: D and G take their steps as above, F+C the segmentation loss alone, so the adversarial terms
 start from an F that segments the source and a G and D trained on its embedding (default 0: the paper).
-F/C use the run's ``optimizer`` (the paper: Adam 1e-5, beta1 0.7, see the GTA5 recipe); G and D use ``gan_optimizer`` (Adam 1e-4, beta1 0.7).
+F/C use the run's ``optimizer`` (the paper: Adam 1e-5, beta1 0.7, see the GTA5 recipe); G and D use ``gan_optimizer`` (Adam 1e-4, beta1 0.7),
+D's learning rate times ``disc_lr_scale`` (default 1: the paper's one rate for both; < 1 slows a D that overpowers G).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -105,7 +107,9 @@ class LSD(Method):
                                              "disc": list(self.disc.parameters())}
 
     def optimizer_overrides(self):
-        return {"head": self.head_optimizer, "gen": self.cfg.gan_optimizer, "disc": self.cfg.gan_optimizer}
+        gan = self.cfg.gan_optimizer
+        disc = gan if self.cfg.disc_lr_scale == 1 else dataclasses.replace(gan, lr=gan.lr * self.cfg.disc_lr_scale)
+        return {"head": self.head_optimizer, "gen": gan, "disc": disc}
 
     def stages(self, max_steps):
         return warmup_stages(self.cfg.warmup_steps, max_steps)
