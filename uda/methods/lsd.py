@@ -108,8 +108,8 @@ class LSD(Method):
 
     def optimizer_overrides(self):
         gan = self.cfg.gan_optimizer
-        disc = gan if self.cfg.disc_lr_scale == 1 else dataclasses.replace(gan, lr=gan.lr * self.cfg.disc_lr_scale)
-        return {"head": self.head_optimizer, "gen": gan, "disc": disc}
+        return {"head": self.head_optimizer, "gen": gan,
+                "disc": dataclasses.replace(gan, lr=gan.lr * self.cfg.disc_lr_scale)}
 
     def stages(self, max_steps):
         return warmup_stages(self.cfg.warmup_steps, max_steps)
