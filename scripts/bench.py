@@ -1,7 +1,7 @@
 """Steady-state training speed: `uda`'s loop vs the bare PyTorch step on in-memory tensors.
 
-    python scripts/bench.py                                   # DANN and DSN, fp32/bf16 x channels_last
-    python scripts/bench.py --methods dann --settings fp32,bf16+cl --steps 500 --out bench.json
+    python scripts/bench.py                                   # all nine methods, fp32
+    python scripts/bench.py --methods dann,dsn --settings fp32,bf16,fp32+cl,bf16+cl --out bench.json
     python scripts/bench.py --methods dann --settings fp32 --compile   # + torch.compile'd bare step
 
 For each method and setting it measures, after ``--warmup`` steps:
@@ -16,6 +16,9 @@ For each method and setting it measures, after ``--warmup`` steps:
   (``loop_images_per_s`` in summary.json; evaluations and checkpoints fall outside that window).
 
 and prints ratio = framework / bare (1.0 = no overhead) as a table; ``--out`` writes the rows as JSON.
+Both run the same step indices (so a multi-stage method spends the same steps in each stage): ``METHODS``
+gives each method's pair and the overrides that fit its stages into the timed steps (``--warmup`` +
+``--steps``) and keep the GAN methods within a CPU budget (the sizes of the CPU recipes).
 The two are measured alternately ``--repeats`` times and the best of each is kept. Run it on a quiet
 machine: a second busy process distorts CPU timings by 10x or more.
 """
@@ -30,10 +33,19 @@ from pathlib import Path
 import torch
 
 SETTINGS = {"fp32": ("fp32", False), "bf16": ("bf16", False), "fp32+cl": ("fp32", True), "bf16+cl": ("bf16", True)}
+_GAN = ["trainer.batch_size=32", "method.ngf=16", "method.n_blocks=3"]  # cycada_mnist_mnistm_cpu's translator
+_SEG = ["data=digits_seg", "trainer.batch_size=16"]  # digits_seg_cpu's batch
+# method -> overrides: its pair, and stages that fit the default 40 + 200 steps
+METHODS = {
+    "source_only": [], "dann": [], "dsn": [], "adda": ["method.pretrain_steps=120"],
+    "cyclegan": _GAN, "cycada": [*_GAN, "method.source_steps=40", "method.translate_steps=100"],
+    "adaptsegnet": _SEG, "road": [*_SEG, "method.warmup_steps=40"], "lsd": [*_SEG, "method.ngf=16", "method.ndf=16"],
+}
 
 
 def compose(method: str, precision: str, channels_last: bool, batch: int | None, steps: int, log_every: int,
             threads: int):
+    """The method's config for ``steps`` steps with logging points every ``log_every`` (evaluation at the end)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
@@ -45,7 +57,7 @@ def compose(method: str, precision: str, channels_last: bool, batch: int | None,
     overrides = [f"method={method}", f"trainer.precision={precision}",
                  f"trainer.channels_last={str(channels_last).lower()}", f"trainer.max_steps={steps}",
                  f"trainer.eval_every={steps}", f"trainer.checkpoint_every={steps}", f"trainer.log_every={log_every}",
-                 "trainer.progress=none", f"trainer.threads={threads}", "data.test_subset=500"]
+                 "trainer.progress=none", f"trainer.threads={threads}", "data.test_subset=500", *METHODS[method]]
     if batch:
         overrides.append(f"trainer.batch_size={batch}")
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
@@ -78,7 +90,7 @@ def bare_step_rate(cfg, steps: int, warmup: int, compiled: bool) -> float:
     stepper = Stepper(opts, torch.amp.GradScaler("cpu", enabled=False), "cpu")
     B = cfg.trainer.batch_size
     prepare = Normalize(info.mean, info.std, device, cfg.trainer.channels_last, crop=info.image_size)
-    src, tgt = Batch(prepare(source.train_x[:B]), source.train_y[:B]), Batch(prepare(target.train_x[:B]), None)
+    src, tgt = Batch(prepare(source.train_x[:B]), source.train_y[:B].long()), Batch(prepare(target.train_x[:B]), None)
     precision = Precision(cfg.trainer.precision.value)
     method.train()
     for i in range(warmup + steps):
@@ -101,10 +113,10 @@ def framework_rate(cfg) -> tuple[float, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--methods", default="dann,dsn")
-    ap.add_argument("--settings", default=",".join(SETTINGS), help=f"comma list of {', '.join(SETTINGS)}")
-    ap.add_argument("--steps", type=int, default=300, help="timed steps (after --warmup)")
-    ap.add_argument("--warmup", type=int, default=50)
+    ap.add_argument("--methods", default=",".join(METHODS), help=f"comma list of {', '.join(METHODS)}")
+    ap.add_argument("--settings", default="fp32", help=f"comma list of {', '.join(SETTINGS)}")
+    ap.add_argument("--steps", type=int, default=200, help="timed steps (after --warmup)")
+    ap.add_argument("--warmup", type=int, default=40)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=0, help="per domain; 0 = the config's")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -115,6 +127,9 @@ def main() -> None:
     unknown = [s for s in settings if s not in SETTINGS]
     if unknown:
         ap.error(f"unknown setting(s) {unknown}; choose from {list(SETTINGS)}")
+    bad = [m for m in args.methods.split(",") if m not in METHODS]
+    if bad:
+        ap.error(f"unknown method(s) {bad}; choose from {list(METHODS)}")
     if args.steps % args.warmup:
         ap.error("--steps must be a multiple of --warmup (the loop is timed between logging points)")
     torch.set_num_threads(args.threads)
