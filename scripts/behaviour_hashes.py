@@ -3,6 +3,7 @@
     python scripts/behaviour_hashes.py --out before.json            # run everything (~5-10 min on 2 cores)
     python scripts/behaviour_hashes.py --out after.json --only dann,dsn
     python scripts/behaviour_hashes.py --compare before.json after.json   # exit 1 on any difference
+    python scripts/behaviour_hashes.py --compare before.json after.json --rename method.g_st.=method.translator.g_st.
 
 What it records, through the ``uda`` command only (so it measures any version of the code the same way;
 point ``PYTHONPATH`` at another checkout to fingerprint that one):
@@ -143,8 +144,24 @@ def diff(a, b, path: str = "") -> list[str]:
     return [] if a == b else [f"{path.rstrip('.')}: {a!r} -> {b!r}"]
 
 
-def compare(a_file: Path, b_file: Path) -> int:
-    a, b = json.loads(a_file.read_text()), json.loads(b_file.read_text())
+def renamed(fp: dict, renames: list[str]) -> dict:
+    """``fp`` with tensor names renamed by ``OLD=NEW`` prefix pairs (``method.g_st.=method.translator.g_st.``),
+    for a deliberate change of a checkpoint's key names whose tensors stay the same."""
+    pairs = [r.split("=", 1) for r in renames]
+    for run in fp.get("runs", {}).values():
+        out = {}
+        for k, v in run["tensors"].items():
+            for old, new in pairs:
+                if k.startswith(old):
+                    k = new + k[len(old):]
+                    break
+            out[k] = v
+        run["tensors"] = out
+    return fp
+
+
+def compare(a_file: Path, b_file: Path, renames: list[str] = ()) -> int:
+    a, b = renamed(json.loads(a_file.read_text()), list(renames)), json.loads(b_file.read_text())
     bad = 0
     for section in ("runs", "configs"):
         for name in sorted(a.get(section, {}).keys() | b.get(section, {}).keys()):
@@ -165,9 +182,11 @@ def main() -> int:
     ap.add_argument("--only", default="", help="comma list of run names (default: all): " + ", ".join(RUNS))
     ap.add_argument("--no-configs", action="store_true", help="skip the composed-config dumps")
     ap.add_argument("--compare", nargs=2, type=Path, metavar=("A", "B"), help="compare two fingerprint files")
+    ap.add_argument("--rename", action="append", default=[], metavar="OLD=NEW",
+                    help="with --compare: rename A's tensor-name prefix OLD to NEW first (repeatable)")
     args = ap.parse_args()
     if args.compare:
-        return compare(*args.compare)
+        return compare(*args.compare, renames=args.rename)
     if not args.out:
         ap.error("--out FILE (or --compare A B) is required")
     names = args.only.split(",") if args.only else list(RUNS)

@@ -29,11 +29,10 @@ def main() -> None:
 
     import torch
 
-    from uda.config import LSDConfig
     from uda.data.pairs import Normalize, build_pair
     from uda.engine import checkpoint as ckpt
     from uda.eval_run import run_config
-    from uda.methods.lsd import LSD, generator_for
+    from uda.methods.lsd import LSD, LSDConfig, generator_for
 
     torch.set_num_threads(args.threads)
     cfg = run_config(args.run)  # the run's config, as `uda eval` recomposes it

@@ -1,11 +1,12 @@
+"""The losses (uda.losses), each against a hand computation: gradient reversal and its schedule, the domain
+BCE, DSN's SIMSE, difference loss and MMD, the GAN losses, L1 and the segmentation cross-entropy."""
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from uda.config import OptimizerConfig, Schedule
-from uda.engine.optim import lr_factor
-from uda.losses import binary_accuracy, domain_bce, grad_reverse, grl_lambda
+from uda.losses import (binary_accuracy, difference_loss, domain_bce, gan_loss, grad_reverse, grl_lambda, mmd_rbf, seg_ce, simse)
 
 
 def test_grad_reverse_is_identity_forward_and_minus_lambda_backward():
@@ -34,21 +35,6 @@ def test_grl_lambda_schedule_matches_paper():
     assert values == sorted(values)
 
 
-def test_dann_learning_rate_schedule():
-    cfg = OptimizerConfig(lr=0.01, schedule=Schedule.dann, sched_alpha=10, sched_beta=0.75)
-    assert lr_factor(cfg, 0, 100) == 1.0
-    assert lr_factor(cfg, 100, 100) == pytest.approx(11 ** -0.75)
-    assert lr_factor(cfg, 30, 100) == pytest.approx(1 / (1 + 3) ** 0.75)
-
-
-def test_other_schedules():
-    assert lr_factor(OptimizerConfig(schedule=Schedule.constant), 50, 100) == 1.0
-    step = OptimizerConfig(schedule=Schedule.step, sched_gamma=0.5, sched_step_size=10)
-    assert [lr_factor(step, s, 100) for s in (0, 9, 10, 25)] == [1.0, 1.0, 0.5, 0.25]
-    poly = OptimizerConfig(schedule=Schedule.poly, sched_power=0.9)
-    assert lr_factor(poly, 50, 100) == pytest.approx(0.5 ** 0.9)
-
-
 def test_domain_bce_by_hand():
     logits = torch.tensor([0.0, 2.0, -1.0])
     sig = lambda z: 1 / (1 + math.exp(-z))  # noqa: E731
@@ -63,3 +49,76 @@ def test_binary_accuracy():
     assert binary_accuracy(logits, 1).item() == 0.5
     assert binary_accuracy(logits, 0).item() == 0.5
     assert binary_accuracy(torch.tensor([3.0, 1.0, -2.0]), 1).item() == pytest.approx(2 / 3)
+
+
+def test_simse_by_hand():
+    x = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    # d = x - 0; (1/k)||d||^2 - (1/k^2)(sum d)^2 = 30/4 - 100/16
+    assert simse(x, torch.zeros_like(x)).item() == pytest.approx(1.25)
+    # per image, then the mean over the batch
+    xb = torch.stack([x[0], torch.tensor([0.0, 0.0, 0.0, 2.0])])
+    assert simse(xb, torch.zeros_like(xb)).item() == pytest.approx((1.25 + (4 / 4 - 4 / 16)) / 2)
+
+
+def test_simse_is_invariant_to_a_constant_shift_and_mse_is_not():
+    g = torch.Generator().manual_seed(0)
+    x, x_hat = torch.randn(3, 3, 5, 5, generator=g), torch.randn(3, 3, 5, 5, generator=g)
+    assert simse(x, x_hat + 0.7).item() == pytest.approx(simse(x, x_hat).item(), abs=1e-5)
+    assert simse(x, x + 2.0).item() == pytest.approx(0.0, abs=1e-6)  # the MINUS sign: an offset costs nothing
+    assert torch.nn.functional.mse_loss(x_hat + 0.7, x) != pytest.approx(torch.nn.functional.mse_loss(x_hat, x).item())
+
+
+def test_difference_loss_zero_for_orthogonal_codes():
+    h_c = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    h_p = torch.tensor([[0.0, 0.0], [0.0, 1.0]])
+    assert difference_loss(h_c, h_p, normalise=False).item() == 0.0
+    # centred codes whose columns are orthogonal over the batch: zero after normalisation as well
+    h_c = torch.tensor([[1.0], [-1.0], [1.0], [-1.0]])
+    h_p = torch.tensor([[1.0], [1.0], [-1.0], [-1.0]])
+    assert difference_loss(h_c, h_p, normalise=True).item() == pytest.approx(0.0, abs=1e-12)
+    assert difference_loss(h_c, h_c, normalise=True).item() > 0.9
+
+
+def test_difference_loss_by_hand():
+    h_c = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    h_p = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    # H_c^T H_p = [[1, 3], [2, 4]] -> ||.||_F^2 = 30, divided by Dc * Dp = 4
+    assert difference_loss(h_c, h_p, normalise=False).item() == pytest.approx(30 / 4)
+    # normalised: centre columns, L2-normalise rows, by hand
+    c = [[-1.0, -1.0], [1.0, 1.0]]
+    c = [[v / math.sqrt(2) for v in row] for row in c]
+    p = [[0.5, -0.5], [-0.5, 0.5]]
+    p = [[v / math.sqrt(0.5) for v in row] for row in p]
+    corr = [[sum(c[n][i] * p[n][j] for n in range(2)) for j in range(2)] for i in range(2)]
+    want = sum(v * v for row in corr for v in row) / 4
+    assert difference_loss(h_c, h_p, normalise=True).item() == pytest.approx(want, rel=1e-5)
+
+
+def test_mmd_by_hand_and_properties():
+    x, y = torch.tensor([[0.0], [1.0]]), torch.tensor([[2.0]])
+    s = 0.5  # k(a, b) = exp(-(a - b)^2 / (2 s)) = exp(-(a - b)^2)
+    k = lambda d: math.exp(-(d**2))  # noqa: E731
+    want = (k(0) + k(1) + k(1) + k(0)) / 4 + k(0) - 2 * (k(2) + k(1)) / 2
+    assert mmd_rbf(x, y, [s]).item() == pytest.approx(want, rel=1e-5)
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(64, 5, generator=g)
+    assert mmd_rbf(a, a, [1.0, 10.0]).item() == pytest.approx(0.0, abs=1e-6)
+    assert mmd_rbf(a, a + 3, [1.0, 10.0]).item() > mmd_rbf(a, a + 0.3, [1.0, 10.0]).item() > 0
+
+
+def test_seg_ce_ignores_255_and_upsamples_to_the_labels():
+    logits = torch.randn(2, 3, 2, 2)
+    y = torch.randint(0, 3, (2, 4, 4))
+    y[0, 0, 0] = 255
+    up = F.interpolate(logits, size=(4, 4), mode="bilinear", align_corners=False)
+    keep = y != 255
+    hand = -(F.log_softmax(up, 1).gather(1, y.clamp(max=2)[:, None])[:, 0][keep]).mean()
+    torch.testing.assert_close(seg_ce(logits, y), hand)
+
+
+def test_gan_losses_equal_hand_computations():
+    z = torch.tensor([[0.5, -1.0], [2.0, 0.0]])
+    bce_1 = torch.log1p(torch.exp(-z)).mean()  # -log sigmoid(z)
+    torch.testing.assert_close(gan_loss(z, 1, "bce"), bce_1)
+    torch.testing.assert_close(gan_loss(z, 0, "bce"), torch.log1p(torch.exp(z)).mean())
+    torch.testing.assert_close(gan_loss(z, 1, "ls"), ((z - 1) ** 2).mean())

@@ -9,8 +9,6 @@ import os
 import sys
 from pathlib import Path
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
-
 USAGE = """usage: uda <command> [hydra overrides...]
 
 commands:
@@ -29,7 +27,7 @@ commands:
             writes report.md, report.csv and a PNG per pair:
               uda report DIR [DIR...] [--out DIR]
 
-config groups: method, data, backbone, optimizer, trainer (configs/ in the repository)
+config groups: method, data, backbone, optimizer, trainer, experiment (uda/configs/ in the package)
 """
 
 COMMANDS = ("train", "eval", "report", "data")
@@ -56,7 +54,7 @@ def _train(overrides: list[str]) -> int:
     import hydra
     from omegaconf import DictConfig
 
-    from uda.config import register_configs
+    from uda.compose import CONFIG_DIR, register_configs
 
     register_configs()
 
@@ -91,14 +89,14 @@ def _finished(run_dir: Path, conf) -> dict | None:
     if not done.is_file():
         return None
     from uda.config import ConfigError
-    from uda.engine.loop import _config_dict, config_changes
+    from uda.engine.state import config_changes, config_dict
 
     last = run_dir / "checkpoints" / "last.pt"
     if last.is_file():
         import torch
 
         state = torch.load(last, map_location="cpu", weights_only=True)
-        changed = config_changes(state.get("config", {}), _config_dict(conf))
+        changed = config_changes(state.get("config", {}), config_dict(conf))
     else:  # checkpoints deleted: the summary alone marks the run as done
         changed = []
     if changed:
@@ -197,29 +195,29 @@ def _eval(args: list[str]) -> int:
 def _data(args: list[str]) -> int:
     import argparse
 
+    from uda.data.domains import DOMAINS, LISTED, listed
+
     parser = argparse.ArgumentParser(prog="uda data", description="datasets: present, missing, checksums")
     parser.add_argument("action", choices=["list", "verify", "prepare"])
-    parser.add_argument("name", nargs="?", help="domain (verify, prepare): mnist, mnistm, usps, svhn, syndigits, "
-                                                      "amazon, dslr, webcam, mnist_seg, mnistm_seg, gta5, synthia, "
-                                                      "cityscapes")
+    parser.add_argument("name", nargs="?", help=f"domain (verify, prepare): {', '.join(LISTED)}")
     parser.add_argument("--root", default="", help="data root (default: $UDA_DATA or ~/.cache/uda)")
     ns = parser.parse_args(args)
     from uda.config import UserError
-    from uda.data import catalog
     from uda.data.common import data_root
 
     root = data_root(ns.root)
     try:
         if ns.action == "list":
             print(f"data root: {root}")
-            for name, state, detail in catalog.status(root):
+            for name in LISTED:
+                state, detail = DOMAINS[name].status(root)
                 print(f"  {name:10s} {state:8s} {detail}")
-                print(f"  {'':10s} {'':8s} {catalog.DOMAIN_NOTES[name]}")
+                print(f"  {'':10s} {'':8s} {DOMAINS[name].notes}")
             return 0
         if not ns.name:
-            parser.error(f"{ns.action} needs a domain name: {', '.join(catalog.DOMAIN_NOTES)}")
-        fn = catalog.verify if ns.action == "verify" else catalog.prepare
-        print(fn(root, ns.name))
+            parser.error(f"{ns.action} needs a domain name: {', '.join(LISTED)}")
+        domain = listed(ns.name)
+        print((domain.verify if ns.action == "verify" else domain.prepare)(root))
         return 0
     except UserError as e:
         print(f"uda: error: {e}", file=sys.stderr)

@@ -12,16 +12,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from uda.config import ConfigError
+from uda.errors import ConfigError
 
 
 def run_config(run_dir: Path, data: str | None = None, overrides: list[str] | None = None):
     """A run's TrainConfig, composed again from its recorded overrides (+ ``data`` / ``overrides``), validated."""
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from uda.cli import CONFIG_DIR
-    from uda.config import register_configs, validate
+    from uda.compose import compose
+    from uda.config import validate
 
     run_dir = Path(run_dir)
     over_file = run_dir / ".hydra" / "overrides.yaml"
@@ -33,9 +32,7 @@ def run_config(run_dir: Path, data: str | None = None, overrides: list[str] | No
     if data is not None:
         run_overrides = [o for o in run_overrides if not o.startswith("data=")]
         extra.insert(0, f"data={data}")
-    register_configs()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = OmegaConf.to_object(compose("train", overrides=run_overrides + extra))
+    cfg = compose(run_overrides + extra)
     validate(cfg)
     return cfg
 
@@ -49,9 +46,9 @@ def run_eval(run_dir: Path, checkpoint: str = "last", data: str | None = None,
 
     from uda.data.pairs import Normalize, build_pair
     from uda.engine import checkpoint as ckpt
-    from uda.engine.loop import autocast, resolve_device, resolve_precision
-    from uda.metrics import evaluate, evaluate_segmentation
-    from uda.registry import get_method
+    from uda.engine.evaluation import evaluate_pair
+    from uda.engine.runtime import autocast, resolve_device, resolve_precision
+    from uda.methods import get_method
 
     path = Path(checkpoint) if checkpoint.endswith(".pt") else run_dir / "checkpoints" / f"{checkpoint}.pt"
     if not path.is_file():
@@ -64,20 +61,14 @@ def run_eval(run_dir: Path, checkpoint: str = "last", data: str | None = None,
     if trained_classes and trained_classes != info.num_classes:
         raise ConfigError(f"the run was trained on {trained_classes} classes but data={cfg.data.name} has "
                           f"{info.num_classes}")
-    seg = info.task == "segmentation"
-    if not seg or hasattr(source, "to"):
-        source, target = source.to(device), target.to(device)
+    source, target = source.to(device), target.to(device)
     method = get_method(cfg.method.name).from_config(cfg, info).to(device)
     method.load_state_dict(state["method"])
     method.eval()
     prepare = Normalize(info.mean, info.std, device, False, crop=info.image_size)
     with torch.no_grad(), autocast(device, resolve_precision(cfg.trainer.precision, device)):
-        if seg:  # mIoU with per-class IoUs, as the training loop's evaluation
-            scores = evaluate_segmentation(method, source, target, prepare=prepare,
-                                           batch_size=cfg.trainer.eval_batch_size, num_classes=info.num_classes,
-                                           class_names=info.class_names, device=device, workers=cfg.data.workers)
-        else:
-            scores = evaluate(method, source, target, prepare=prepare, batch_size=cfg.trainer.eval_batch_size)
+        scores = evaluate_pair(method, source, target, info, prepare=prepare, batch_size=cfg.trainer.eval_batch_size,
+                               device=device, workers=cfg.data.workers)
     result = {"run": str(run_dir), "checkpoint": str(path), "step": state["step"], "method": cfg.method.name,
               "data": cfg.data.name, **scores}
     out = run_dir / f"eval_{path.stem}_{cfg.data.name}.json"

@@ -6,7 +6,7 @@ import logging
 import os
 from pathlib import Path
 
-from uda.config import UserError
+from uda.errors import UserError
 
 
 class DataError(UserError):

@@ -8,6 +8,8 @@ Images are resized to the pair's size as they are read (torchvision's resize, an
 """
 from __future__ import annotations
 
+import zipfile
+import zlib
 from pathlib import Path
 
 import torch
@@ -16,20 +18,27 @@ from uda.data.common import DataError
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 UNLABELLED = -1  # a target train split without labels
+# what numpy raises for a damaged .npz: at np.load (not a zip, truncated directory) or when a member is read
+NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 def load_npz(path: Path, *, role: str) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], list[str] | None]:
     import numpy as np
 
     try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path}: not a readable .npz file ({e})") from e
+        npz = np.load(path, allow_pickle=False)
+        if not hasattr(npz, "files"):  # a single .npy array
+            raise DataError(f"{path}: one array, not an .npz archive with {', '.join(NPZ_KEYS)}")
+        with npz:
+            have = list(npz.files)
+            data = {k: npz[k] for k in NPZ_KEYS if k in have}  # reads the members: a damaged one fails here
+    except NPZ_ERRORS as e:
+        raise DataError(f"{path}: not a readable .npz file ({type(e).__name__}: {e}); replace the file") from e
     optional = {"y_train"} if role == "target" else set()
-    missing = [k for k in NPZ_KEYS if k not in data.files and k not in optional]
+    missing = [k for k in NPZ_KEYS if k not in data and k not in optional]
     if missing:
         raise DataError(f"{path}: missing key(s) {', '.join(missing)}; an .npz domain needs {', '.join(NPZ_KEYS)}"
-                        f"{' (y_train optional for a target)' if role == 'target' else ''}; it has {', '.join(data.files) or 'none'}")
+                        f"{' (y_train optional for a target)' if role == 'target' else ''}; it has {', '.join(have) or 'none'}")
     splits, shapes = {}, {}
     for split in ("train", "test"):
         x = data[f"x_{split}"]
@@ -40,7 +49,7 @@ def load_npz(path: Path, *, role: str) -> tuple[dict[str, tuple[torch.Tensor, to
         if x.ndim != 4 or x.shape[-1] not in (1, 3):
             raise DataError(f"{path}: x_{split} must be N x H x W or N x H x W x C with C = 1 or 3, got shape {x.shape}")
         shapes[split] = x.shape[1:]
-        if f"y_{split}" in data.files:
+        if f"y_{split}" in data:
             y = torch.from_numpy(data[f"y_{split}"].astype("int64")).reshape(-1)
             if len(y) != len(x):
                 raise DataError(f"{path}: y_{split} has {len(y)} labels for {len(x)} images")
@@ -67,7 +76,11 @@ def read_folder(folder: Path, *, size: int | None) -> tuple[torch.Tensor, torch.
         raise DataError(f"{folder}: {e}") from e
     xs = []
     for file, _ in ds.samples:
-        img = TF.pil_to_tensor(ds.loader(file))  # RGB uint8 C x H x W
+        try:
+            img = TF.pil_to_tensor(ds.loader(file))  # RGB uint8 C x H x W
+        except (OSError, ValueError) as e:  # PIL's UnidentifiedImageError and truncated files are OSErrors
+            raise DataError(f"{file}: not a readable image ({type(e).__name__}: {e}); delete or replace the "
+                            f"file") from e
         if size is not None and img.shape[-2:] != (size, size):
             img = TF.resize(img, [size, size], antialias=True)
         xs.append(img)

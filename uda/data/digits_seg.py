@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from uda.data.common import read_build
-from uda.engine.checkpoint import save_file
+from uda.io import save_file
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from uda.data.common import DataError, read_build
-from uda.engine.checkpoint import save_file
+from uda.io import save_file
 
 log = logging.getLogger(__name__)
 

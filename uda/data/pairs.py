@@ -1,37 +1,25 @@
-"""Domain pairs: two in-memory uint8 datasets that meet the same network."""
+"""Domain pairs: two domains that meet the same network, harmonised to one size, channel count and
+normalisation (``build_pair``), and the transforms the trainer applies to their uint8 batches."""
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING
 
 import torch
 
-from uda.config import FILE_DOMAINS, SEG_DOMAINS, ConfigError, DataConfig, DomainConfig
-from uda.data.common import DataError, data_root
+from uda.config.base import CLASSIFICATION, SEGMENTATION
+from uda.data.common import data_root
+from uda.data.domain import Domain, TensorDomain
+from uda.data.domains import DOMAINS, spec
+from uda.errors import ConfigError
+
+if TYPE_CHECKING:
+    from uda.config.data import DataConfig
 
 log = logging.getLogger("uda")
 
 Splits = dict[str, tuple[torch.Tensor, torch.Tensor]]
-
-
-@dataclass
-class Domain:
-    """A dataset held in memory: uint8 images [N, C, H, W] and int64 labels, per split."""
-
-    name: str
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    # held out from train for label-free model selection (a target's labels here are never read)
-    val_x: torch.Tensor | None = None
-    val_y: torch.Tensor | None = None
-
-    def to(self, device: torch.device) -> "Domain":
-        return Domain(self.name, *(None if t is None else t.to(device) for t in
-                                   (self.train_x, self.train_y, self.test_x, self.test_y, self.val_x, self.val_y)))
 
 
 @dataclass(frozen=True)
@@ -44,81 +32,14 @@ class PairInfo:
     num_classes: int
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
-    # "classification" (labels per image, accuracy) | "segmentation" (labels per pixel, 255 = ignore, mIoU)
-    task: str = "classification"
+    # CLASSIFICATION (labels per image, accuracy) | SEGMENTATION (labels per pixel, 255 = ignore, mIoU)
+    task: str = CLASSIFICATION
     class_names: tuple[str, ...] = ()
 
     @property
     def metric(self) -> str:
         """The evaluation metric's key suffix: source_acc / target_acc, or source_miou / target_miou."""
-        return "miou" if self.task == "segmentation" else "acc"
-
-
-def _mnist(root: Path, cache: dict, cfg: DataConfig) -> Splits:
-    from uda.data.mnist import load_mnist
-
-    if "mnist" not in cache:
-        cache["mnist"] = load_mnist(root)
-    return cache["mnist"]
-
-
-def _mnistm(root: Path, cache: dict, cfg: DataConfig) -> Splits:
-    from uda.data.mnistm import load_mnistm
-
-    return load_mnistm(root, _mnist(root, cache, cfg))
-
-
-def _usps(root: Path, cache: dict, cfg: DataConfig) -> Splits:
-    from uda.data.digits import load_usps
-
-    return load_usps(root, cfg.verify)
-
-
-def _svhn(root: Path, cache: dict, cfg: DataConfig) -> Splits:
-    from uda.data.digits import load_svhn
-
-    return load_svhn(root, cfg.verify)
-
-
-def _syndigits(root: Path, cache: dict, cfg: DataConfig) -> Splits:
-    from uda.data.digits import load_syndigits
-
-    return load_syndigits(root, cfg.verify)
-
-
-def _office(domain: str):
-    """Office-31 (Saenko et al. 2010) in its usual layout, <root>/office31/<domain>/images/<class>/*.jpg.
-
-    The standard protocol has no split: train (labelled source / unlabelled target) and test are
-    the whole domain. Images are stored at data.load_size (or image_size).
-    """
-    def load(root: Path, cache: dict, cfg: DataConfig) -> Splits:
-        from uda.data.custom import read_folder
-
-        folder = root / "office31" / domain / "images"
-        if not folder.is_dir():
-            raise DataError(f"office31/{domain}: missing {folder}/<class>/*.jpg (the Office-31 release, "
-                            f"domain_adaptation_images.tar.gz, unpacked into {root / 'office31'})")
-        x, y, _ = read_folder(folder, size=cfg.load_size or cfg.image_size)
-        return {"train": (x, y), "test": (x, y)}
-
-    return load
-
-
-def _digits_seg(name: str):
-    def load(root: Path, cache: dict, cfg: DataConfig) -> Splits:
-        from uda.data.digits_seg import load_digits_seg
-
-        return load_digits_seg(root, name, _mnist(root, cache, cfg))
-
-    return load
-
-
-# name -> loader(root, shared cache, data config) returning {"train": (x, y), "test": (x, y)}
-DOMAINS: dict[str, Callable[[Path, dict, DataConfig], Splits]] = {
-    "mnist": _mnist, "mnistm": _mnistm, "usps": _usps, "svhn": _svhn, "syndigits": _syndigits,
-    "amazon": _office("amazon"), "dslr": _office("dslr"), "webcam": _office("webcam"),
-    "mnist_seg": _digits_seg("mnist_seg"), "mnistm_seg": _digits_seg("mnistm_seg")}
+        return "miou" if self.task == SEGMENTATION else "acc"
 
 
 def _harmonise(x: torch.Tensor, channels: int, size: int) -> torch.Tensor:
@@ -138,18 +59,12 @@ def _harmonise(x: torch.Tensor, channels: int, size: int) -> torch.Tensor:
     raise ConfigError(f"cannot turn {x.shape[1]}-channel images into {channels} channels")
 
 
-def _raw(dom: DomainConfig, role: str, cfg: DataConfig, cache: dict) -> tuple[Splits, list[str] | None]:
-    if dom.name == "custom":
-        from uda.data.custom import load_custom
-
-        return load_custom(dom.path, role=role, size=cfg.image_size or None)
-    if dom.name not in DOMAINS:
-        raise ConfigError(f"unknown domain data.{role}.name={dom.name!r}; valid domains: "
-                          f"{', '.join(sorted(DOMAINS))}, custom")
-    return DOMAINS[dom.name](data_root(cfg.root), cache, cfg), None
+def _raw(role: str, cfg: "DataConfig", cache: dict) -> tuple[Splits, list[str] | None]:
+    """A memory domain's splits as its reader gives them (with class folder names for custom ImageFolders)."""
+    return spec(getattr(cfg, role).name, f"data.{role}.name").load(data_root(cfg.root), cfg, role, cache)
 
 
-def _finish(name: str, splits: Splits, cfg: DataConfig, channels: int, size: int, n_classes: int) -> Domain:
+def _finish(name: str, splits: Splits, cfg: "DataConfig", channels: int, size: int, n_classes: int) -> TensorDomain:
     (xtr, ytr), (xte, yte) = splits["train"], splits["test"]
     if cfg.train_subset:
         xtr, ytr = xtr[: cfg.train_subset], ytr[: cfg.train_subset]
@@ -166,45 +81,36 @@ def _finish(name: str, splits: Splits, cfg: DataConfig, channels: int, size: int
                               f"(data.num_classes)")
     n_val = min(cfg.val_size, xtr.shape[0] // 5)  # the last images of train, never trained on
     n_tr = xtr.shape[0] - n_val
-    return Domain(name, xtr[:n_tr], ytr[:n_tr], xte, yte, xtr[n_tr:], ytr[n_tr:])
+    return TensorDomain(name, xtr[:n_tr], ytr[:n_tr], xte, yte, xtr[n_tr:], ytr[n_tr:])
 
 
-def _class_names(cfg: DataConfig) -> tuple[str, ...]:
-    if cfg.source.name in ("mnist_seg", "mnistm_seg"):
-        from uda.data.digits_seg import CLASS_NAMES
-
-        return CLASS_NAMES
-    from uda.data.segmentation import class_names
-
-    return tuple(class_names(cfg.source.name, cfg.num_classes))
+def _class_names(cfg: "DataConfig") -> tuple[str, ...]:
+    return spec(cfg.source.name).classes(cfg.num_classes)
 
 
-def _build_file_pair(cfg: DataConfig):
+def _build_file_pair(cfg: "DataConfig") -> tuple[Domain, Domain, PairInfo]:
     """Segmentation pairs read lazily from files (GTA5, SYNTHIA, Cityscapes)."""
-    from uda.data.segmentation import load_seg_domain
-
     root = data_root(cfg.root)
     doms = []
     for role in ("source", "target"):
-        dom, size = getattr(cfg, role), tuple(getattr(cfg, f"{role}_size"))
-        if dom.name not in FILE_DOMAINS:
+        dom = spec(getattr(cfg, role).name, f"data.{role}.name")
+        if not dom.files:
             raise ConfigError(f"data.{role}.name={dom.name}: a file-backed pair needs file-backed domains on both "
-                              f"sides ({', '.join(FILE_DOMAINS)})")
-        doms.append(load_seg_domain(dom.name, root, num_classes=cfg.num_classes, train_size=size,
-                                    test_size=size, role=role))
+                              f"sides ({', '.join(n for n, d in DOMAINS.items() if d.files)})")
+        doms.append(dom.load(root, cfg, role))
     # image_size 0: the domains keep their own [height, width] (no square crop)
     info = PairInfo(cfg.name, cfg.source.name, cfg.target.name, 3, 0, cfg.num_classes, tuple(cfg.mean or [0.5] * 3),
-                    tuple(cfg.std or [0.5] * 3), task="segmentation", class_names=_class_names(cfg))
+                    tuple(cfg.std or [0.5] * 3), task=SEGMENTATION, class_names=_class_names(cfg))
     return doms[0], doms[1], info
 
 
-def build_pair(cfg: DataConfig) -> tuple[Domain, Domain, PairInfo]:
+def build_pair(cfg: "DataConfig") -> tuple[Domain, Domain, PairInfo]:
     """Both domains, harmonised to one image size and channel count; 0 in the config = the source's."""
-    if cfg.source.name in FILE_DOMAINS or cfg.target.name in FILE_DOMAINS:
+    if spec(cfg.source.name).files or spec(cfg.target.name).files:
         return _build_file_pair(cfg)
     cache: dict = {}
-    s_splits, s_classes = _raw(cfg.source, "source", cfg, cache)
-    t_splits, t_classes = _raw(cfg.target, "target", cfg, cache)
+    s_splits, s_classes = _raw("source", cfg, cache)
+    t_splits, t_classes = _raw("target", cfg, cache)
     x0 = s_splits["train"][0]
     if not cfg.image_size and x0.shape[-1] != x0.shape[-2]:
         raise ConfigError(f"the source images are {x0.shape[-2]}x{x0.shape[-1]}: set data.image_size to resize "
@@ -231,10 +137,9 @@ def build_pair(cfg: DataConfig) -> tuple[Domain, Domain, PairInfo]:
         raise ConfigError(f"data.mean / data.std need one value per channel ({channels}), got {mean} / {std}")
     source = _finish(cfg.source.name, s_splits, cfg, channels, stored, n_classes)
     target = _finish(cfg.target.name, t_splits, cfg, channels, stored, n_classes)
-    seg = cfg.source.name in SEG_DOMAINS
+    task = spec(cfg.source.name).task
     info = PairInfo(cfg.name, cfg.source.name, cfg.target.name, channels, size, n_classes, tuple(mean), tuple(std),
-                    task="segmentation" if seg else "classification",
-                    class_names=_class_names(cfg) if seg else ())
+                    task=task, class_names=_class_names(cfg) if task == SEGMENTATION else ())
     return source, target, info
 
 

@@ -1,6 +1,6 @@
 """GTA5, SYNTHIA-RAND-CITYSCAPES and Cityscapes in their official on-disk layouts, read lazily from files.
 
-Under the data root (nothing is downloaded; ``SOURCES`` says where each comes from):
+Under the data root (nothing is downloaded; the notes of ``uda.data.domains.DOMAINS`` say where each comes from):
 ``gta5/images/NNNNN.png`` + ``gta5/labels/NNNNN.png`` (8-bit palette PNGs, index = Cityscapes label id);
 ``synthia/RGB/*.png`` + ``synthia/GT/LABELS/*.png`` (16-bit PNGs, class id in the first (R) channel, instance
 ids in the second); ``cityscapes/leftImg8bit/{train,val}/<city>/<name>_leftImg8bit.png`` +
@@ -14,7 +14,6 @@ the SYNTHIA -> Cityscapes protocols (in Cityscapes train-id order); ``IGNORE`` (
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -23,8 +22,9 @@ import torch
 from cityscapesscripts.helpers.labels import labels as CITYSCAPES_LABELS
 from torch.utils.data import Dataset
 
-from uda.config import ConfigError
 from uda.data.common import DataError
+from uda.data.domain import FileDomain
+from uda.errors import ConfigError
 
 IGNORE = 255
 HELD_OUT = 500  # GTA5 / SYNTHIA test split: the last 500 images by name (at most a fifth of the folder)
@@ -42,17 +42,6 @@ SYNTHIA_NAMES = {1: "sky", 2: "building", 3: "road", 4: "sidewalk", 5: "fence", 
                  8: "car", 9: "traffic sign", 10: "person", 11: "bicycle", 12: "motorcycle",
                  15: "traffic light", 16: "terrain", 17: "rider", 18: "truck", 19: "bus", 20: "train", 21: "wall"}
 
-SOURCES = {
-    "gta5": "GTA5 (Richter et al. 2016) from https://download.visinf.tu-darmstadt.de/data/from_games/ : "
-            "unpack the images and labels archives into <root>/gta5/images/NNNNN.png and <root>/gta5/labels/NNNNN.png",
-    "synthia": "SYNTHIA-RAND-CITYSCAPES from https://synthia-dataset.net (downloads): unpack it so that "
-               "<root>/synthia/RGB/*.png and <root>/synthia/GT/LABELS/*.png exist",
-    "cityscapes": "Cityscapes from https://www.cityscapes-dataset.com : unpack leftImg8bit_trainvaltest.zip and "
-                  "gtFine_trainvaltest.zip into <root>/cityscapes/ (leftImg8bit/{train,val}/<city>/, "
-                  "gtFine/{train,val}/<city>/)",
-}
-
-
 def _classes(num_classes: int, valid: tuple[int, ...], what: str) -> tuple[str, ...]:
     if num_classes not in valid:
         raise ConfigError(f"num_classes={num_classes!r} is not a {what} label protocol; valid: "
@@ -62,8 +51,7 @@ def _classes(num_classes: int, valid: tuple[int, ...], what: str) -> tuple[str, 
 
 def class_names(name: str, num_classes: int) -> tuple[str, ...]:
     """The class names, in train-id order, of domain ``name`` under the ``num_classes`` protocol."""
-    if name not in SEG_DOMAINS:
-        raise ConfigError(f"unknown segmentation domain {name!r}; valid: {', '.join(SEG_DOMAINS)}")
+    _known(name, ConfigError)
     return _classes(num_classes, (16, 13) if name == "synthia" else (19, 16, 13), name)
 
 
@@ -157,22 +145,11 @@ class SegFiles(Dataset):
         return f"SegFiles({self.name!r}, {len(self)} images, labelled={self.labels is not None})"
 
 
-@dataclass
-class FileDomain:
-    """A segmentation domain read from files: ``train`` and ``test`` are indexed by a DataLoader.
-    ``val_x``/``val_y`` are None: no in-memory validation split, so selection scores are skipped."""
-    name: str
-    train: SegFiles
-    test: SegFiles
-    classes: tuple[str, ...] = ()
-    val_x: torch.Tensor | None = None
-    val_y: torch.Tensor | None = None
-
-
-def _images(root: Path, folder: Path, pattern: str, name: str) -> list[Path]:
+def _images(root: Path, folder: Path, pattern: str, name: str, where: str) -> list[Path]:
     files = sorted(folder.glob(pattern)) if folder.is_dir() else []
     if not files:
-        raise DataError(f"{name}: no images at {folder / pattern}; {SOURCES[name].replace('<root>', str(root))}")
+        raise DataError(f"{name}: no images at {folder / pattern}" + (f"; {where}, unpacked under the data root {root}"
+                                                                     if where else ""))
     return files
 
 
@@ -186,31 +163,32 @@ def _label_files(images: list[Path], label_of: Callable[[Path], Path], name: str
     return labels
 
 
-def _layout(root: Path, name: str, split: str = "") -> tuple[list[Path], Callable[[Path], Path], list[Path]]:
+def _layout(root: Path, name: str, split: str = "", where: str = "") -> tuple[list[Path], Callable[[Path], Path],
+                                                                              list[Path]]:
     """A domain's sorted image paths (Cityscapes: of ``split``), the function giving each one's label path,
-    and the label files on disk."""
+    and the label files on disk. ``where``: what the files are and where they come from (for errors)."""
     base = Path(root) / name
     if name == "gta5":
-        return (_images(root, base / "images", "*.png", name), lambda p: base / "labels" / p.name,
+        return (_images(root, base / "images", "*.png", name, where), lambda p: base / "labels" / p.name,
                 sorted((base / "labels").glob("*.png")))
     if name == "synthia":
-        return (_images(root, base / "RGB", "*.png", name), lambda p: base / "GT" / "LABELS" / p.name,
+        return (_images(root, base / "RGB", "*.png", name, where), lambda p: base / "GT" / "LABELS" / p.name,
                 sorted((base / "GT" / "LABELS").glob("*.png")))
     suffix, label_dir = "_leftImg8bit.png", base / "gtFine" / split
-    return (_images(root, base / "leftImg8bit" / split, f"*/*{suffix}", name),
+    return (_images(root, base / "leftImg8bit" / split, f"*/*{suffix}", name, where),
             lambda p: label_dir / p.parent.name / (p.name[:-len(suffix)] + "_gtFine_labelIds.png"),
             sorted(label_dir.glob("*/*_gtFine_labelIds.png")))
 
 
 def _load(root: Path, name: str, lut: torch.Tensor, read_label: Callable[[Path], torch.Tensor], *,
-          num_classes: int, train_size: tuple[int, int], test_size: tuple[int, int], role: str) -> FileDomain:
+          num_classes: int, train_size: tuple[int, int], test_size: tuple[int, int], role: str, where: str) -> FileDomain:
     if role not in ROLES:
         raise ConfigError(f"role={role!r}; valid: {', '.join(ROLES)}")
     if name == "cityscapes":  # train / val; val labels stay at full size (the benchmark's protocol)
-        (train_x, train_of, _), (test_x, test_of, _) = _layout(root, name, "train"), _layout(root, name, "val")
+        (train_x, train_of, _), (test_x, test_of, _) = _layout(root, name, "train", where), _layout(root, name, "val", where)
         test_name, test_label_size = "val", None
     else:  # no official split: hold out the last min(500, n // 5) images by name, never trained on
-        images, train_of, _ = _layout(root, name)
+        images, train_of, _ = _layout(root, name, where=where)
         n_test = min(HELD_OUT, len(images) // 5)
         if n_test == 0:
             raise DataError(f"{name}: {len(images)} image(s) in {images[0].parent}; at least 5 are needed to "
@@ -226,47 +204,38 @@ def _load(root: Path, name: str, lut: torch.Tensor, read_label: Callable[[Path],
                    image_size=test_size, label_size=test_label_size))
 
 
-def load_gta5(root: Path, *, num_classes: int, train_size: tuple[int, int], test_size: tuple[int, int],
-              role: str) -> FileDomain:
-    """GTA5 (labels are Cityscapes ids) with 19, 16 or 13 classes; test = the held-out tail."""
-    return _load(root, "gta5", cityscapes_lut(num_classes), read_label_ids, num_classes=num_classes,
-                 train_size=train_size, test_size=test_size, role=role)
+# each dataset's label decoding: (label id -> train id table for num_classes, the label file reader)
+READERS: dict[str, tuple[Callable[[int], torch.Tensor], Callable[[Path], torch.Tensor]]] = {
+    "gta5": (cityscapes_lut, read_label_ids),  # GTA5's labels are Cityscapes ids
+    "synthia": (synthia_lut, read_synthia_ids),
+    "cityscapes": (cityscapes_lut, read_label_ids),
+}
 
 
-def load_synthia(root: Path, *, num_classes: int, train_size: tuple[int, int], test_size: tuple[int, int],
-                 role: str) -> FileDomain:
-    """SYNTHIA-RAND-CITYSCAPES with 16 or 13 classes; test = the held-out tail."""
-    return _load(root, "synthia", synthia_lut(num_classes), read_synthia_ids, num_classes=num_classes,
-                 train_size=train_size, test_size=test_size, role=role)
-
-
-def load_cityscapes(root: Path, *, num_classes: int, train_size: tuple[int, int], test_size: tuple[int, int],
-                    role: str) -> FileDomain:
-    """Cityscapes with 19, 16 or 13 classes: train split (unlabelled as a target); test = val, full-size labels."""
-    return _load(root, "cityscapes", cityscapes_lut(num_classes), read_label_ids, num_classes=num_classes,
-                 train_size=train_size, test_size=test_size, role=role)
-
-
-SEG_DOMAINS = {"gta5": load_gta5, "synthia": load_synthia, "cityscapes": load_cityscapes}
+def _known(name: str, error: type[Exception]) -> None:
+    if name not in READERS:
+        raise error(f"unknown segmentation domain {name!r}; valid: {', '.join(READERS)}")
 
 
 def load_seg_domain(name: str, root: Path, *, num_classes: int, train_size: tuple[int, int],
-                    test_size: tuple[int, int], role: str) -> FileDomain:
-    """The segmentation domain ``name`` (a key of ``SEG_DOMAINS``) under the data root ``root``."""
-    if name not in SEG_DOMAINS:
-        raise ConfigError(f"unknown segmentation domain {name!r}; valid: {', '.join(SEG_DOMAINS)}")
-    return SEG_DOMAINS[name](Path(root), num_classes=num_classes, train_size=train_size, test_size=test_size,
-                             role=role)
+                    test_size: tuple[int, int], role: str, where: str = "") -> FileDomain:
+    """GTA5 (19, 16 or 13 classes), SYNTHIA (16 or 13) or Cityscapes (19, 16 or 13) under the data root
+    ``root``. GTA5 / SYNTHIA: test = the held-out tail; Cityscapes: train (unlabelled as a target), test = val
+    with full-size labels. ``where``: what the files are and where they come from (the domain table's notes),
+    for the error a missing folder gives."""
+    _known(name, ConfigError)
+    lut, read_label = READERS[name]
+    return _load(Path(root), name, lut(num_classes), read_label, num_classes=num_classes, train_size=train_size,
+                 test_size=test_size, role=role, where=where)
 
 
-def check_layout(root: Path, name: str) -> str:
+def check_layout(root: Path, name: str, where: str = "") -> str:
     """``uda data verify``: the layout is complete and every image has its label (no pixels are read; no
     checksums are published for these datasets). A one-line summary, or DataError saying what is wrong."""
-    if name not in SEG_DOMAINS:
-        raise DataError(f"unknown segmentation domain {name!r}; valid: {', '.join(SEG_DOMAINS)}")
+    _known(name, DataError)
     parts = []
     for split in (("train", "val") if name == "cityscapes" else ("",)):
-        images, label_of, labels = _layout(Path(root), name, split)
+        images, label_of, labels = _layout(Path(root), name, split, where)
         if labels or split != "train":  # Cityscapes train labels may be absent (an unlabelled target)
             _label_files(images, label_of, name)
             extra = sorted(set(labels) - set(map(label_of, images)))

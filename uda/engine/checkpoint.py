@@ -1,6 +1,6 @@
 """Checkpoints: one file holds models, optimizers, scaler, RNG states, step and config.
 
-Writing (``save_atomic``): the state is serialised in memory, its SHA-256 recorded in the directory's
+Writing (``save_atomic``, through ``uda.io``): the state is serialised in memory, its SHA-256 recorded in the directory's
 ``manifest.json`` (itself replaced atomically), the bytes written to a temporary file and fsync'ed,
 the previous ``last.pt`` hard-linked as ``prev.pt``, and the temporary file renamed over ``last.pt``. A kill
 at any point leaves at least one complete checkpoint whose digest the manifest knows.
@@ -24,7 +24,8 @@ from typing import Any
 
 import torch
 
-from uda.config import UserError
+from uda.errors import UserError
+from uda.io import torch_bytes, write_durable
 
 log = logging.getLogger("uda")
 
@@ -34,45 +35,6 @@ _RECENT = 4  # digests of the newest last/prev generations the manifest keeps
 
 class CheckpointError(UserError):
     """No usable checkpoint, or one could not be written."""
-
-
-def _fsync_dir(path: Path) -> None:
-    try:  # make a rename durable
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-
-
-def _write_durable(data: bytes, path: Path, before_replace=None) -> None:
-    """Write ``data`` to ``path`` via a temporary file + fsync + rename; never a partial ``path``.
-
-    ``before_replace`` runs once the new bytes are safely on disk, just before the rename.
-    """
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if before_replace is not None:
-            before_replace()
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def save_file(obj: Any, path: Path) -> None:
-    """``torch.save`` that never leaves a partial file (for caches; checkpoints use ``save_atomic``)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    _write_durable(buf.getvalue(), Path(path))
 
 
 def _read_manifest(directory: Path) -> dict[str, Any] | None:
@@ -111,9 +73,7 @@ def save_atomic(obj: Any, path: Path, *, keep_previous: bool = True) -> None:
     directory = path.parent
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        torch.save(obj, buf)
-        data = buf.getvalue()
+        data = torch_bytes(obj)
         digest = hashlib.sha256(data).hexdigest()
         m = _read_manifest(directory) or {"recent": [], "files": {}}
         if path.name in (LAST, PREV):
@@ -121,9 +81,9 @@ def save_atomic(obj: Any, path: Path, *, keep_previous: bool = True) -> None:
         else:
             m.setdefault("files", {})[path.name] = digest
         # the manifest knows the new digest before any checkpoint file changes
-        _write_durable(json.dumps(m, indent=1).encode(), directory / MANIFEST)
+        write_durable(json.dumps(m, indent=1).encode(), directory / MANIFEST)
         keep = keep_previous and path.name == LAST and path.exists()
-        _write_durable(data, path, before_replace=(lambda: _keep_as_previous(path, directory / PREV)) if keep else None)
+        write_durable(data, path, before_replace=(lambda: _keep_as_previous(path, directory / PREV)) if keep else None)
     except OSError as e:
         intact = [p.name for p in (directory / LAST, directory / PREV) if p.exists()]
         what = "no space left on device" if e.errno == errno.ENOSPC else str(e)

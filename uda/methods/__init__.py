@@ -1,5 +1,37 @@
-"""One file per method; importing this package registers them all."""
-from uda.methods import adaptsegnet, adda, cyclegan, dann, dsn, lsd, road, source_only  # noqa: F401
-from uda.methods.base import Batch, Method, Stage
+"""Every method, by the name ``method=<name>`` selects. Adding one: its module (the class and its
+``Config`` dataclass), ``uda/configs/method/<name>.yaml``, and one line here."""
+from __future__ import annotations
 
-__all__ = ["Batch", "Method", "Stage"]
+from uda.errors import ConfigError
+from uda.methods.adaptsegnet import AdaptSegNet
+from uda.methods.adda import ADDA
+from uda.methods.base import Batch, Method, Stage
+from uda.methods.cycada import CyCADA
+from uda.methods.cyclegan import CycleGAN
+from uda.methods.dann import DANN
+from uda.methods.dsn import DSN
+from uda.methods.lsd import LSD
+from uda.methods.road import ROAD
+from uda.methods.source_only import SourceOnly
+
+METHODS: dict[str, type[Method]] = {
+    "source_only": SourceOnly,
+    "dann": DANN,
+    "dsn": DSN,
+    "adda": ADDA,
+    "cyclegan": CycleGAN,
+    "cycada": CyCADA,
+    "adaptsegnet": AdaptSegNet,
+    "road": ROAD,
+    "lsd": LSD,
+}
+
+
+def get_method(name: str) -> type[Method]:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ConfigError(f"unknown method {name!r}; valid methods: {', '.join(sorted(METHODS))}") from None
+
+
+__all__ = ["METHODS", "Batch", "Method", "Stage", "get_method"]

@@ -1,18 +1,16 @@
 """AdaptSegNet: Tsai et al., "Learning to Adapt Structured Output Space for Semantic Segmentation",
 CVPR 2018 — adversarial alignment of the segmenter's softmax OUTPUTS, single- or multi-level.
 
-    L_G = CE(P2_s, y_s) + lambda_seg CE(P1_s, y_s) + lambda_adv1 L_adv(D1(P1_t)) + lambda_adv2 L_adv(D2(P2_t))
-    L_D = 1/2 L(D_i(P_i_s), source) + 1/2 L(D_i(P_i_t), target)          for each level i
+Per iteration, in the paper's (and official code's) order, one optimizer step at the end:
+  1) D frozen: source segmentation loss CE(P2_s, y_s) + lambda_seg CE(P1_s, y_s);
+  2) + target adversarial loss lambda_adv1 L_adv(D1(P1_t)) + lambda_adv2 L_adv(D2(P2_t)), target outputs
+     labelled "source" (gradients reach the segmenter only); one backward of their sum;
+  3) D unfrozen: L_D = 1/2 L(D_i(P_i_s), source) + 1/2 L(D_i(P_i_t), target) on detached outputs, backward;
+  4) step the segmenter (SGD, heads with ``backbone.head_lr_mult``) and the discriminators (Adam).
 
 P2 = softmax of the main (layer4 / last-block) classifier, P1 = the auxiliary (layer3) one, both
-upsampled to the input size; source = 0, target = 1; L_adv labels target outputs "source".
-Weights (paper): lambda_seg 0.1, lambda_adv 0.001 (main) and 0.0002 (aux).
-Per iteration, in the paper's (and official code's) order, one optimizer step at the end:
-  1) D frozen: source segmentation loss
-  2) + target adversarial loss (gradients reach the segmenter only), one backward of their sum;
-  3) D unfrozen: D loss on detached source and target outputs, backward;
-  4) step the segmenter (SGD, heads with ``backbone.head_lr_mult``) and the discriminators (Adam).
-Evaluation uses the main output only (as the official evaluate script).
+upsampled to the input size; source = 0, target = 1. Weights (paper): lambda_seg 0.1, lambda_adv 0.001
+(main) and 0.0002 (aux). Evaluation uses the main output only (as the official evaluate script).
 
 Reading: the official code runs the segmenter on the source batch, backpropagates, then runs it on the
 target batch; its DeepLab has frozen batch norm, so that is the same as one pass over both batches,
@@ -22,23 +20,55 @@ joint pass keeps training and evaluation statistics consistent; separate passes 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from enum import Enum
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from uda.config import AdaptSegNetConfig, OptimizerConfig
+from uda.config import SEGMENTATION, OptimizerConfig
+from uda.config.base import nonneg, positive
+from uda.config.method import MethodConfig
+from uda.config.optimizer import Schedule, adam
 from uda.losses import gan_loss, seg_ce
 from uda.methods.base import Batch, Method
-from uda.methods.source_only import seg_groups, seg_overrides
+from uda.methods.common import SOURCE, TARGET, head_optimizer, seg_groups
 from uda.nets import set_requires_grad
 from uda.nets.segmentation import OutputDiscriminator, SegNet, SegOut, build_segmenter, forward_pair, upsample
-from uda.registry import register
-
-SOURCE, TARGET = 0, 1
 
 
-@register("adaptsegnet")
+class GanLoss(str, Enum):
+    bce = "bce"  # binary cross-entropy with logits (the paper's default)
+    ls = "ls"  # least squares (the official code's LS-GAN option)
+
+
+@dataclass
+class AdaptSegNetConfig(MethodConfig):
+    """Output-space discriminators on the segmenter's softmax outputs."""
+
+    name: str = "adaptsegnet"
+    TASKS = (SEGMENTATION,)
+    multi_level: bool = True  # + the auxiliary (layer3) output and its own discriminator; false = single-level
+    gan: GanLoss = GanLoss.bce
+    seg_aux_weight: float = 0.1  # lambda_seg on the auxiliary source segmentation loss
+    adv_weight: float = 0.001  # lambda_adv on the main output
+    adv_aux_weight: float = 0.0002  # lambda_adv on the auxiliary output
+    ndf: int = 64  # discriminator widths ndf, 2ndf, 4ndf, 8ndf, 1 (5 convs 4x4 stride 2)
+    # D: Adam 1e-4, betas (0.9, 0.99), poly; the segmenter uses the run's `optimizer` (the GTA5 recipe: SGD)
+    disc_optimizer: OptimizerConfig = field(default_factory=lambda: adam(1e-4, (0.9, 0.99), Schedule.poly,
+                                                                         sched_power=0.9))
+
+    def check(self, cfg) -> None:
+        for key in ("seg_aux_weight", "adv_weight", "adv_aux_weight"):
+            nonneg(getattr(self, key), f"method.{key}")
+        positive(self.ndf, "method.ndf")
+        self.disc_optimizer.check("method.disc_optimizer")
+
+
 class AdaptSegNet(Method):
+    Config = AdaptSegNetConfig
+
     def __init__(self, *, cfg: AdaptSegNetConfig, segmenter: SegNet, disc: nn.Module, disc_aux: nn.Module | None,
                  head_optimizer: OptimizerConfig):
         super().__init__()
@@ -55,7 +85,7 @@ class AdaptSegNet(Method):
                                     aux=m.multi_level)
         disc_aux = OutputDiscriminator(info.num_classes, m.ndf) if m.multi_level else None
         return cls(cfg=m, segmenter=segmenter, disc=OutputDiscriminator(info.num_classes, m.ndf), disc_aux=disc_aux,
-                   head_optimizer=seg_overrides(cfg)["head"])
+                   head_optimizer=head_optimizer(cfg))
 
     def _discs(self) -> list[nn.Module]:
         return [self.disc] + ([self.disc_aux] if self.disc_aux is not None else [])

@@ -1,31 +1,62 @@
 """ADDA: Tzeng et al., "Adversarial Discriminative Domain Adaptation", CVPR 2017.
 
 Two stages of one run:
-1. ``pretrain``: source encoder M_s and classifier C on labelled source (``optimizer``).
-2. ``adapt``: M_t initialised from M_s once, at the first stage-2 step; M_s and C frozen. Per
-   iteration, alternating (``method.adapt_optimizer``, Adam 2e-4 beta1 0.5):
-   (a) D step:   CE(D(M_s(x_s)), source) + CE(D(M_t(x_t)), target), features detached;
-   (b) M_t step: CE(D(M_t(x_t)), source) -- the inverted-label GAN loss (NOT gradient reversal).
-   Prediction: C(M_t(x)) once adapted, C(M_s(x)) before.
+  1) ``pretrain``: one step of M_s and C on CE(C(M_s(x_s)), y_s) (``optimizer``).
+  2) ``adapt``: M_t <- M_s once, at the first stage-2 step; M_s and C frozen. Per iteration
+     (``method.adapt_optimizer``, Adam 2e-4 beta1 0.5):
+     2a) D step: CE(D(M_s(x_s)), source) + CE(D(M_t(x_t)), target), features detached;
+     2b) M_t step: CE(D(M_t(x_t)), source) against the updated D -- the inverted-label GAN loss.
+  Prediction: C(M_t(x)) once adapted, C(M_s(x)) before.
+
+Readings: the inverted-label loss (the paper's Eq. 9), NOT gradient reversal; D reads the encoder
+features (the paper's text; ``disc_input: logits`` reads C's logits, as the official code does).
 """
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass, field
+from enum import Enum
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from uda.config import ADDAConfig, DiscInput
+from uda.config.base import positive, widths
+from uda.config.method import MethodConfig
+from uda.config.optimizer import OptimizerConfig, adam
+from uda.errors import ConfigError
 from uda.methods.base import Batch, Method, Stage
+from uda.methods.common import SOURCE, TARGET, domain_accuracy, domain_ce, source_ce
 from uda.nets import build_backbone, mlp
-from uda.registry import register
-
-SOURCE, TARGET = 0, 1  # the discriminator's two classes
 
 
-@register("adda")
+class DiscInput(str, Enum):
+    features = "features"  # the encoder output (ADDA paper text)
+    logits = "logits"  # the classifier's logits (ADDA official code)
+
+
+@dataclass
+class ADDAConfig(MethodConfig):
+    """Stage 1 source pretraining (``optimizer``), stage 2 adversarial adaptation (``adapt_optimizer``)."""
+
+    name: str = "adda"
+    pretrain_steps: int = 5000  # stage 1 length (the paper: 10000); stage 2 = trainer.max_steps - pretrain_steps
+    disc_input: DiscInput = DiscInput.features
+    disc_hidden: list[int] = field(default_factory=lambda: [500, 500])
+    # stage 2 optimizer for the target encoder and the discriminator: Adam 2e-4, beta1 0.5
+    adapt_optimizer: OptimizerConfig = field(default_factory=lambda: adam(2e-4, (0.5, 0.999)))
+
+    def check(self, cfg) -> None:
+        positive(self.pretrain_steps, "method.pretrain_steps")
+        if self.pretrain_steps >= cfg.trainer.max_steps:
+            raise ConfigError(f"method.pretrain_steps ({self.pretrain_steps}) must be < trainer.max_steps "
+                              f"({cfg.trainer.max_steps}): stage 2 needs at least one step")
+        self.adapt_optimizer.check("method.adapt_optimizer")
+        widths(self.disc_hidden, "method.disc_hidden")
+
+
 class ADDA(Method):
+    Config = ADDAConfig
+
     def __init__(self, *, cfg: ADDAConfig, src_encoder: nn.Module, tgt_encoder: nn.Module, classifier: nn.Module,
                  discriminator: nn.Module):
         super().__init__()
@@ -59,13 +90,12 @@ class ADDA(Method):
 
     def update(self, src: Batch, tgt: Batch, step, opt):
         if step < self.cfg.pretrain_steps:
-            # stage 1: M_s + C on labelled source
-            logits_s = self.classifier(self.src_encoder(src.x))
-            loss_cls = F.cross_entropy(logits_s.float(), src.y)
+            # 1) M_s + C on labelled source
+            loss_cls, acc_s = source_ce(self.classifier(self.src_encoder(src.x)), src.y)
             opt.step(loss_cls, "src_enc", "cls")
-            return {"loss/cls": loss_cls.detach(), "acc/source_batch": (logits_s.argmax(1) == src.y).float().mean()}
+            return {"loss/cls": loss_cls.detach(), "acc/source_batch": acc_s}
         if not self.adapted:
-            # stage boundary, once: M_t <- M_s
+            # 2) stage boundary, once: M_t <- M_s
             self.tgt_encoder.load_state_dict(self.src_encoder.state_dict())
             self.adapted.fill_(True)
         self.src_encoder.eval()  # frozen: no dropout, no gradients
@@ -73,17 +103,14 @@ class ADDA(Method):
         with torch.no_grad():
             f_s = self.src_encoder(src.x)
         f_t = self.tgt_encoder(tgt.x)
-        # (a) D step on detached features: source -> SOURCE, target -> TARGET
+        # 2a) D step on detached features: source -> SOURCE, target -> TARGET
         d_s, d_t = self._disc(f_s), self._disc(f_t.detach())
-        ones = torch.ones(d_s.shape[0], dtype=torch.long, device=d_s.device)
-        loss_d = F.cross_entropy(d_s.float(), ones * SOURCE) + F.cross_entropy(d_t.float(), ones[: d_t.shape[0]] * TARGET)
+        loss_d = domain_ce(d_s, SOURCE) + domain_ce(d_t, TARGET)
         opt.step(loss_d, "disc")
-        # (b) M_t step with inverted labels against the updated D: target -> SOURCE
-        d_t_adv = self._disc(f_t)
-        loss_adv = F.cross_entropy(d_t_adv.float(), ones[: d_t.shape[0]] * SOURCE)
+        # 2b) M_t step with inverted labels against the updated D: target -> SOURCE
+        loss_adv = domain_ce(self._disc(f_t), SOURCE)
         opt.step(loss_adv, "tgt_enc")
-        acc_d = 0.5 * ((d_s.argmax(1) == SOURCE).float().mean() + (d_t.argmax(1) == TARGET).float().mean())
-        return {"loss/disc": loss_d.detach(), "loss/adv": loss_adv.detach(), "acc/domain": acc_d.detach()}
+        return {"loss/disc": loss_d.detach(), "loss/adv": loss_adv.detach(), "acc/domain": domain_accuracy(d_s, d_t)}
 
     def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         encoder = self.tgt_encoder if bool(self.adapted) else self.src_encoder

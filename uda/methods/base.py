@@ -1,21 +1,23 @@
-"""The contract between the shared loop and a method (see DESIGN.md).
+"""The contract between the trainer and a method (see docs/design.md).
 
-A method owns its networks and its per-iteration update order; the loop owns everything else
+A method owns its networks and its per-iteration update order; the trainer owns everything else
 (device, AMP, optimizers and learning-rate schedules, gradient scaling, checkpoints, evaluation,
-logging). Methods share code through functions (``uda.losses``, ``uda.nets``), not through hooks here.
+logging). Methods share code through functions (``uda.methods.common``, ``uda.losses``, ``uda.nets``),
+not through hooks here.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, ClassVar, NamedTuple, Protocol
 
 import torch
 from torch import nn
 
+from uda.config.method import MethodConfig
+
 if TYPE_CHECKING:
     from uda.config import OptimizerConfig, TrainConfig
     from uda.data.pairs import PairInfo
-    from uda.engine.optim import Stepper
 
 
 class Batch(NamedTuple):
@@ -31,13 +33,27 @@ class Stage:
     steps: int
 
 
-def warmup_stages(warmup_steps: int, max_steps: int) -> list[Stage]:
-    """A ``warmup`` stage of ``warmup_steps`` (none when 0), then ``adapt`` for the rest (ROAD, LSD)."""
-    return ([Stage("warmup", warmup_steps)] if warmup_steps else []) + [Stage("adapt", max_steps - warmup_steps)]
+class Optimizers(Protocol):
+    """What ``update`` calls to change parameters (the trainer's ``Stepper``): one optimizer per group.
+
+    ``step(loss, *groups)`` = ``zero(*groups)``, ``backward(loss)``, ``apply(*groups)``: zero those
+    groups' gradients, backpropagate (scaled under fp16), step their optimizers. Each group steps at
+    most once per iteration; a non-finite loss skips the update.
+    """
+
+    def step(self, loss: torch.Tensor, *groups: str) -> None: ...
+
+    def zero(self, *groups: str) -> None: ...
+
+    def backward(self, loss: torch.Tensor) -> None: ...
+
+    def apply(self, *groups: str) -> None: ...
 
 
 class Method(nn.Module):
-    method_name: str = ""
+    """Base of every method: its ``Config`` schema and the calls the trainer makes."""
+
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
 
     @classmethod
     def from_config(cls, cfg: "TrainConfig", info: "PairInfo") -> "Method":
@@ -45,7 +61,7 @@ class Method(nn.Module):
         raise NotImplementedError
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Named parameter groups ("feat", "cls", "disc", ...); the loop gives each an optimizer."""
+        """Named parameter groups ("feat", "cls", "disc", ...); the trainer gives each an optimizer."""
         raise NotImplementedError
 
     def optimizer_overrides(self) -> dict[str, "OptimizerConfig"]:
@@ -65,7 +81,7 @@ class Method(nn.Module):
         """Stages of one run (ADDA: pretrain then adapt). Default: one stage of all steps."""
         return [Stage("train", max_steps)]
 
-    def update(self, src: Batch, tgt: Batch, step: int, opt: "Stepper") -> dict[str, torch.Tensor]:
+    def update(self, src: Batch, tgt: Batch, step: int, opt: Optimizers) -> dict[str, torch.Tensor]:
         """One iteration in the paper's order. Returns detached scalars keyed ``loss/...``, ``acc/...``."""
         raise NotImplementedError
 

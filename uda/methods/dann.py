@@ -1,28 +1,56 @@
 """DANN: Ganin et al., "Domain-Adversarial Training of Neural Networks", JMLR 2016.
 
-Per iteration (the paper's Algorithm 1, written with the gradient reversal layer of Sec. 4.2),
-one forward and ONE backward pass over a batch of n source + n target images:
+Per iteration, one forward and ONE backward pass over a batch of n source + n target images:
+  1) one step of F, C and D on
+         L = CE(C(F(x_s)), y_s) + L_d(D(R(F(x_s))), source) + L_d(D(R(F(x_t))), target)
+     C descends CE, D descends the domain loss L_d, F descends CE and ascends lambda_p L_d (through R).
 
-    L = CE(C(F(x_s)), y_s) + L_d(D(R_lambda(F(x_s))), 0) + L_d(D(R_lambda(F(x_t))), 1)
-
-F descends CE and ascends the domain loss (scaled by lambda_p through R), C descends CE,
-D descends the domain loss. lambda_p = 2 / (1 + exp(-10 p)) - 1 with p = step / max_steps.
+Readings: Algorithm 1 of the paper written with its gradient reversal layer R (Sec. 4.2), so the three
+updates are one step; lambda_p = adv_weight (2 / (1 + exp(-grl_gamma p)) - 1) with p = step / max_steps
+(Sec. 5.2.2); L_d is binary cross-entropy, source = 0, target = 1; ``domain_reduction`` says how it
+averages over the 2n predictions (``mean``: over all of them; ``sum``: mean over source + mean over target).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from enum import Enum
+
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from uda.config import DANNConfig, DomainReduction
+from uda.config.base import nonneg, widths
+from uda.config.method import MethodConfig
 from uda.losses import binary_accuracy, domain_bce, grad_reverse, grl_lambda
 from uda.methods.base import Batch, Method
+from uda.methods.common import source_ce
 from uda.nets import build_backbone, mlp
-from uda.registry import register
 
 
-@register("dann")
+class DomainReduction(str, Enum):
+    mean = "mean"  # mean over all 2n domain predictions (source and target together)
+    sum = "sum"  # mean over source + mean over target (twice the above for equal batches)
+
+
+@dataclass
+class DANNConfig(MethodConfig):
+    name: str = "dann"
+    # lambda_p = adv_weight * (2 / (1 + exp(-grl_gamma * p)) - 1), p = step / max_steps
+    adv_weight: float = 1.0
+    grl_gamma: float = 10.0
+    # how the domain loss reduces over the batch of n source + n target predictions
+    domain_reduction: DomainReduction = DomainReduction.mean
+    # hidden widths of the domain classifier on the backbone features (paper, MNIST: one FC100)
+    disc_hidden: list[int] = field(default_factory=lambda: [100])
+
+    def check(self, cfg) -> None:
+        nonneg(self.adv_weight, "method.adv_weight")
+        nonneg(self.grl_gamma, "method.grl_gamma")
+        widths(self.disc_hidden, "method.disc_hidden")
+
+
 class DANN(Method):
+    Config = DANNConfig
+
     def __init__(self, *, cfg: DANNConfig, features: nn.Module, classifier: nn.Module,
                  discriminator: nn.Module, max_steps: int):
         super().__init__()
@@ -58,7 +86,7 @@ class DANN(Method):
         f = self.features(torch.cat([src.x, tgt.x]))
         f_s, f_t = f[:n_s], f[n_s:]
         logits_s = self.classifier(f_s)
-        loss_cls = F.cross_entropy(logits_s.float(), src.y)
+        loss_cls, acc_s = source_ce(logits_s, src.y)
         # domain classifier behind the gradient reversal: source = 0, target = 1
         d_s = self.discriminator(grad_reverse(f_s, lam))
         d_t = self.discriminator(grad_reverse(f_t, lam))
@@ -71,7 +99,7 @@ class DANN(Method):
             "loss/cls": loss_cls.detach(),
             "loss/domain": loss_dom.detach(),
             "acc/domain": 0.5 * (binary_accuracy(d_s.detach(), 0) + binary_accuracy(d_t.detach(), 1)),
-            "acc/source_batch": (logits_s.argmax(1) == src.y).float().mean().detach(),
+            "acc/source_batch": acc_s,
             "sched/grl_lambda": torch.tensor(lam),
         }
 

@@ -1,21 +1,22 @@
 """GAN-feature DA ("LSD-seg"): Sankaranarayanan et al., "Learning from Synthetic Data: Addressing
-Domain Shift for Semantic Segmentation", CVPR 2018. No official code is maintained; implemented from the
-paper. Networks: F (the segmenter's body; its deepest features are the embedding), C (its pixel
-classifier), G (``FeatureDecoder``: embedding -> image, dropout as the noise), D (``PixelDiscriminator``:
-per position 4-way {source-real 0, source-fake 1, target-real 2, target-fake 3} + auxiliary
-segmentation head). Per iteration, in this order, each step recomputing its forward passes:
+Domain Shift for Semantic Segmentation", CVPR 2018.
 
+Per iteration, in this order, each step recomputing its forward passes:
   1) D: CE4(D(x_s), src-real) + CE4(D(G(F(x_s))), src-fake) + CE4(D(x_t), tgt-real)
         + CE4(D(G(F(x_t))), tgt-fake) + aux_weight CE_seg(D_seg(x_s), y_s)          [G(F(.)) detached]
   2) G (D frozen, F's embedding detached): gen_adv_weight [CE4(D(G(F(x_s))), src-real) + CE4(D(G(F(x_t))), tgt-real)]
         + aux_weight CE_seg(D_seg(G(F(x_s))), y_s) + recon_weight (|G(F(x_s)) - x_s|_1 + |G(F(x_t)) - x_t|_1)
   3) F + C (D and G frozen): CE_seg(C(F(x_s)), y_s) + adv_weight [CE4(D(G(F(x_s))), tgt-real)
-        + CE4(D(G(F(x_t))), src-real) + aux_weight CE_seg(D_seg(G(F(x_s))), y_s)]
+        + CE4(D(G(F(x_t))), src-real) + aux_weight CE_seg(D_seg(G(F(x_s))), y_s)]   (warm-up: CE_seg alone)
 
-Readings where the paper is ambiguous: the 4-way losses are means over D's output positions; F's
-weight 0.1 (``adv_weight``) multiplies all of its adversarial terms including the auxiliary one; the
-reconstruction is an L1 mean in the pair's normalised image space; F sees source and target as one
-batch (``forward_pair``) so batch-norm statistics that train match between training and evaluation.
+Networks: F (the segmenter's body; its deepest features are the embedding), C (its pixel classifier), G
+(``FeatureDecoder``: embedding -> image, dropout as the noise), D (``PixelDiscriminator``: per position
+4-way {source-real 0, source-fake 1, target-real 2, target-fake 3} + auxiliary segmentation head).
+No official code is maintained; implemented from the paper. Readings where it is ambiguous: the 4-way
+losses are means over D's output positions; F's weight 0.1 (``adv_weight``) multiplies all of its
+adversarial terms including the auxiliary one; the reconstruction is an L1 mean in the pair's normalised
+image space; F sees source and target as one batch (``forward_pair``) so batch-norm statistics that train
+match between training and evaluation.
 The authors' released code differs from the paper's text in three settings kept as options: G's own
 adversarial terms weighted 0.1 (``gen_adv_weight``, default 1 as in the paper's losses), InstanceNorm in
 D (``disc_norm: instance``; default BatchNorm, each of D's inputs a batch of its own), and a G that also reads
@@ -25,24 +26,65 @@ also reaches those layers through G (default off: the paper's text, G on the emb
 Without pretrained weights (digits_seg; the paper starts F from ImageNet VGG16) ``warmup_steps`` > 0 gives a
 warm-up stage: D and G take their steps as above, F+C the segmentation loss alone, so the adversarial terms
 start from an F that segments the source and a G and D trained on its embedding (default 0: the paper).
-F/C use the run's ``optimizer`` (the paper: Adam 1e-5, beta1 0.7, see the GTA5 recipe); G and D use ``gan_optimizer`` (Adam 1e-4, beta1 0.7),
-D's learning rate times ``disc_lr_scale`` (default 1: the paper's one rate for both; < 1 slows a D that overpowers G).
+F/C use the run's ``optimizer`` (the paper: Adam 1e-5, beta1 0.7, see the GTA5 recipe); G and D use
+``gan_optimizer`` (Adam 1e-4, beta1 0.7), D's learning rate times ``disc_lr_scale`` (default 1: the paper's
+one rate for both; < 1 slows a D that overpowers G). What these settings do on digits_seg: docs/notes/lsd.md.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+from dataclasses import dataclass, field
+from enum import Enum
 
 import torch
 import torch.nn.functional as F
 
-from uda.config import LSDConfig, OptimizerConfig
+from uda.config import SEGMENTATION, OptimizerConfig
+from uda.config.base import below_max_steps, nonneg, positive, unit_interval
+from uda.config.method import MethodConfig
+from uda.config.optimizer import adam
 from uda.losses import l1, seg_ce
-from uda.methods.base import Batch, Method, warmup_stages
-from uda.methods.source_only import seg_groups, seg_overrides
+from uda.methods.base import Batch, Method
+from uda.methods.common import head_optimizer, seg_groups, warmup_stages
 from uda.nets import set_requires_grad
 from uda.nets.segmentation import FeatureDecoder, PixelDiscriminator, SegNet, SegOut, build_segmenter, forward_pair
-from uda.registry import register
+
+
+class DiscNorm(str, Enum):
+    batch = "batch"  # BatchNorm over each sub-batch D scores (one domain and kind per batch)
+    instance = "instance"  # InstanceNorm, per image (the authors' released LSD-seg discriminator)
+
+
+@dataclass
+class LSDConfig(MethodConfig):
+    """F, C, a generator G(F(x)) and a 4-way + auxiliary-segmentation D."""
+
+    name: str = "lsd"
+    TASKS = (SEGMENTATION,)
+    adv_weight: float = 0.1  # F's cross-domain adversarial (and auxiliary) terms
+    aux_weight: float = 1.0  # D's auxiliary segmentation loss (ACGAN style)
+    recon_weight: float = 1.0  # G's L1 reconstruction of x_s and x_t
+    ngf: int = 64  # generator width
+    ndf: int = 64  # discriminator width
+    dropout: float = 0.5  # Dropout2d after each G layer, in place of a noise input
+    gen_adv_weight: float = 1.0  # G's within-domain adversarial terms (the authors' released code: 0.1)
+    disc_norm: DiscNorm = DiscNorm.batch  # D's normalisation layers
+    warmup_steps: int = 0  # F+C without the adversarial terms first (D and G train); 0 = the paper
+    gen_skips: bool = False  # G also reads the segmenter's skip_modules() (the authors' code: pool3, pool4)
+    disc_lr_scale: float = 1.0  # D's learning rate = gan_optimizer.lr x this (1 = the paper: G and D alike)
+    gan_optimizer: OptimizerConfig = field(default_factory=lambda: adam(1e-4, (0.7, 0.999)))
+
+    def check(self, cfg) -> None:
+        below_max_steps(self.warmup_steps, "method.warmup_steps", cfg.trainer.max_steps)
+        for key in ("adv_weight", "aux_weight", "recon_weight", "gen_adv_weight"):
+            nonneg(getattr(self, key), f"method.{key}")
+        for key in ("ngf", "ndf"):
+            positive(getattr(self, key), f"method.{key}")
+        unit_interval(self.dropout, "method.dropout")
+        self.gan_optimizer.check("method.gan_optimizer")
+        positive(self.disc_lr_scale, "method.disc_lr_scale")
+
 
 SRC_REAL, SRC_FAKE, TGT_REAL, TGT_FAKE = 0, 1, 2, 3
 
@@ -80,8 +122,9 @@ def generator_for(segmenter: SegNet, channels: int, m: LSDConfig) -> FeatureDeco
                           skips=[(t.shape[1], lv) for t, lv in zip(maps, levels)])
 
 
-@register("lsd")
 class LSD(Method):
+    Config = LSDConfig
+
     def __init__(self, *, cfg: LSDConfig, segmenter: SegNet, generator: FeatureDecoder, disc: PixelDiscriminator,
                  head_optimizer: OptimizerConfig):
         super().__init__()
@@ -100,7 +143,7 @@ class LSD(Method):
         segmenter = build_segmenter(cfg.backbone, in_channels=info.channels, num_classes=info.num_classes)
         return cls(cfg=m, segmenter=segmenter, generator=generator_for(segmenter, info.channels, m),
                    disc=PixelDiscriminator(info.channels, info.num_classes, m.ndf, norm=m.disc_norm.value),
-                   head_optimizer=seg_overrides(cfg)["head"])
+                   head_optimizer=head_optimizer(cfg))
 
     def param_groups(self):
         return seg_groups(self.segmenter) | {"gen": list(self.generator.parameters()),

@@ -1,6 +1,16 @@
 """ROAD: Chen et al., "ROAD: Reality Oriented Adaptation for Semantic Segmentation of Urban Scenes",
-CVPR 2018 — target guided distillation + spatial-aware adaptation. No official code exists; this is
-implemented from the paper, with these readings where it is ambiguous:
+CVPR 2018 — target guided distillation + spatial-aware adaptation.
+
+Per iteration:
+  1) ``warmup`` stage (``warmup_steps``; none with ImageNet weights): one step of the segmenter on the
+     source segmentation loss alone;
+  2) first ``adapt`` step, once: the teacher F_R <- the segmenter (frozen from then on);
+  3) ``adapt``: one backward and one step of the segmenter and the region classifiers on
+         L = CE_seg(source) + dist_weight L_dist(target) + L_spatial
+     the segmenter ascends spatial_weight x lambda_p x L_spatial through a gradient reversal, the region
+     classifiers descend L_spatial itself.
+
+No official code exists; this is implemented from the paper, with these readings where it is ambiguous:
 
 * Distillation teacher ("real style" model): a frozen copy of the segmenter made ONCE, at the first
   step of the ``adapt`` stage. With ImageNet weights and ``warmup_steps: 0`` that copy is the pretrained
@@ -25,26 +35,78 @@ implemented from the paper, with these readings where it is ambiguous:
   Ganin et al.'s ramp over the adapt stage). Weighting the classifiers' own loss by spatial_weight too
   (0.1) slows them tenfold: on digits_seg they then stayed at chance (L_m ~ 0.67) and the segmenter
   received no useful adversarial signal.
-
 * Source and target go through the segmenter as one batch (``forward_pair``): batch-norm statistics
   that train stay consistent between training and evaluation.
-
-Per iteration (adapt stage), one backward and one step of segmenter and region classifiers:
-    L = CE_seg(source) + dist_weight L_dist(target) + L_spatial   (reversal: -spatial_weight x lambda_p)
 """
 from __future__ import annotations
 
 import copy
+import math
+from dataclasses import dataclass, field
+from enum import Enum
 
 import torch
 from torch import nn
 
-from uda.config import OptimizerConfig, RegionOutput, ROADConfig, TeacherNorm
+from uda.config import SEGMENTATION, OptimizerConfig
+from uda.config.base import below_max_steps, nonneg, positive, widths
+from uda.config.method import MethodConfig
+from uda.errors import ConfigError
 from uda.losses import domain_bce, grad_reverse, grl_lambda, seg_ce
-from uda.methods.base import Batch, Method, warmup_stages
-from uda.methods.source_only import seg_groups, seg_overrides
+from uda.methods.base import Batch, Method
+from uda.methods.common import head_optimizer, seg_groups, warmup_stages
 from uda.nets.segmentation import SegNet, build_segmenter, forward_pair
-from uda.registry import register
+
+
+class TeacherNorm(str, Enum):
+    running = "running"  # batch-norm running statistics as at the copy (after a source warm-up: source's)
+    target = "target"  # each target batch's own statistics (running statistics never used nor updated)
+
+
+class RegionOutput(str, Enum):
+    position = "position"  # BCE on every position's score: the region's feature distributions are aligned
+    region = "region"  # BCE on the mean of the region's scores: one decision per region and image
+
+
+@dataclass
+class ROADConfig(MethodConfig):
+    """Target guided distillation + spatial-aware adaptation (region classifiers)."""
+
+    name: str = "road"
+    TASKS = (SEGMENTATION,)
+    # stage 1: the segmenter on labelled source only; the distillation teacher is copied from the segmenter
+    # once, at the first step after it (0: copied before any update, i.e. the pretrained net itself).
+    # On digits_seg that source-trained teacher's distillation costs target mIoU (docs/notes/road.md)
+    warmup_steps: int = 1000
+    dist_weight: float = 0.1  # target guided distillation
+    spatial_weight: float = 0.1  # reversal coefficient: the segmenter ascends spatial_weight x the region losses
+    grid: list[int] = field(default_factory=lambda: [2, 2])  # regions: rows, columns of the feature map
+    region_weights: list[float] = field(default_factory=list)  # one per region, row-major; [] = 1 each
+    disc_hidden: int = 64  # width of each region's domain classifier
+    # kernel of the classifier's first conv: 1 scores each position from its own feature vector; 3 (odd k)
+    # also sees its k x k neighbourhood, zero-padded at the region's border (it never sees other regions)
+    disc_kernel: int = 1
+    # what each region classifier decides (RegionOutput)
+    region_output: RegionOutput = RegionOutput.position
+    # gradient reversal weight: Ganin et al.'s ramp 2 / (1 + exp(-grl_gamma q)) - 1 over the adapt stage
+    grl_gamma: float = 10.0
+    # the teacher's batch-norm normalisation on the target images it sees: its running statistics frozen at
+    # the copy, or the statistics of each target batch (its weights stay frozen either way)
+    teacher_norm: TeacherNorm = TeacherNorm.running
+
+    def check(self, cfg) -> None:
+        below_max_steps(self.warmup_steps, "method.warmup_steps", cfg.trainer.max_steps)
+        for key in ("dist_weight", "spatial_weight", "grl_gamma"):
+            nonneg(getattr(self, key), f"method.{key}")
+        widths(self.grid, "method.grid", 2)
+        positive(self.disc_hidden, "method.disc_hidden")
+        if self.disc_kernel < 1 or self.disc_kernel % 2 == 0:
+            raise ConfigError(f"method.disc_kernel must be an odd size >= 1 (1, 3, 5, ...), got {self.disc_kernel}")
+        n = self.grid[0] * self.grid[1]
+        if self.region_weights and (len(self.region_weights) != n
+                                    or any(not 0 <= w < math.inf for w in self.region_weights)):
+            raise ConfigError(f"method.region_weights needs {n} values >= 0 (one per region of the "
+                              f"{self.grid[0]}x{self.grid[1]} grid), got {list(self.region_weights)}")
 
 
 def split_regions(f: torch.Tensor, rows: int, cols: int) -> list[torch.Tensor]:
@@ -57,8 +119,9 @@ def distillation(f: torch.Tensor, f_teacher: torch.Tensor) -> torch.Tensor:
     return 0.5 * (f.float() - f_teacher.float()).norm(dim=1).mean()
 
 
-@register("road")
 class ROAD(Method):
+    Config = ROADConfig
+
     def __init__(self, *, cfg: ROADConfig, segmenter: SegNet, region_classifiers: nn.ModuleList,
                  head_optimizer: OptimizerConfig, max_steps: int):
         super().__init__()
@@ -82,7 +145,7 @@ class ROAD(Method):
             nn.Sequential(nn.Conv2d(width, m.disc_hidden, m.disc_kernel, padding=m.disc_kernel // 2),
                           nn.ReLU(inplace=True), nn.Conv2d(m.disc_hidden, 1, 1))
             for _ in range(m.grid[0] * m.grid[1]))
-        return cls(cfg=m, segmenter=segmenter, region_classifiers=regions, head_optimizer=seg_overrides(cfg)["head"],
+        return cls(cfg=m, segmenter=segmenter, region_classifiers=regions, head_optimizer=head_optimizer(cfg),
                    max_steps=cfg.trainer.max_steps)
 
     def train(self, mode: bool = True):
@@ -122,11 +185,11 @@ class ROAD(Method):
     def update(self, src: Batch, tgt: Batch, step, opt):
         c = self.cfg
         if step < c.warmup_steps:
-            # warm-up stage: the segmenter on labelled source only
+            # 1) warm-up stage: the segmenter on labelled source only
             loss_seg = seg_ce(self.segmenter(src.x).logits, src.y)
             opt.step(loss_seg, "seg", "head")
             return {"loss/seg": loss_seg.detach()}
-        if not bool(self.teacher_ready):  # once, at the first adapt step (a resume never repeats it)
+        if not bool(self.teacher_ready):  # 2) once, at the first adapt step (a resume never repeats it)
             self.teacher.load_state_dict(self.segmenter.state_dict())
             self.teacher_ready.fill_(True)
         lam = self.grl_lambda(step)
@@ -138,7 +201,7 @@ class ROAD(Method):
         losses = self.region_losses(out_s.features, out_t.features, c.spatial_weight * lam)
         weights = c.region_weights or [1.0] * len(losses)
         loss_spatial = sum(w * lv for w, lv in zip(weights, losses))
-        # 1) one step: segmenter descends CE + distillation and ascends spatial_weight x the region losses
+        # 3) one step: segmenter descends CE + distillation and ascends spatial_weight x the region losses
         #    (reversal); the region classifiers descend the region losses at full weight
         opt.step(loss_seg + c.dist_weight * loss_dist + loss_spatial, "seg", "head", "disc")
         return {"loss/seg": loss_seg.detach(), "loss/dist": loss_dist.detach(),

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from uda.config import BackboneConfig, ConfigError, DANNDigitsConfig, LeNetConfig, ResNetConfig
+from uda.config import BackboneConfig, DANNDigitsConfig, LeNetConfig, ResNetConfig
+from uda.errors import ConfigError
 from uda.nets.digits import DANNDigitsFeatures, LeNetFeatures, mlp
 
 __all__ = ["build_backbone", "mlp", "DANNDigitsFeatures", "set_requires_grad"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from uda.config import ConfigError
+from uda.errors import ConfigError
 
 MAX_DIGITS_SIZE = 128  # these nets flatten their last feature map: beyond this the FC layer explodes
 

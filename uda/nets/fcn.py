@@ -33,7 +33,7 @@ from torch import nn
 
 from uda.config import FCN8sConfig
 from uda.nets.resnet import load_local_weights
-from uda.nets.segmentation import SegNet, SegOut, upsample
+from uda.nets.seg_base import SegNet, SegOut, upsample
 
 
 def _conv_from_linear(linear: nn.Linear, in_channels: int, kernel: int, padding: int) -> nn.Conv2d:

@@ -6,7 +6,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from uda.config import ConfigError, ResNetConfig
+from uda.config import ResNetConfig
+from uda.errors import ConfigError
 
 WIDTH = {18: 512, 34: 512, 50: 2048, 101: 2048}
 

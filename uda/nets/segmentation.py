@@ -1,67 +1,20 @@
-"""Segmentation networks share one output contract, ``SegOut``; ``build_segmenter`` maps a config to one.
-
-Every segmenter returns class scores at its own output stride; methods upsample them bilinearly to
-the label size (``upsample``). ``features`` is the deepest feature map the classifier reads (what
-feature-level methods such as ROAD and LSD align); ``aux`` holds the auxiliary classifier's scores
-on the shallower level (AdaptSegNet's multi-level variant) when the net was built with ``aux=True``.
-Parameters are split into ``pretrained_parameters()`` (ImageNet-initialisable body) and
-``new_parameters()`` (randomly initialised heads; DeepLab trains them with 10x the learning rate).
-"""
+"""The segmenters (``build_segmenter``: digits_seg's small net, DeepLab-v2, FCN-8s), the segmentation
+methods' discriminators and LSD's generator. The contract they share is in ``uda.nets.seg_base``."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from uda.config import BackboneConfig, ConfigError, DeepLabV2Config, FCN8sConfig, SegSmallConfig
+from uda.config import BackboneConfig, DeepLabV2Config, FCN8sConfig, SegSmallConfig
+from uda.errors import ConfigError
+from uda.nets.deeplab import deeplab_v2
+from uda.nets.fcn import fcn8s
+from uda.nets.seg_base import SegNet, SegOut, forward_pair, upsample
 
-
-class SegOut(NamedTuple):
-    features: torch.Tensor  # [N, C, h, w] the deepest features
-    logits: torch.Tensor  # [N, K, h', w'] main class scores
-    aux: torch.Tensor | None  # [N, K, h'', w''] auxiliary class scores (aux=True), else None
-
-
-def upsample(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear upsampling of class scores to the label size (align_corners=False)."""
-    if tuple(logits.shape[-2:]) == tuple(size):
-        return logits
-    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-
-
-def forward_pair(net: nn.Module, x_s: torch.Tensor, x_t: torch.Tensor) -> tuple[SegOut, SegOut]:
-    """The segmenter on a source and a target batch, as ONE forward pass when their image sizes agree.
-
-    Batch-norm layers that train (digits_seg's net from scratch) then normalise with the statistics
-    of the joint batch and keep running statistics of both domains, which is what evaluation uses;
-    two separate passes would normalise each domain by its own batch in training but by a mixture
-    of the two at evaluation (on digits_seg that mismatch cost AdaptSegNet about half of its target
-    mIoU). For frozen batch norm (DeepLab-v2) or none (FCN-8s) the outputs equal two passes.
-    Images of different sizes (GTA5 vs Cityscapes crops) take two passes.
-    """
-    if x_s.shape[1:] != x_t.shape[1:]:
-        return net(x_s), net(x_t)
-    out, n = net(torch.cat([x_s, x_t])), x_s.shape[0]
-    parts = [(None, None) if t is None else (t[:n], t[n:]) for t in out]
-    return SegOut(*(p[0] for p in parts)), SegOut(*(p[1] for p in parts))
-
-
-class SegNet(nn.Module):
-    """Base of every segmenter: ``forward(x) -> SegOut``."""
-
-    def pretrained_parameters(self) -> list[nn.Parameter]:
-        raise NotImplementedError
-
-    def new_parameters(self) -> list[nn.Parameter]:
-        raise NotImplementedError
-
-    def skip_modules(self) -> list[nn.Module]:
-        """Modules below the embedding whose outputs a decoder may read, shallow to deep (LSD's ``gen_skips``;
-        the authors' generator reads FCN-8s's pool3 and pool4 besides fc7)."""
-        raise NotImplementedError
+__all__ = ["SegNet", "SegOut", "build_segmenter", "forward_pair", "upsample", "FeatureDecoder", "OutputDiscriminator",
+           "PixelDiscriminator", "palette"]
 
 
 def _block(c_in: int, c_out: int, dilation: int = 1) -> nn.Sequential:
@@ -112,12 +65,8 @@ def build_segmenter(cfg: BackboneConfig, *, in_channels: int, num_classes: int, 
     if isinstance(cfg, SegSmallConfig):
         return SmallSegNet(in_channels=in_channels, num_classes=num_classes, channels=list(cfg.channels), aux=aux)
     if isinstance(cfg, DeepLabV2Config):
-        from uda.nets.deeplab import deeplab_v2
-
         return deeplab_v2(cfg, in_channels=in_channels, num_classes=num_classes, aux=aux)
     if isinstance(cfg, FCN8sConfig):
-        from uda.nets.fcn import fcn8s
-
         if aux:
             raise ConfigError("backbone=fcn8s has no auxiliary (multi-level) head; use backbone=deeplabv2 "
                               "or a single-level method setting")

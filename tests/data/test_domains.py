@@ -1,0 +1,58 @@
+"""The one table of domains: every domain validation accepts loads through it, each has a task, and
+``uda data list | verify | prepare`` reads it (present and missing domains, checksum errors, unknown names)."""
+import bz2
+
+import numpy as np
+import pytest
+
+from uda.config import CLASSIFICATION, SEGMENTATION, ConfigError, validate
+from uda.data.domains import DOMAINS, LISTED
+
+from helpers import make_cfg, run_cli
+
+
+def test_every_domain_has_a_task_a_loader_and_notes_and_uda_data_lists_all_but_custom():
+    for name, spec in DOMAINS.items():
+        assert spec.name == name and spec.task in (CLASSIFICATION, SEGMENTATION) and callable(spec.load) and spec.notes
+        assert (spec.classes is not None) == (spec.task == SEGMENTATION)
+    assert set(LISTED) == set(DOMAINS) - {"custom"}
+    assert {n for n, s in DOMAINS.items() if s.files} == {"gta5", "synthia", "cityscapes"}
+
+
+def test_an_unknown_domain_names_the_key_and_every_valid_one():
+    with pytest.raises(ConfigError, match=r"unknown domain data.target.name='mnistx'; valid domains: mnist, mnistm, usps"):
+        validate(make_cfg("data.target.name=mnistx"))
+    with pytest.raises(ConfigError, match="one is a segmentation domain and one is not"):
+        validate(make_cfg("data.target.name=mnistm_seg"))
+
+
+def write_usps(d, n_train=40, n_test=20):
+    """The libsvm bz2 release: 'label idx:value ...', labels 1..10, 256 values in [-1, 1]."""
+    d.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for fn, n in (("usps.bz2", n_train), ("usps.t.bz2", n_test)):
+        lines = []
+        for i in range(n):
+            label = i % 10 + 1
+            values = rng.uniform(-1, 1, 256)
+            values[0] = -1.0 if label == 1 else 1.0  # fixed pixels to check the [-1, 1] -> uint8 mapping
+            lines.append(f"{label} " + " ".join(f"{j + 1}:{v:.6f}" for j, v in enumerate(values)))
+        with bz2.open(d / fn, "wt") as f:
+            f.write("\n".join(lines) + "\n")
+
+
+def test_data_list_shows_present_and_missing(tmp_path):
+    write_usps(tmp_path / "usps")
+    res = run_cli("data", "list", "--root", str(tmp_path), cwd=tmp_path, timeout=120)
+    assert res.returncode == 0, res.stderr
+    lines = {ln.split()[0]: ln for ln in res.stdout.splitlines() if ln.startswith("  ") and ln.split()}
+    assert "present" in lines["usps"] and "missing" in lines["svhn"] and "train_32x32.mat" in lines["svhn"]
+    assert "missing" in lines["syndigits"] and "yaroslav.ganin.net" in lines["syndigits"]
+    assert "missing" in lines["amazon"] and "office31/amazon/images" in lines["amazon"]
+    bad = run_cli("data", "verify", "usps", "--root", str(tmp_path), cwd=tmp_path, timeout=120)
+    assert bad.returncode == 2 and "checksum mismatch" in bad.stderr
+
+
+def test_data_verify_of_an_unknown_domain_lists_the_known_ones(tmp_path):
+    res = run_cli("data", "verify", "mnistx", "--root", str(tmp_path), cwd=tmp_path, timeout=60)
+    assert res.returncode == 2 and "unknown domain 'mnistx'; valid: mnist, mnistm" in res.stderr

@@ -1,0 +1,68 @@
+"""Evaluation: target validation labels are never read, each evaluation records the selection scores
+and best.pt keeps the evaluation the label-free criterion prefers, and `uda eval` reproduces the loop's
+final evaluation (classification and segmentation) and names the checkpoints a run has."""
+import json
+
+import pytest
+import torch
+
+from uda.data.pairs import Normalize, build_pair
+from uda.engine import checkpoint as ckpt
+from uda.engine.evaluation import evaluate_pair
+from uda.engine.loop import train
+from uda.methods import get_method
+
+from helpers import SEG_SMALL, SMALL, make_cfg, run_cli
+
+
+def test_evaluation_never_reads_target_validation_labels(mnist_root):
+    cfg = make_cfg(*SMALL)
+    source, target, info = build_pair(cfg.data)
+    method = get_method("dann").from_config(cfg, info)
+    prepare = Normalize(cfg.data.mean, cfg.data.std, torch.device("cpu"), False)
+    a = evaluate_pair(method, source, target, info, prepare=prepare, batch_size=64, device=torch.device("cpu"))
+    target.val_y = None  # any read would fail
+    b = evaluate_pair(method, source, target, info, prepare=prepare, batch_size=64, device=torch.device("cpu"))
+    assert a == b and {"source_val_acc", "target_entropy", "snd", "dev"} <= a.keys()
+
+
+def test_run_records_scores_keeps_best_and_summarises_selection(tmp_path, mnist_root):
+    summary = train(make_cfg(*SMALL, "trainer.select=entropy"), tmp_path)
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all({"source_val_acc", "target_entropy", "snd", "dev"} <= r.keys() for r in rows)
+    chosen = min(rows, key=lambda r: (r["target_entropy"], -r["step"]))
+    best = ckpt.load(tmp_path / "checkpoints" / "best.pt")
+    assert best["step"] == chosen["step"] == summary["best_checkpoint"]["step"]
+    assert summary["selected"]["entropy"]["step"] == chosen["step"]
+    assert summary["selected"]["oracle"]["target_acc"] == max(r["target_acc"] for r in rows)
+
+
+def test_uda_eval_reproduces_the_final_evaluation(tmp_path, mnist_root):
+    run = tmp_path / "run"
+    res = run_cli("train", *SMALL, f"hydra.run.dir={run}", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = run_cli("eval", str(run), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads((run / "eval_last_mnist_mnistm.json").read_text())
+    last = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()][-1]
+    assert result["step"] == 6
+    for key in ("source_acc", "target_acc", "source_val_acc"):
+        assert result[key] == pytest.approx(last[key])
+    bad = run_cli("eval", str(run), "checkpoint=nope", cwd=tmp_path)
+    assert bad.returncode == 2 and "last" in bad.stderr and "best" in bad.stderr
+
+
+def test_cli_source_only_on_digits_seg_prints_miou(tmp_path):
+    res = run_cli("train", "method=source_only", *SEG_SMALL, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "target_miou=" in res.stdout
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["method"] == "source_only" and "target_miou" in summary
+    # `uda eval` on a segmentation run re-computes the final evaluation: mIoU and per-class IoUs
+    out = run_cli("eval", str(tmp_path / "run"), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads((tmp_path / "run" / "eval_last_digits_seg.json").read_text())
+    assert "target_acc" not in result
+    for key in ("source_miou", "target_miou"):
+        assert result[key] == pytest.approx(summary[key], abs=1e-6)
+    assert result["target_iou"] == summary["target_iou"]

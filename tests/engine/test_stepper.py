@@ -1,0 +1,46 @@
+"""The Stepper and the learning-rate schedules: unknown groups and double steps are refused; each schedule
+(a function of the step) against its formula."""
+
+import pytest
+import torch
+from torch import nn
+
+from uda.config import OptimizerConfig, Schedule
+from uda.engine.runtime import Stepper, lr_factor, lr_factors
+
+
+def test_stepper_rejects_unknown_group_and_double_step():
+    net = nn.Linear(4, 2)
+    opt = Stepper({"cls": torch.optim.SGD(net.parameters(), lr=0.1)}, torch.amp.GradScaler("cpu", enabled=False), "cpu")
+    x = torch.randn(5, 4)
+    with pytest.raises(KeyError, match="cls"):
+        opt.step(net(x).sum(), "gen")
+    opt.step(net(x).sum(), "cls")
+    with pytest.raises(RuntimeError, match="twice"):
+        opt.step(net(x).sum(), "cls")
+    opt.end_iteration()
+    opt.step(net(x).sum(), "cls")
+
+
+def test_dann_learning_rate_schedule():
+    cfg = OptimizerConfig(lr=0.01, schedule=Schedule.dann, sched_alpha=10, sched_beta=0.75)
+    assert lr_factor(cfg, 0, 100) == 1.0
+    assert lr_factor(cfg, 100, 100) == pytest.approx(11 ** -0.75)
+    assert lr_factor(cfg, 30, 100) == pytest.approx(1 / (1 + 3) ** 0.75)
+
+
+def test_other_schedules():
+    assert lr_factor(OptimizerConfig(schedule=Schedule.constant), 50, 100) == 1.0
+    step = OptimizerConfig(schedule=Schedule.step, sched_gamma=0.5, sched_step_size=10)
+    assert [lr_factor(step, s, 100) for s in (0, 9, 10, 25)] == [1.0, 1.0, 0.5, 0.25]
+    poly = OptimizerConfig(schedule=Schedule.poly, sched_power=0.9)
+    assert lr_factor(poly, 50, 100) == pytest.approx(0.5 ** 0.9)
+
+
+def test_a_group_with_a_span_follows_its_schedule_over_that_span_only():
+    linear = OptimizerConfig(schedule=Schedule.linear, sched_decay_start=0.5)
+    cfgs = {"gen": linear, "cls": linear}
+    # "gen" trains over steps [10, 20): constant before and through its first half, 0.2 at its last step
+    at = {s: lr_factors(cfgs, {"gen": (10, 20)}, s, 40) for s in (0, 10, 15, 16, 19, 30)}
+    assert [at[s]["gen"] for s in (0, 10, 15, 16, 19, 30)] == pytest.approx([1, 1, 1, 0.8, 0.2, 0.2])
+    assert at[30]["cls"] == pytest.approx(lr_factor(linear, 30, 40))  # no span: the whole run

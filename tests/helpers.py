@@ -1,0 +1,139 @@
+"""What the tests share: the real configs composed then shrunk (lightning-hydra-template style), the CLI
+in a subprocess, tiny batches, and steppers that record which parameter groups each sub-step changes."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from uda.compose import compose
+from uda.config import SEGMENTATION, TrainConfig
+from uda.data.pairs import PairInfo
+from uda.engine.runtime import Stepper
+from uda.methods import Batch, get_method
+
+# a few steps on a small real subset of MNIST -> MNIST-M
+SMALL = [
+    "trainer.max_steps=6", "trainer.batch_size=8", "trainer.eval_every=3", "trainer.checkpoint_every=3",
+    "trainer.log_every=2", "trainer.progress=none", "trainer.eval_batch_size=64",
+    "data.train_subset=256", "data.test_subset=128",
+]
+# a 40-step run that checkpoints every step: what the kill / preemption tests interrupt
+KILL_ARGS = [*SMALL, "trainer.max_steps=40", "trainer.checkpoint_every=1", "trainer.eval_every=20", "trainer.threads=1"]
+
+# the pair a method's networks are built for, without loading data: MNIST -> MNIST-M, and a 4-class
+# segmentation pair of 32 x 32 images with digits_seg's tiny segmenter
+INFO = PairInfo("mnist_mnistm", "mnist", "mnistm", 3, 28, 10, mean=(0.5,) * 3, std=(0.5,) * 3)
+K = 4
+SEG_INFO = PairInfo("digits_seg", "mnist_seg", "mnistm_seg", 3, 32, K, mean=(0.5,) * 3, std=(0.5,) * 3,
+                    task=SEGMENTATION, class_names=tuple("abcd"))
+TINY_SEG = ["data=digits_seg", "backbone.channels=[4,8]"]
+
+
+def make_cfg(*overrides: str) -> TrainConfig:
+    """The typed config ``uda train <overrides>`` composes (not validated)."""
+    return compose(list(overrides))
+
+
+def build(*overrides: str, info: PairInfo = INFO):
+    """The method ``overrides`` configure, seeded, built for ``info`` (no data is loaded)."""
+    torch.manual_seed(0)
+    cfg = make_cfg(*overrides)
+    return get_method(cfg.method.name).from_config(cfg, info)
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run([sys.executable, "-m", "uda.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout, **kw)
+
+
+def spawn_train(*args: str, run_dir: Path, cwd: Path) -> subprocess.Popen:
+    """``uda train`` in the background (1 thread), to be signalled or killed by a test."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "uda.cli", "train", *args, f"hydra.run.dir={run_dir}"],
+                            cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def state_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def digit_batches(n: int = 6) -> tuple[Batch, Batch]:
+    """A random labelled source batch and an unlabelled target batch of 3 x 28 x 28 images."""
+    g = torch.Generator().manual_seed(0)
+    return (Batch(torch.randn(n, 3, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g)),
+            Batch(torch.randn(n, 3, 28, 28, generator=g) * 0.5 + 0.3, None))
+
+
+def seg_batches(n: int = 3, size: int = 32) -> tuple[Batch, Batch]:
+    """A source batch with per-pixel labels (its top two rows 255 = ignored) and a target batch."""
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, K, (n, size, size), generator=g)
+    y[:, :2] = 255
+    return (Batch(torch.randn(n, 3, size, size, generator=g), y),
+            Batch(torch.randn(n, 3, size, size, generator=g) * 0.5 + 0.3, None))
+
+
+def joint(net, a, b):
+    """Reference for ``forward_pair``: one pass over both batches, split back."""
+    out, n = net(torch.cat([a, b])), a.shape[0]
+    return tuple(type(out)(*(None if t is None else t[sl] for t in out)) for sl in (slice(None, n), slice(n, None)))
+
+
+def snapshot(method) -> dict[str, list[torch.Tensor]]:
+    return {g: [p.detach().clone() for p in ps] for g, ps in method.param_groups().items()}
+
+
+def changed(before: dict[str, list[torch.Tensor]], method) -> set[str]:
+    """The parameter groups of ``method`` that differ from ``before`` (a ``snapshot``)."""
+    return {g for g, ps in method.param_groups().items() if any(not torch.equal(a, p) for a, p in zip(before[g], ps))}
+
+
+def sgd_stepper(method, lr: float = 0.1, momentum: float = 0.9) -> Stepper:
+    opts = {g: torch.optim.SGD(p, lr=lr, momentum=momentum) for g, p in method.param_groups().items()}
+    return Stepper(opts, torch.amp.GradScaler("cpu", enabled=False), "cpu")
+
+
+class SpyStepper(Stepper):
+    """Plain SGD per group; records, for each ``step`` call, the groups it was asked to step and the
+    groups whose parameters changed."""
+
+    def __init__(self, method, lr: float = 0.05):
+        opts = {g: torch.optim.SGD(p, lr=lr) for g, p in method.param_groups().items()}
+        super().__init__(opts, torch.amp.GradScaler("cpu", enabled=False), "cpu")
+        self.method, self.calls = method, []
+
+    def step(self, loss, *groups):
+        before = snapshot(self.method)
+        super().step(loss, *groups)
+        self.calls.append((set(groups), changed(before, self.method)))
+
+
+class ApplySpy(Stepper):
+    """Plain SGD per group; records the groups of each ``apply`` and which groups' parameters changed
+    (for methods that call zero / backward / apply themselves, as AdaptSegNet does)."""
+
+    def __init__(self, method, lr: float = 0.05):
+        opts = {g: torch.optim.SGD(p, lr=lr) for g, p in method.param_groups().items()}
+        super().__init__(opts, torch.amp.GradScaler("cpu", enabled=False), "cpu")
+        self.method, self.calls = method, []
+
+    def apply(self, *groups):
+        before = snapshot(self.method)
+        super().apply(*groups)
+        self.calls.append((set(groups), changed(before, self.method)))
+
+
+def build_seg(*overrides: str):
+    """A segmentation method on ``SEG_INFO`` with digits_seg's tiny segmenter (``TINY_SEG``)."""
+    return build(*TINY_SEG, *overrides, info=SEG_INFO)
+
+
+# a few steps on a small real subset of digits_seg
+SEG_SMALL = [*TINY_SEG, "trainer.max_steps=6", "trainer.batch_size=4", "trainer.eval_every=3",
+             "trainer.checkpoint_every=3", "trainer.log_every=2", "trainer.progress=none",
+             "trainer.eval_batch_size=32", "data.train_subset=64", "data.test_subset=32", "data.val_size=8"]

@@ -1,0 +1,126 @@
+"""The ``uda`` command: a few training steps end to end, Hydra sweeps (their directories, re-runs that skip
+finished runs and resume unfinished ones), the submitit / SLURM launchers, config mistakes as one clear
+line, and ``--help`` (which imports no torch)."""
+import json
+
+import pytest
+
+from uda.cli import main
+
+from helpers import SMALL, run_cli
+
+
+def test_cli_end_to_end_few_steps(tmp_path, mnist_root):
+    res = run_cli("train", *SMALL, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "target_acc=" in res.stdout
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["steps"] == 6 and summary["data"] == "mnist_mnistm"
+    assert (tmp_path / "run" / ".hydra" / "config.yaml").is_file()
+
+
+def test_cli_multirun_gives_each_run_its_own_directory(tmp_path, mnist_root):
+    small = [o for o in SMALL if not o.startswith("trainer.max_steps")]
+    res = run_cli("train", "-m", "method=source_only,dann", "seed=0", "trainer.max_steps=2", *small,
+                  f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    runs = sorted(p.parent.name for p in (tmp_path / "sweep").glob("*/summary.json"))
+    assert runs == ["0_source_only_seed0", "1_dann_seed0"]
+
+
+def test_sweep_rerun_skips_finished_runs_and_resumes_unfinished_ones(tmp_path, mnist_root):
+    small = [o for o in SMALL if not o.startswith("trainer.max_steps")]
+    args = ["train", "-m", "method=source_only,dann", "seed=0", "trainer.max_steps=2", *small,
+            f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    assert run_cli(*args, cwd=tmp_path).returncode == 0
+    done0, done1 = (tmp_path / "sweep" / n / "summary.json" for n in ("0_source_only_seed0", "1_dann_seed0"))
+    first0, first1 = done0.read_text(), done1.read_text()
+    done1.unlink()  # run 1 as if killed after its last checkpoint, before its summary
+    res = run_cli(*args, "resume=auto", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.count("target_acc=") == 2
+    assert done0.read_text() == first0  # not trained again: the summary (with its wall time) is untouched
+    log0 = (done0.parent / "train.log").read_text()
+    assert "already finished" in log0
+    again = json.loads(done1.read_text())
+    assert again["target_acc"] == json.loads(first1)["target_acc"]  # resumed the finished checkpoint
+    assert "resumed from" in (done1.parent / "train.log").read_text()
+    # the same sweep directory with other settings is refused, naming the difference
+    res = run_cli(*[a.replace("trainer.max_steps=2", "trainer.max_steps=3") for a in args], cwd=tmp_path)
+    assert res.returncode == 2 and "trainer.max_steps" in res.stderr and "hydra.sweep.dir" in res.stderr, res.stderr
+
+
+def test_sweep_through_the_submitit_launcher_and_its_rerun(tmp_path, mnist_root):
+    """Hydra's submitit launcher (local executor: the SLURM one's code path without a cluster)."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    small = [o for o in SMALL if not o.startswith("trainer.max_steps")]
+    args = ["train", "-m", "hydra/launcher=submitit_local", "seed=0,1", "trainer.max_steps=2", *small,
+            f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    res = run_cli(*args, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    done = sorted((tmp_path / "sweep").glob("*/summary.json"))
+    assert [p.parent.name for p in done] == ["0_dann_seed0", "1_dann_seed1"]
+    before = [p.read_text() for p in done]
+    res = run_cli(*args, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert [p.read_text() for p in done] == before  # the re-run skipped both finished runs
+    assert all("already finished" in (p.parent / "train.log").read_text() for p in done)
+
+
+def test_the_slurm_launcher_config_composes_with_requeue_on_timeout(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    res = run_cli("train", "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "--cfg", "hydra",
+                  "--package", "hydra.launcher", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "SlurmLauncher" in res.stdout and "max_num_timeout: 3" in res.stdout and "partition: gpu" in res.stdout
+
+
+def test_a_launcher_whose_plugin_is_missing_names_the_extra(monkeypatch, capsys):
+    import importlib.util
+
+    from uda import cli
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(SystemExit) as e:
+        cli._check_launcher(["seed=0,1", "hydra/launcher=slurm"])
+    assert e.value.code == 2 and '.[slurm]' in capsys.readouterr().err
+    cli._check_launcher(["hydra/launcher=basic"])  # Hydra's own launchers need nothing
+
+
+@pytest.mark.parametrize("override, needles", [
+    ("trainer.max_stpes=3", ["max_stpes", "TrainerConfig"]),
+    ("method=foo", ["method/foo", "dann", "source_only"]),
+    ("trainer.max_steps=abc", ["trainer.max_steps", "abc"]),
+    ("trainer.precision=fp8", ["fp8", "fp32, bf16, fp16"]),
+    ("device=tpu", ["tpu", "auto, cpu, cuda"]),
+    ("method.foo=1", ["foo", "DANNConfig"]),
+])
+def test_cli_config_errors_are_one_clear_message(tmp_path, override, needles):
+    res = run_cli("train", override, f"hydra.run.dir={tmp_path}", cwd=tmp_path, timeout=60)
+    assert res.returncode != 0
+    for needle in needles:
+        assert needle in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_cli_semantic_error_exits_2_with_one_line(tmp_path):
+    res = run_cli("train", "trainer.batch_size=-4", f"hydra.run.dir={tmp_path}", cwd=tmp_path, timeout=60)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines()[-1] == "uda: error: trainer.batch_size must be > 0, got -4"
+    assert "Traceback" not in res.stderr
+
+
+def test_cli_help_lists_subcommands(capsys):
+    assert main(["--help"]) == 0
+    assert "train" in capsys.readouterr().out
+    assert main(["frobnicate"]) == 2
+    assert "valid commands: train" in capsys.readouterr().err
+
+
+def test_cli_help_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys; from uda.cli import main; main(['--help']); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "False"

@@ -1,0 +1,43 @@
+"""Hydra composition: the config groups shipped in ``uda/configs/`` (so that a wheel runs), the typed
+schemas registered in Hydra's ConfigStore, and ``compose`` for code that builds a config outside the CLI.
+
+The schemas come from ``uda.config`` (data, backbone, optimizer, trainer) and from each method's own
+module (``METHODS[name].Config``), so adding a method registers its schema with no line here.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from uda.config import BACKBONES, DataConfig, OptimizerConfig, TrainConfig, TrainerConfig
+
+CONFIG_DIR = str(Path(__file__).resolve().parent / "configs")
+
+
+def register_configs() -> None:
+    """Put every schema in Hydra's ConfigStore (the YAML files extend them by name)."""
+    from hydra.core.config_store import ConfigStore
+
+    from uda.methods import METHODS
+
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    for name, cls in METHODS.items():
+        cs.store(group="schema/method", name=name, node=cls.Config)
+    for name, schema in BACKBONES.items():
+        cs.store(group="schema/backbone", name=name, node=schema)
+    cs.store(group="schema/data", name="data", node=DataConfig)
+    cs.store(group="schema/optimizer", name="optimizer", node=OptimizerConfig)
+    cs.store(group="schema/trainer", name="trainer", node=TrainerConfig)
+
+
+def compose(overrides: list[str] = (), config_dir: str | None = None) -> TrainConfig:
+    """The typed config ``uda train <overrides>`` would run (not validated; ``uda.config.validate`` does
+    that). ``config_dir``: another directory of config groups searched after the shipped ones."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    register_configs()
+    extra = [f"hydra.searchpath=[file://{Path(config_dir).resolve()}]"] if config_dir else []
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return OmegaConf.to_object(hydra_compose("train", overrides=[*overrides, *extra]))

@@ -1,0 +1,136 @@
+"""``backbone``: the network a method trains (``configs/backbone/``); each schema says which task it is for."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from omegaconf import MISSING
+
+from uda.config.base import CLASSIFICATION, SEGMENTATION, nonneg, positive, unit_interval, widths
+from uda.errors import ConfigError
+
+
+@dataclass
+class BackboneConfig:
+    name: str = MISSING
+    TASK: ClassVar[str] = CLASSIFICATION
+
+    def check(self) -> None:
+        """Checks the schema cannot express (ranges, files); ConfigError naming the key."""
+
+
+def _check_weights(weights: str) -> None:
+    if weights and not Path(weights).expanduser().is_file():
+        raise ConfigError(f"backbone.weights: no file {weights} (a local ImageNet state_dict; nothing is downloaded)")
+
+
+@dataclass
+class DANNDigitsConfig(BackboneConfig):
+    """DANN's MNIST net: conv5-32, pool2, conv5-48, pool2 | FC100, FC100, FC10."""
+
+    name: str = "dann_mnist"
+    conv_channels: list[int] = field(default_factory=lambda: [32, 48])
+    cls_hidden: list[int] = field(default_factory=lambda: [100, 100])
+
+    def check(self) -> None:
+        widths(self.conv_channels, "backbone.conv_channels", 2)
+        widths(self.cls_hidden, "backbone.cls_hidden")
+
+
+@dataclass
+class LeNetConfig(BackboneConfig):
+    """ADDA's LeNet: conv5-20, pool2, conv5-50, pool2, FC500 | FC10."""
+
+    name: str = "lenet"
+    conv_channels: list[int] = field(default_factory=lambda: [20, 50])
+    feat_dim: int = 500
+    dropout: float = 0.5
+
+    def check(self) -> None:
+        widths(self.conv_channels, "backbone.conv_channels", 2)
+        positive(self.feat_dim, "backbone.feat_dim")
+        unit_interval(self.dropout, "backbone.dropout")
+
+
+@dataclass
+class ResNetConfig(BackboneConfig):
+    """torchvision ResNet (He et al. 2016) to global pooling | bottleneck FC + ReLU + dropout | FC.
+
+    The domain discriminators of DANN-style methods sit on the bottleneck (Ganin et al.'s Office setup).
+    """
+
+    name: str = "resnet50"
+    depth: int = 50  # 18 | 34 | 50 | 101
+    # a local file with ImageNet weights (a torchvision state_dict, e.g. resnet50-11ad3fa6.pth);
+    # "" = random initialisation. Nothing is ever downloaded.
+    weights: str = ""
+    bottleneck: int = 256  # 0 = the classifier reads the pooled features directly
+    dropout: float = 0.5
+
+    def check(self) -> None:
+        if self.depth not in (18, 34, 50, 101):
+            raise ConfigError(f"backbone.depth must be 18, 34, 50 or 101, got {self.depth}")
+        nonneg(self.bottleneck, "backbone.bottleneck")
+        unit_interval(self.dropout, "backbone.dropout")
+        _check_weights(self.weights)
+
+
+@dataclass
+class SegSmallConfig(BackboneConfig):
+    """A small fully convolutional segmenter for digits_seg (a miniature DeepLab): conv blocks (two 3x3
+    convs + BN + ReLU), 2x2 max-pool before each block but the first and the last, the last block dilated;
+    1x1 classifiers on the last block and (``aux``) on the block before it."""
+
+    name: str = "seg_small"
+    TASK: ClassVar[str] = SEGMENTATION
+    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 64])
+    head_lr_mult: float = 1.0  # learning rate of the classifier heads relative to the body
+
+    def check(self) -> None:
+        positive(self.head_lr_mult, "backbone.head_lr_mult")
+        if len(self.channels) < 2 or any(c <= 0 for c in self.channels):
+            raise ConfigError(f"backbone.channels needs at least two positive widths, got {list(self.channels)}")
+
+
+@dataclass
+class DeepLabV2Config(BackboneConfig):
+    """DeepLab-v2 (Chen et al. 2017): dilated ResNet (output stride 8, frozen BatchNorm) + ASPP with
+    four 3x3 branches (dilations ``aspp_rates``) whose class scores are summed. Multi-level methods add
+    the same ASPP classifier on layer3."""
+
+    name: str = "deeplabv2"
+    TASK: ClassVar[str] = SEGMENTATION
+    depth: int = 101  # 50 | 101
+    # a local file with ImageNet weights (torchvision's resnet state_dict); "" = random initialisation
+    weights: str = ""
+    aspp_rates: list[int] = field(default_factory=lambda: [6, 12, 18, 24])
+    head_lr_mult: float = 10.0  # the ASPP heads train with 10x the body's learning rate (DeepLab, AdaptSegNet)
+
+    def check(self) -> None:
+        positive(self.head_lr_mult, "backbone.head_lr_mult")
+        if self.depth not in (50, 101):
+            raise ConfigError(f"backbone.depth must be 50 or 101 for deeplabv2, got {self.depth}")
+
+
+@dataclass
+class FCN8sConfig(BackboneConfig):
+    """FCN-8s (Long et al. 2015) on VGG16: conv fc6/fc7, score layers at pool3 / pool4 / fc7, fused."""
+
+    name: str = "fcn8s"
+    TASK: ClassVar[str] = SEGMENTATION
+    # a local file with ImageNet weights (torchvision's vgg16 state_dict); "" = random initialisation
+    weights: str = ""
+    head_lr_mult: float = 1.0
+
+    def check(self) -> None:
+        positive(self.head_lr_mult, "backbone.head_lr_mult")
+
+
+# name (configs/backbone/<name>.yaml) -> schema
+BACKBONES: dict[str, type[BackboneConfig]] = {c.name: c for c in (
+    DANNDigitsConfig, LeNetConfig, ResNetConfig, SegSmallConfig, DeepLabV2Config, FCN8sConfig)}
+
+
+def backbones_for(task: str) -> list[str]:
+    return [name for name, c in BACKBONES.items() if c.TASK == task]

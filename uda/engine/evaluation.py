@@ -1,0 +1,219 @@
+"""Evaluation: ``evaluate_pair`` (test metrics for reporting and the label-free selection scores, for
+classification and segmentation alike; the loop and ``uda eval`` both call it), the image grids, and
+``Evaluator``, which runs both at each evaluation point, logs them, keeps ``best.pt`` and appends to
+``metrics.jsonl``.
+
+Target labels are read only for the test metrics (reported, never used for a choice); the target scores
+use predictions and features of held-out target images, never their labels.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from uda import selection
+from uda.config import SEGMENTATION
+from uda.data.domain import Domain, batches_of
+from uda.metrics import accuracy, confusion, iou_dict, miou
+from uda.nets.seg_base import upsample
+
+if TYPE_CHECKING:
+    from uda.data.pairs import Normalize, PairInfo
+    from uda.methods.base import Method
+
+
+@torch.no_grad()
+def features_and_logits(method: "Method", x: torch.Tensor, *, prepare, batch_size: int):
+    """Flattened float32 features and logits of ``method`` over all of ``x`` (uint8)."""
+    feats, logits = [], []
+    for xb, _ in batches_of(x, None, batch_size):
+        f, lo = method.features_and_logits(prepare(xb))
+        feats.append(f.float().flatten(1))
+        logits.append(lo.float())
+    return torch.cat(feats), torch.cat(logits)
+
+
+@torch.no_grad()
+def classification_scores(method: "Method", source: Domain, target: Domain, *, prepare, batch_size: int,
+                          device: torch.device, workers: int = 0) -> dict[str, float]:
+    """Test accuracies, and from the held-out splits: source_val_acc, target_entropy, snd, dev."""
+    out = {f"{role}_acc": accuracy(method.predict, dom.test_batches(batch_size, device, workers), prepare=prepare)
+           for role, dom in (("source", source), ("target", target))}
+    if source.val is None or target.val is None or len(source.val[0]) < 2 or len(target.val[0]) < 2:
+        return out
+    (x_sv, y_sv), x_tv = source.val, target.val[0]  # the target's validation labels are never read
+    f_sv, lo_sv = features_and_logits(method, x_sv, prepare=prepare, batch_size=batch_size)
+    f_tv, lo_tv = features_and_logits(method, x_tv, prepare=prepare, batch_size=batch_size)
+    x_st = source.train_batch(torch.arange(len(x_sv)))[0]  # as many source train images, for DEV's classifier
+    f_st, _ = features_and_logits(method, x_st, prepare=prepare, batch_size=batch_size)
+    y_sv = y_sv.to(lo_sv.device)
+    probs = torch.softmax(lo_tv.double(), dim=1)
+    out["source_val_acc"] = 100.0 * (lo_sv.argmax(1) == y_sv).double().mean().item()
+    out["target_entropy"] = selection.entropy(probs).item()
+    out["snd"] = selection.snd(probs).item()
+    loss_sv = F.cross_entropy(lo_sv, y_sv, reduction="none")
+    out["dev"] = selection.dev_score(f_st.cpu(), f_tv.cpu(), f_sv.cpu(), loss_sv.cpu()).item()
+    return out
+
+
+@torch.no_grad()
+def seg_confusion(method: "Method", batches, *, prepare, num_classes: int) -> torch.Tensor:
+    """Confusion matrix accumulated over all (uint8 images, labels) batches; scores are upsampled
+    bilinearly to the labels' size (full-size Cityscapes labels for a resized input)."""
+    cm = None
+    for x, y in batches:
+        y = y.to(x.device if x.is_cuda else y.device)
+        pred = upsample(method.predict(prepare(x)).float(), tuple(y.shape[-2:])).argmax(1).to(y.device)
+        c = confusion(pred, y, num_classes)
+        cm = c if cm is None else cm + c
+    return cm
+
+
+@torch.no_grad()
+def segmentation_scores(method: "Method", source: Domain, target: Domain, *, prepare, batch_size: int,
+                        num_classes: int, class_names, device: torch.device, workers: int = 0) -> dict[str, Any]:
+    """Test mIoU (percent) with per-class IoUs, and the label-free scores: source validation mIoU and the
+    mean per-pixel prediction entropy on held-out target images."""
+    out: dict[str, Any] = {}
+    for role, dom in (("source", source), ("target", target)):
+        cm = seg_confusion(method, dom.test_batches(batch_size, device, workers), prepare=prepare,
+                           num_classes=num_classes)
+        out[f"{role}_miou"] = miou(cm)
+        out[f"{role}_iou"] = iou_dict(cm, class_names)
+    if source.val is not None and len(source.val[0]):
+        cm = seg_confusion(method, batches_of(*source.val, batch_size), prepare=prepare, num_classes=num_classes)
+        out["source_val_miou"] = miou(cm)
+    if target.val is not None and len(target.val[0]):
+        total, count = 0.0, 0
+        for x, _ in batches_of(target.val[0], None, batch_size):
+            probs = torch.softmax(method.predict(prepare(x)).double(), dim=1)
+            total += selection.entropy(probs.movedim(1, -1).reshape(-1, probs.shape[1])).item() * probs[:, 0].numel()
+            count += probs[:, 0].numel()
+        out["target_entropy"] = total / count
+    return out
+
+
+def evaluate_pair(method: "Method", source: Domain, target: Domain, info: "PairInfo", *, prepare, batch_size: int,
+                  device: torch.device, workers: int = 0) -> dict[str, Any]:
+    """The evaluation of a pair: accuracies (classification) or mIoU with per-class IoUs (segmentation) on
+    both test splits, and the label-free selection scores. ``method`` in eval mode, under autocast."""
+    if info.task == SEGMENTATION:
+        return segmentation_scores(method, source, target, prepare=prepare, batch_size=batch_size,
+                                   num_classes=info.num_classes, class_names=info.class_names, device=device,
+                                   workers=workers)
+    return classification_scores(method, source, target, prepare=prepare, batch_size=batch_size, device=device,
+                                 workers=workers)
+
+
+# ------------------------------------------------------------------------------------------ grids
+def seg_grid(method: "Method", domain: Domain, prepare: "Normalize", num_classes: int, n: int = 4) -> torch.Tensor:
+    """[3n, 3, H, W] in [0, 1]: n test images, their colourised labels, the colourised predictions."""
+    from torchvision.transforms.v2 import functional as TF
+    from torchvision.utils import draw_segmentation_masks
+
+    from uda.nets.segmentation import palette
+
+    x, y = domain.first_test_images(n)
+    x = x.to(prepare.scale.device)
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    y = TF.resize(y.to(x.device)[:, None], list(x.shape[-2:]), interpolation=TF.InterpolationMode.NEAREST)[:, 0]
+    pred = upsample(method.predict(prepare(x)).float(), tuple(x.shape[-2:])).argmax(1)
+    colours = palette(num_classes)
+    classes = torch.arange(num_classes, device=x.device)[:, None, None]
+
+    def paint(labels: torch.Tensor) -> torch.Tensor:
+        canvas = torch.zeros_like(x[0])  # ignore (255) stays black
+        return torch.stack([draw_segmentation_masks(canvas, lab[None] == classes, alpha=1.0, colors=colours)
+                            for lab in labels])
+
+    return torch.cat([x, paint(y), paint(pred)]).float() / 255.0
+
+
+@torch.no_grad()
+def pictures(method: "Method", source: Domain, target: Domain, info: "PairInfo", prepare: "Normalize",
+             device: torch.device) -> dict[str, torch.Tensor]:
+    """The image grids of an evaluation, [N, C, H, W] in [0, 1]: segmentation inputs / labels / predictions
+    (4 test images per domain), and the method's own grids (``Method.images``; 8 or 4 test images)."""
+    seg = info.task == SEGMENTATION
+    out = ({f"seg/{role}": seg_grid(method, dom, prepare, info.num_classes)
+            for role, dom in (("source", source), ("target", target))} if seg else {})
+    n = 4 if seg else 8
+    grids = method.images(*(prepare(d.first_test_images(n)[0].to(device)) for d in (source, target)))
+    for name, imgs in grids.items():  # back from the normalised space to [0, 1]
+        out[name] = ((imgs.float() + prepare.shift) / (255.0 * prepare.scale)).clamp(0, 1)
+    return out
+
+
+# ---------------------------------------------------------------------------------- the evaluator
+class BestCheckpoint:
+    """The evaluation ``trainer.select`` prefers so far (a label-free criterion), as checkpoints/best.pt holds it."""
+
+    def __init__(self, criterion: str, metric: str):
+        self.criterion = criterion
+        self.key, self.higher = selection.criterion_key(criterion, metric)
+        self.best: dict[str, Any] = {}  # {criterion, step, score}: in every checkpoint, restored on resume
+
+    def restore(self, saved: dict[str, Any] | None) -> None:
+        if (saved or {}).get("criterion") == self.criterion:
+            self.best.update(saved)
+
+    def improves(self, res: dict[str, Any]) -> bool:
+        """Is ``res`` at least as good as the best so far (ties: the later step)? Then it becomes the best."""
+        score = res.get(self.key)
+        if score is None or not math.isfinite(score):
+            return False
+        old = self.best.get("score")
+        if old is not None and not (score >= old if self.higher else score <= old):
+            return False
+        self.best.update(criterion=self.criterion, step=res["step"], score=score)
+        return True
+
+
+class Evaluator:
+    """One evaluation point of the loop (rank 0): ``evaluate_pair`` and the grids with the method in eval
+    mode, then TensorBoard, ``best.pt`` (through ``save_best``), the images, and a ``metrics.jsonl`` row."""
+
+    def __init__(self, *, method, source, target, info, prepare, device, autocast, batch_size, workers, writer,
+                 run_dir: Path, stage_ends: dict[int, str], best: BestCheckpoint, save_best: Callable[[int], None]):
+        self.method, self.source, self.target, self.info, self.prepare = method, source, target, info, prepare
+        self.device, self.autocast, self.batch_size, self.workers = device, autocast, batch_size, workers
+        self.writer, self.run_dir, self.stage_ends, self.best, self.save_best = writer, run_dir, stage_ends, best, save_best
+        self.metrics_path = run_dir / "metrics.jsonl"
+
+    def __call__(self, done: int) -> dict[str, Any]:
+        self.method.eval()
+        with self.autocast():
+            res = {"step": done} | evaluate_pair(self.method, self.source, self.target, self.info,
+                                                 prepare=self.prepare, batch_size=self.batch_size,
+                                                 device=self.device, workers=self.workers)
+            if done in self.stage_ends:
+                res["stage_end"] = self.stage_ends[done]
+            grids = pictures(self.method, self.source, self.target, self.info, self.prepare, self.device)
+        self.method.train()
+        self._scalars(res, done)
+        if self.best.improves(res):
+            self.save_best(done)
+        from uda.engine.logging import write_images
+
+        write_images(self.writer, self.run_dir, grids, done)
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(res) + "\n")
+        return res
+
+    def _scalars(self, res: dict[str, Any], done: int) -> None:
+        metric = self.info.metric
+        for k, v in res.items():
+            if k in (f"source_{metric}", f"target_{metric}"):
+                self.writer.add_scalar(f"eval/{k}", v, done)
+            elif k.endswith("_iou") and isinstance(v, dict):
+                for name, value in v.items():
+                    if value is not None:
+                        self.writer.add_scalar(f"iou_{k[: -len('_iou')]}/{name}", value, done)
+            elif k != "step" and isinstance(v, float):
+                self.writer.add_scalar(f"select/{k}", v, done)

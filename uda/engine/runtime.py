@@ -1,0 +1,185 @@
+"""What a run runs on: the device and precision, seeding, the method's stage plan, one optimizer per
+parameter group with its learning-rate schedule (a function of the step), and ``Stepper``, what a
+method's ``update`` calls to step them."""
+from __future__ import annotations
+
+import contextlib
+import random
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from uda.config import ConfigError, Device, OptimizerConfig, OptimName, Precision, Schedule
+from uda.engine import dist
+
+if TYPE_CHECKING:
+    from uda.methods.base import Method, Stage
+
+
+def resolve_device(device: Device) -> torch.device:
+    if device == Device.auto:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == Device.cuda and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA device is available; valid here: auto, cpu")
+    return torch.device(device.value)
+
+
+def resolve_precision(precision: Precision, device: torch.device) -> Precision:
+    if precision == Precision.auto:
+        return Precision.fp16 if device.type == "cuda" else Precision.fp32
+    return precision
+
+
+def autocast(device: torch.device, precision: Precision):
+    """The forward passes' autocast context: none for fp32, bf16 or fp16 (with gradient scaling) otherwise."""
+    if precision == Precision.fp32:
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == Precision.bf16 else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def seed_everything(seed: int) -> None:
+    """Python's and torch's global generators (network initialisation, dropout, the image pools)."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def plan_stages(method: "Method", max_steps: int) -> list["Stage"]:
+    """The method's stages for this budget; ConfigError unless all are positive and fill it exactly."""
+    stages = method.stages(max_steps)
+    if sum(s.steps for s in stages) != max_steps or any(s.steps <= 0 for s in stages):
+        raise ConfigError(f"the stages {[(s.name, s.steps) for s in stages]} must be positive and add up to "
+                          f"trainer.max_steps={max_steps}")
+    return stages
+
+
+def stage_ends(stages: list["Stage"]) -> dict[int, str]:
+    """step at which each stage ends -> its name."""
+    return {sum(s.steps for s in stages[: i + 1]): s.name for i, s in enumerate(stages)}
+
+
+def build_optimizer(params: list[nn.Parameter], cfg: OptimizerConfig) -> torch.optim.Optimizer:
+    if cfg.name == OptimName.sgd:
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.name == OptimName.adam:
+        return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.name}")
+
+
+def build_optimizers(method: "Method", default: OptimizerConfig) -> tuple[dict[str, OptimizerConfig],
+                                                                         dict[str, torch.optim.Optimizer]]:
+    """(config, optimizer) per parameter group: the method's override for the group, else ``default``."""
+    groups, overrides = method.param_groups(), method.optimizer_overrides()
+    cfgs = {name: overrides.get(name, default) for name in groups}
+    return cfgs, {name: build_optimizer(params, cfgs[name]) for name, params in groups.items()}
+
+
+def lr_factors(cfgs: dict[str, OptimizerConfig], spans: dict[str, tuple[int, int]], step: int,
+               max_steps: int) -> dict[str, float]:
+    """Each group's schedule factor at ``step``, over its span [a, b) (default: the whole run; CyCADA's
+    translator decays over its own stage), held at the span's ends outside it."""
+    return {name: lr_factor(c, min(max(step - a, 0), b - a - 1), b - a)
+            for name, c in cfgs.items() for a, b in [spans.get(name, (0, max_steps))]}
+
+
+def lr_factor(cfg: OptimizerConfig, step: int, max_steps: int) -> float:
+    """Multiplier of the base lr at ``step`` (derived from the step, so nothing to checkpoint)."""
+    p = step / max_steps
+    if cfg.schedule == Schedule.constant:
+        return 1.0
+    if cfg.schedule == Schedule.dann:  # Ganin et al. 2016: mu_p = mu_0 / (1 + alpha p)^beta
+        return 1.0 / (1.0 + cfg.sched_alpha * p) ** cfg.sched_beta
+    if cfg.schedule == Schedule.step:
+        return cfg.sched_gamma ** (step // cfg.sched_step_size)
+    if cfg.schedule == Schedule.poly:
+        return (1.0 - p) ** cfg.sched_power
+    if cfg.schedule == Schedule.linear:  # CycleGAN: constant, then linearly to 0 at the end of the span
+        return 1.0 if p < cfg.sched_decay_start else (1.0 - p) / (1.0 - cfg.sched_decay_start)
+    raise ValueError(f"unknown schedule {cfg.schedule}")
+
+
+class Stepper:
+    """What a method's ``update`` calls (``uda.methods.base.Optimizers``): ``opt.step(loss, "feat", "cls")``.
+
+    Zeroes the named groups' gradients, backpropagates ``loss`` (scaled under fp16, outside
+    autocast), and steps the named groups' optimizers. Other groups are untouched; their stale
+    gradients are zeroed before their own step. The loop calls ``scaler.update()`` once per
+    iteration, so each group may be stepped at most once per iteration.
+
+    A non-finite loss is not backpropagated and its update is skipped (counted in ``skipped``; the
+    loop applies ``trainer.nonfinite``). Checking costs one device sync per update, which the fp16
+    gradient scaler performs anyway.
+
+    Under torch.distributed the stepped groups' gradients are averaged over the ranks before the
+    step, and a non-finite loss on any rank skips the update on all of them.
+    """
+
+    def __init__(self, optimizers: dict[str, torch.optim.Optimizer], scaler: torch.amp.GradScaler, device_type: str):
+        self.optimizers = optimizers
+        self.scaler = scaler
+        self.device_type = device_type
+        self._stepped: set[str] = set()
+        self._bad = False  # the loss backpropagated since the last ``zero`` was non-finite
+        self.skipped = 0  # updates skipped for a non-finite loss in this iteration
+
+    def _check(self, groups: tuple[str, ...]) -> None:
+        unknown = [g for g in groups if g not in self.optimizers]
+        if unknown or not groups:
+            raise KeyError(f"unknown parameter groups {unknown or '()'}; this method has {sorted(self.optimizers)}")
+
+    def zero(self, *groups: str) -> None:
+        self._check(groups)
+        for g in groups:
+            self.optimizers[g].zero_grad(set_to_none=True)
+        self._bad = False
+
+    def backward(self, loss: torch.Tensor) -> None:
+        with torch.autocast(self.device_type, enabled=False):
+            scaled = self.scaler.scale(loss)  # (also initialises the fp16 scale on the first call)
+            if not bool(torch.isfinite(loss.detach()).all()):
+                self._bad = True
+                return
+            scaled.backward()
+
+    def apply(self, *groups: str) -> None:
+        """Step the named groups with the gradients accumulated since their ``zero``."""
+        self._check(groups)
+        again = self._stepped.intersection(groups)
+        if again:
+            raise RuntimeError(f"groups {sorted(again)} stepped twice in one iteration")
+        if dist.world() > 1:
+            params = [p for g in groups for pg in self.optimizers[g].param_groups for p in pg["params"]]
+            self._bad = dist.average_gradients(params, self._bad)
+        if self._bad:  # skip: parameters and optimizer state stay as they were
+            for g in groups:
+                self.optimizers[g].zero_grad(set_to_none=True)
+            self.skipped += 1
+            self._bad = False
+            return
+        for g in groups:
+            self.scaler.step(self.optimizers[g])
+        self._stepped.update(groups)
+
+    def step(self, loss: torch.Tensor, *groups: str) -> None:
+        self.zero(*groups)
+        self.backward(loss)
+        self.apply(*groups)
+
+    def end_iteration(self) -> None:
+        if self._stepped:
+            self.scaler.update()
+        elif self.scaler.is_enabled() and self.skipped:  # nothing stepped: back off as an overflow would
+            self.scaler.update(self.scaler.get_scale() * self.scaler.get_backoff_factor())
+        self._stepped.clear()
+        self._bad = False
+
+    def begin_iteration(self) -> None:
+        self.skipped = 0
+
+    def set_lr(self, factors: dict[str, float]) -> None:
+        """lr = base lr x schedule factor, per parameter group (computed from the step each iteration)."""
+        for name, opt in self.optimizers.items():
+            for group in opt.param_groups:
+                group.setdefault("initial_lr", group["lr"])
+                group["lr"] = group["initial_lr"] * factors[name]

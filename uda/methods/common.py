@@ -1,0 +1,52 @@
+"""What several methods share, as plain functions (never base-class hooks): losses with their batch
+statistics, the segmenters' parameter groups and head optimizer, and the warm-up stage plan."""
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from uda.methods.base import Stage
+
+if TYPE_CHECKING:
+    from uda.config import OptimizerConfig, TrainConfig
+
+SOURCE, TARGET = 0, 1  # the domain labels of every domain discriminator
+
+
+def source_ce(logits_s: torch.Tensor, y_s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(CE(logits_s, y_s) in fp32, the batch's accuracy): the task loss on labelled source and what
+    methods log as ``acc/source_batch``. ``logits_s`` [N, K], ``y_s`` [N]."""
+    loss = F.cross_entropy(logits_s.float(), y_s)
+    return loss, (logits_s.argmax(1) == y_s).float().mean().detach()
+
+
+def domain_ce(logits: torch.Tensor, domain: int) -> torch.Tensor:
+    """Two-way domain cross-entropy of a discriminator's logits [N, 2] against one label for the whole
+    batch (``SOURCE`` or ``TARGET``), mean over N: ADDA's and CyCADA's feature discriminator, and their
+    inverted-label GAN loss (target features labelled ``SOURCE``)."""
+    label = torch.full((logits.shape[0],), domain, dtype=torch.long, device=logits.device)
+    return F.cross_entropy(logits.float(), label)
+
+
+def domain_accuracy(d_s: torch.Tensor, d_t: torch.Tensor) -> torch.Tensor:
+    """Mean of the two-way discriminator's accuracy on a source batch and on a target batch (detached)."""
+    return (0.5 * ((d_s.argmax(1) == SOURCE).float().mean() + (d_t.argmax(1) == TARGET).float().mean())).detach()
+
+
+def seg_groups(segmenter: nn.Module) -> dict[str, list[nn.Parameter]]:
+    """A segmenter's parameter groups: "seg" (the body) and "head" (the new classifier heads)."""
+    return {"seg": segmenter.pretrained_parameters(), "head": segmenter.new_parameters()}
+
+
+def head_optimizer(cfg: "TrainConfig") -> "OptimizerConfig":
+    """The heads' optimizer: the run's, with ``backbone.head_lr_mult`` x its learning rate (DeepLab: 10)."""
+    return dataclasses.replace(cfg.optimizer, lr=cfg.optimizer.lr * cfg.backbone.head_lr_mult)
+
+
+def warmup_stages(warmup_steps: int, max_steps: int) -> list[Stage]:
+    """A ``warmup`` stage of ``warmup_steps`` (none when 0), then ``adapt`` for the rest (ROAD, LSD)."""
+    return ([Stage("warmup", warmup_steps)] if warmup_steps else []) + [Stage("adapt", max_steps - warmup_steps)]
