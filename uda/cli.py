@@ -54,8 +54,14 @@ def _train(overrides: list[str]) -> int:
     import hydra
     from omegaconf import DictConfig
 
-    from uda.compose import CONFIG_DIR, register_configs
+    from uda.compose import CONFIG_DIR, check_overrides, register_configs
+    from uda.config import ConfigError
 
+    try:
+        check_overrides(overrides)
+    except ConfigError as e:
+        print(f"uda: error: {e}", file=sys.stderr)
+        return 2
     register_configs()
 
     @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
@@ -244,7 +250,14 @@ def _report(args: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        return _main(sys.argv[1:] if argv is None else list(argv))
+    except BrokenPipeError:  # `uda data list | head`: the reader has gone, which is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0

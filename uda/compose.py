@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from uda.config import BACKBONES, DataConfig, OptimizerConfig, TrainConfig, TrainerConfig
+from uda.config import BACKBONES, ConfigError, DataConfig, OptimizerConfig, TrainConfig, TrainerConfig
 
 CONFIG_DIR = str(Path(__file__).resolve().parent / "configs")
 
@@ -30,6 +30,22 @@ def register_configs() -> None:
     cs.store(group="schema/trainer", name="trainer", node=TrainerConfig)
 
 
+def check_overrides(overrides: list[str]) -> None:
+    """ConfigError for an override that names no key ('=', '+=', '~'), which Hydra 1.3 meets with an
+    assertion (a traceback); every other malformed override is Hydra's own one-line error."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    candidates = [o for o in overrides if not o.startswith("-") and ("=" in o or o.startswith("~"))]
+    try:
+        parsed = OverridesParser.create().parse_overrides(candidates)
+    except OverrideParseException:
+        return
+    empty = [o for o, p in zip(candidates, parsed) if not p.key_or_group]
+    if empty:
+        raise ConfigError(f"the override {empty[0]!r} names no key; write key=value, e.g. trainer.max_steps=100")
+
+
 def compose(overrides: list[str] = (), config_dir: str | None = None) -> TrainConfig:
     """The typed config ``uda train <overrides>`` would run (not validated; ``uda.config.validate`` does
     that). ``config_dir``: another directory of config groups searched after the shipped ones."""
@@ -37,6 +53,7 @@ def compose(overrides: list[str] = (), config_dir: str | None = None) -> TrainCo
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
+    check_overrides(list(overrides))
     register_configs()
     extra = [f"hydra.searchpath=[file://{Path(config_dir).resolve()}]"] if config_dir else []
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):

@@ -31,13 +31,18 @@ KEYS = [
     "method.adv_weight", "method.grl_gamma", "method.alpha", "method.beta", "method.gamma",
     "method.similarity", "method.adapt_start", "method.code_size", "method.pretrain_steps",
     "method.disc_input", "method.disc_hidden", "method.recon", "method.domain_reduction",
+    "method.warmup_steps", "method.grid", "method.ngf", "method.ndf", "method.gen_skips", "method.multi_level",
+    "method.source_steps", "method.translate_steps", "method.gan_optimizer.lr", "backbone.channels",
+    "data.augment", "data.source_size", "data.load_size",
     "trainer.max_stpes", "method.nonsense", "nonsense",
 ]
 
 
-GROUPS = {"method": ["dann", "source_only", "dsn", "adda", "cyclegan", "Dann", ""],
-          "optimizer": ["dann_sgd", "dsn_sgd", "adam", "rmsprop"],
-          "backbone": ["dann_mnist", "lenet", "resnet50"], "data": ["mnist_mnistm", "mnist_usps", "svhn_mnist", "custom", "office31"]}
+GROUPS = {"method": ["dann", "source_only", "dsn", "adda", "cyclegan", "cycada", "adaptsegnet", "road", "lsd",
+                     "Dann", ""],
+          "optimizer": ["dann_sgd", "dsn_sgd", "adam", "seg_sgd", "rmsprop"],
+          "backbone": ["dann_mnist", "lenet", "resnet50", "seg_small"],
+          "data": ["mnist_mnistm", "mnist_usps", "svhn_mnist", "custom", "digits_seg", "office31"]}
 
 
 values = st.one_of(
@@ -56,7 +61,7 @@ override = st.one_of(
 )
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=int(__import__('os').environ.get('UDA_FUZZ_EXAMPLES', 80)), deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(override, max_size=4))
 def test_any_overrides_give_a_config_or_a_user_facing_error(overrides):
     try:
