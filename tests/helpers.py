@@ -2,11 +2,13 @@
 in a subprocess, tiny batches, and steppers that record which parameter groups each sub-step changes."""
 from __future__ import annotations
 
+import bz2
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from uda.compose import compose
@@ -137,3 +139,36 @@ def build_seg(*overrides: str):
 SEG_SMALL = [*TINY_SEG, "trainer.max_steps=6", "trainer.batch_size=4", "trainer.eval_every=3",
              "trainer.checkpoint_every=3", "trainer.log_every=2", "trainer.progress=none",
              "trainer.eval_batch_size=32", "data.train_subset=64", "data.test_subset=32", "data.val_size=8"]
+
+
+def write_usps(d, n_train=40, n_test=20):
+    """The libsvm bz2 release: 'label idx:value ...', labels 1..10, 256 values in [-1, 1]."""
+    d.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for fn, n in (("usps.bz2", n_train), ("usps.t.bz2", n_test)):
+        lines = []
+        for i in range(n):
+            label = i % 10 + 1
+            values = rng.uniform(-1, 1, 256)
+            values[0] = -1.0 if label == 1 else 1.0  # fixed pixels to check the [-1, 1] -> uint8 mapping
+            lines.append(f"{label} " + " ".join(f"{j + 1}:{v:.6f}" for j, v in enumerate(values)))
+        with bz2.open(d / fn, "wt") as f:
+            f.write("\n".join(lines) + "\n")
+
+
+def resumes_exactly(overrides: list[str], tmp_path: Path, stop_after: int) -> dict:
+    """Train ``overrides`` uninterrupted (``tmp_path/ref``) and stopped after ``stop_after`` steps then
+    resumed (``tmp_path/cut``); assert both end with the same networks; the uninterrupted summary."""
+    from uda.engine import checkpoint as ckpt
+    from uda.engine.loop import TrainingInterrupted, train
+
+    summary = train(make_cfg(*overrides), tmp_path / "ref")
+    try:
+        train(make_cfg(*overrides), tmp_path / "cut", stop_after=stop_after)
+        raise AssertionError(f"the run did not stop after {stop_after} steps")
+    except TrainingInterrupted:
+        pass
+    train(make_cfg(*overrides, "resume=true"), tmp_path / "cut")
+    a, b = (ckpt.load(tmp_path / d / "checkpoints" / "last.pt")["method"] for d in ("ref", "cut"))
+    assert state_equal(a, b)
+    return summary

@@ -107,16 +107,21 @@ def test_training_on_a_custom_pair_end_to_end(tmp_path):
     assert json.loads((run / "summary.json").read_text())["data"] == "custom"
 
 
+def assert_one_line_error(tmp_path, domain, start):
+    """``uda train`` on ``domain`` as source and target: exit status 2, no traceback, a last line ``start...``."""
+    res = run_cli("train", "data=custom", f"data.source.path={domain}", f"data.target.path={domain}",
+                  f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, timeout=120)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines()[-1].startswith(start)
+
+
 def test_a_corrupt_image_in_an_image_folder_is_one_line_naming_it(tmp_path):
     folder = write_folder(tmp_path / "imgs")
     bad = folder / "train" / "b" / "1.png"
     bad.write_bytes(b"not a png at all")
     with pytest.raises(DataError, match="1.png: not a readable image"):
         build_pair(cfg_for(folder, folder).data)
-    res = run_cli("train", "data=custom", f"data.source.path={folder}", f"data.target.path={folder}",
-                  f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, timeout=120)
-    assert res.returncode == 2 and "Traceback" not in res.stderr
-    assert res.stderr.strip().splitlines()[-1].startswith(f"uda: error: {bad}: not a readable image")
+    assert_one_line_error(tmp_path, folder, f"uda: error: {bad}: not a readable image")
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage"])
@@ -126,7 +131,4 @@ def test_a_damaged_npz_is_one_line_naming_it(tmp_path, damage):
     path.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"PK\x03\x04" + b"\x00" * 64)
     with pytest.raises(DataError, match="dom.npz: not a readable .npz file"):
         build_pair(cfg_for(path, path).data)
-    res = run_cli("train", "data=custom", f"data.source.path={path}", f"data.target.path={path}",
-                  f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, timeout=120)
-    assert res.returncode == 2 and "Traceback" not in res.stderr
-    assert res.stderr.strip().splitlines()[-1].startswith(f"uda: error: {path}: not a readable .npz file")
+    assert_one_line_error(tmp_path, path, f"uda: error: {path}: not a readable .npz file")

@@ -1,6 +1,5 @@
 """USPS, SVHN and Synthetic Digits read from their releases (fixture files in the real formats): checksums,
 missing files named with their source, each digits pair meets one network and trains end to end."""
-import bz2
 import json
 
 import numpy as np
@@ -11,22 +10,7 @@ from uda.data.common import DataError
 from uda.data.digits import load_svhn, load_syndigits, load_usps
 from uda.data.pairs import build_pair
 
-from helpers import SMALL, make_cfg, run_cli
-
-
-def write_usps(d, n_train=40, n_test=20):
-    """The libsvm bz2 release: 'label idx:value ...', labels 1..10, 256 values in [-1, 1]."""
-    d.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for fn, n in (("usps.bz2", n_train), ("usps.t.bz2", n_test)):
-        lines = []
-        for i in range(n):
-            label = i % 10 + 1
-            values = rng.uniform(-1, 1, 256)
-            values[0] = -1.0 if label == 1 else 1.0  # fixed pixels to check the [-1, 1] -> uint8 mapping
-            lines.append(f"{label} " + " ".join(f"{j + 1}:{v:.6f}" for j, v in enumerate(values)))
-        with bz2.open(d / fn, "wt") as f:
-            f.write("\n".join(lines) + "\n")
+from helpers import SMALL, make_cfg, run_cli, write_usps
 
 
 def write_svhn(d, n_train=30, n_test=20, *, drop_key=None):

@@ -1,14 +1,11 @@
 """The one table of domains: every domain validation accepts loads through it, each has a task, and
 ``uda data list | verify | prepare`` reads it (present and missing domains, checksum errors, unknown names)."""
-import bz2
-
-import numpy as np
 import pytest
 
 from uda.config import CLASSIFICATION, SEGMENTATION, ConfigError, validate
 from uda.data.domains import DOMAINS, LISTED
 
-from helpers import make_cfg, run_cli
+from helpers import make_cfg, run_cli, write_usps
 
 
 def test_every_domain_has_a_task_a_loader_and_notes_and_uda_data_lists_all_but_custom():
@@ -24,21 +21,6 @@ def test_an_unknown_domain_names_the_key_and_every_valid_one():
         validate(make_cfg("data.target.name=mnistx"))
     with pytest.raises(ConfigError, match="one is a segmentation domain and one is not"):
         validate(make_cfg("data.target.name=mnistm_seg"))
-
-
-def write_usps(d, n_train=40, n_test=20):
-    """The libsvm bz2 release: 'label idx:value ...', labels 1..10, 256 values in [-1, 1]."""
-    d.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for fn, n in (("usps.bz2", n_train), ("usps.t.bz2", n_test)):
-        lines = []
-        for i in range(n):
-            label = i % 10 + 1
-            values = rng.uniform(-1, 1, 256)
-            values[0] = -1.0 if label == 1 else 1.0  # fixed pixels to check the [-1, 1] -> uint8 mapping
-            lines.append(f"{label} " + " ".join(f"{j + 1}:{v:.6f}" for j, v in enumerate(values)))
-        with bz2.open(d / fn, "wt") as f:
-            f.write("\n".join(lines) + "\n")
 
 
 def test_data_list_shows_present_and_missing(tmp_path):

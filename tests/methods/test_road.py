@@ -8,11 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from uda.config import ConfigError, validate
-from uda.engine import checkpoint as ckpt
-from uda.engine.loop import TrainingInterrupted, train
 from uda.methods.road import distillation, split_regions
 
-from helpers import SEG_SMALL, TINY_SEG, SpyStepper, build_seg, joint, make_cfg, seg_batches, state_equal
+from helpers import SEG_SMALL, TINY_SEG, SpyStepper, build_seg, joint, make_cfg, resumes_exactly, seg_batches, state_equal
 
 
 ROAD = ["method=road", "method.disc_hidden=4", "method.warmup_steps=2", "trainer.max_steps=10"]
@@ -122,11 +120,5 @@ def test_road_bad_settings_are_clear_errors(overrides, needle):
 
 
 def test_road_runs_and_resumes_exactly(tmp_path, mnist_root):
-    method = ["method=road", "method.disc_hidden=4", "method.warmup_steps=3"]
-    summary = train(make_cfg(*method, *SEG_SMALL), tmp_path / "ref")
+    summary = resumes_exactly([*["method=road", "method.disc_hidden=4", "method.warmup_steps=3"], *SEG_SMALL], tmp_path, stop_after=4)
     assert 0 <= summary["target_miou"] <= 100 and len(summary["target_iou"]) == 11
-    with pytest.raises(TrainingInterrupted):
-        train(make_cfg(*method, *SEG_SMALL), tmp_path / "cut", stop_after=4)
-    train(make_cfg(*method, *SEG_SMALL, "resume=true"), tmp_path / "cut")
-    a, b = (ckpt.load(tmp_path / d / "checkpoints" / "last.pt")["method"] for d in ("ref", "cut"))
-    assert state_equal(a, b)
