@@ -32,7 +32,8 @@ from pathlib import Path
 
 import torch
 
-SETTINGS = {"fp32": ("fp32", False), "bf16": ("bf16", False), "fp32+cl": ("fp32", True), "bf16+cl": ("bf16", True)}
+SETTINGS = {"fp32": ("fp32", False), "bf16": ("bf16", False), "fp32+cl": ("fp32", True), "bf16+cl": ("bf16", True),
+            "fp16": ("fp16", False), "fp16+cl": ("fp16", True)}  # fp16 (with gradient scaling): CUDA
 _GAN = ["trainer.batch_size=32", "method.ngf=16", "method.n_blocks=3"]  # cycada_mnist_mnistm_cpu's translator
 _SEG = ["data=digits_seg", "trainer.batch_size=16"]  # digits_seg_cpu's batch
 # method -> overrides: its pair, and stage boundaries inside the untimed warm-up (the default 40 steps), so
@@ -47,7 +48,7 @@ METHODS = {
 
 
 def compose(method: str, precision: str, channels_last: bool, batch: int | None, steps: int, log_every: int,
-            threads: int):
+            threads: int, device: str = "cpu"):
     """The method's config for ``steps`` steps with logging points every ``log_every`` (evaluation at the end)."""
     from uda.compose import compose as uda_compose
     from uda.config import validate
@@ -55,7 +56,8 @@ def compose(method: str, precision: str, channels_last: bool, batch: int | None,
     overrides = [f"method={method}", f"trainer.precision={precision}",
                  f"trainer.channels_last={str(channels_last).lower()}", f"trainer.max_steps={steps}",
                  f"trainer.eval_every={steps}", f"trainer.checkpoint_every={steps}", f"trainer.log_every={log_every}",
-                 "trainer.progress=none", f"trainer.threads={threads}", "data.test_subset=500", *METHODS[method]]
+                 "trainer.progress=none", f"trainer.threads={threads}", "data.test_subset=500", f"device={device}",
+                 *METHODS[method]]
     if batch:
         overrides.append(f"trainer.batch_size={batch}")
     cfg = uda_compose(overrides)
@@ -70,28 +72,33 @@ def bare_step_rate(cfg, steps: int, warmup: int, compiled: bool) -> float:
     from uda.engine.runtime import Stepper, autocast, build_optimizers
     from uda.methods import Batch, get_method
 
-    device = torch.device("cpu")
+    device = torch.device(cfg.device.value)
     source, target, info = build_pair(cfg.data)
+    source, target = source.to(device), target.to(device)
     torch.manual_seed(0)
-    method = get_method(cfg.method.name).from_config(cfg, info)
+    method = get_method(cfg.method.name).from_config(cfg, info).to(device)
     mf = torch.channels_last if cfg.trainer.channels_last else torch.contiguous_format
     method = method.to(memory_format=mf)
     if compiled:
         for child in method.children():
             child.compile()
     _, opts = build_optimizers(method, cfg.optimizer)
-    stepper = Stepper(opts, torch.amp.GradScaler("cpu", enabled=False), "cpu")
+    precision = Precision(cfg.trainer.precision.value)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == Precision.fp16)
+    stepper = Stepper(opts, scaler, device.type)
     B = cfg.trainer.batch_size
     prepare = Normalize(info.mean, info.std, device, cfg.trainer.channels_last, crop=info.image_size)
     src, tgt = Batch(prepare(source.train_x[:B]), source.train_y[:B].long()), Batch(prepare(target.train_x[:B]), None)
-    precision = Precision(cfg.trainer.precision.value)
     method.train()
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for i in range(warmup + steps):
         if i == warmup:
+            sync()
             t0 = time.perf_counter()
         with autocast(device, precision):
             method.update(src, tgt, i, stepper)
         stepper.end_iteration()
+    sync()
     return 2 * B * steps / (time.perf_counter() - t0)
 
 
@@ -113,6 +120,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=0, help="per domain; 0 = the config's")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--compile", action="store_true", help="also time the bare step with torch.compile")
     ap.add_argument("--out", default="")
     args = ap.parse_args()
@@ -131,7 +139,8 @@ def main() -> None:
     for method in args.methods.split(","):
         for setting in settings:
             precision, cl = SETTINGS[setting]
-            cfg = compose(method, precision, cl, args.batch_size, args.warmup + args.steps, args.warmup, args.threads)
+            cfg = compose(method, precision, cl, args.batch_size, args.warmup + args.steps, args.warmup, args.threads,
+                          args.device)
             bare, loop, step_only, compiled = 0.0, 0.0, 0.0, None
             for _ in range(args.repeats):
                 bare = max(bare, bare_step_rate(cfg, args.steps, args.warmup, compiled=False))
@@ -139,7 +148,7 @@ def main() -> None:
                 loop, step_only = max(loop, lo), max(step_only, st)
             if args.compile:
                 compiled = bare_step_rate(cfg, args.steps, args.warmup, compiled=True)
-            row = {"method": method, "setting": setting, "precision": precision, "channels_last": cl,
+            row = {"method": method, "setting": setting, "device": args.device, "precision": precision, "channels_last": cl,
                    "batch_size": cfg.trainer.batch_size, "threads": args.threads, "steps": args.steps,
                    "bare_img_s": round(bare, 1), "framework_img_s": loop, "framework_step_img_s": step_only,
                    "ratio": round(loop / bare, 3), "compiled_bare_img_s": compiled and round(compiled, 1),

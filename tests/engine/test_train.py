@@ -103,6 +103,14 @@ def test_mixed_precision_runs_on_cpu(tmp_path, precision):
     assert all(torch.isfinite(v).all() for v in state["method"].values())
     if precision == "fp16":
         assert state["scaler"]["scale"] > 0  # the scaler's state is part of the checkpoint
+        assert summary["loss_scale"] == state["scaler"]["scale"] and summary["skipped_updates"] >= 0
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        acc = EventAccumulator(str(tmp_path / "tb"))
+        acc.Reload()
+        assert [e.step for e in acc.Scalars("amp/loss_scale")] == [2, 4, 6]
+    else:
+        assert summary["loss_scale"] is None
 
 
 @pytest.mark.parametrize("method", ["dann", "adda", "dsn"])

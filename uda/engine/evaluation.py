@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from uda import selection
 from uda.config import SEGMENTATION
 from uda.data.domain import Domain, batches_of
+from uda.engine.logging import write_images
 from uda.metrics import accuracy, confusion, iou_dict, miou
 from uda.nets.seg_base import upsample
 
@@ -199,8 +200,6 @@ class Evaluator:
         self._scalars(res, done)
         if self.best.improves(res):
             self.save_best(done)
-        from uda.engine.logging import write_images
-
         write_images(self.writer, self.run_dir, grids, done)
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(res) + "\n")

@@ -62,7 +62,7 @@ class NonFiniteGuard:
 
     def __init__(self, tr: TrainerConfig, ckpt_dir: Path):
         self.tr, self.ckpt_dir = tr, ckpt_dir
-        self.in_a_row, self.total = 0, 0
+        self.in_a_row, self.total, self.longest = 0, 0, 0
 
     def after_update(self, step: int, skipped: bool, out: dict[str, torch.Tensor], writer, saved: int | None) -> bool:
         """True when the update went through; else logs it and raises NonFiniteLoss if the policy says stop.
@@ -71,6 +71,7 @@ class NonFiniteGuard:
             self.in_a_row = 0
             return True
         self.in_a_row, self.total = self.in_a_row + 1, self.total + 1
+        self.longest = max(self.longest, self.in_a_row)
         terms = [k for k, v in out.items() if not bool(torch.isfinite(v).all())] or ["(unlogged term)"]
         log.warning("step %d: non-finite %s; update skipped (%d in a row)", step + 1, ", ".join(terms), self.in_a_row)
         writer.add_scalar("perf/nonfinite_skipped", self.total, step + 1)

@@ -86,15 +86,19 @@ class TrainLog:
             self.counts[k] = self.counts.get(k, 0) + 1
         self.n += 1
 
-    def write(self, done: int, optimizers: dict[str, torch.optim.Optimizer]) -> None:
+    def write(self, done: int, stepper) -> None:
+        """At a logging point: the interval's loss means, each group's learning rate, the fp16 loss scale,
+        the stage and images/s (``stepper``: the run's Stepper, its optimizers and gradient scaler)."""
         scalars = {k: v.item() / self.counts[k] for k, v in self.sums.items()}  # the interval's one sync
         now = time.perf_counter()
         img_s = self.n * self.images_per_step / max(now - self.t_last, 1e-9)
         w = self.writer
         for k, v in scalars.items():
             w.add_scalar(k, v, done)
-        for name, opt in optimizers.items():
+        for name, opt in stepper.optimizers.items():
             w.add_scalar(f"lr/{name}", opt.param_groups[0]["lr"], done)
+        if stepper.scaler.is_enabled():  # fp16: the gradient scaler's current scale
+            w.add_scalar("amp/loss_scale", stepper.scaler.get_scale(), done)
         w.add_scalar("perf/images_per_s", img_s, done)
         if self.stage_ends:
             w.add_scalar("sched/stage", sum(done > end for end in self.stage_ends), done)

@@ -160,7 +160,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> 
             counters.images += images_per_step
             # after each update, in this order: log -> evaluate -> check ranks -> checkpoint -> stop
             if done % tr.log_every == 0 or done == tr.max_steps:
-                train_log.write(done, stepper.optimizers)
+                train_log.write(done, stepper)
             if (done % tr.eval_every == 0 or done in run.ends) and main:
                 last = run.evaluator(done)
                 m = run.info.metric
@@ -179,12 +179,13 @@ def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> 
         stop.hand_over()
     if not main:
         return dist.broadcast_object(None)  # rank 0's summary
-    summary = _summary(run, last, train_log.loop_images_per_s(), ranks.passed)
+    summary = _summary(run, last, train_log.loop_images_per_s(), ranks.passed, guard)
     write_summary(run.run_dir, summary)
     return dist.broadcast_object(summary)
 
 
-def _summary(run: Run, last: dict[str, Any] | None, loop_images_per_s: float | None, rank_checks: int) -> dict:
+def _summary(run: Run, last: dict[str, Any] | None, loop_images_per_s: float | None, rank_checks: int,
+             guard: NonFiniteGuard) -> dict:
     """summary.json: the final evaluation (the last checkpoint's), each criterion's pick, throughput, provenance."""
     cfg, m = run.cfg, run.info.metric
     rows = read_metrics(run.run_dir / "metrics.jsonl")
@@ -204,6 +205,10 @@ def _summary(run: Run, last: dict[str, Any] | None, loop_images_per_s: float | N
         # wall clock from the first logging point to the last (logging, evaluations, checkpoints included)
         "loop_images_per_s": loop_images_per_s,
         "device": str(run.device), "precision": run.precision.value, "threads": torch.get_num_threads(),
+        # updates skipped for non-finite losses in this session (all, and the longest run of them in a row);
+        # fp16: the gradient scaler's final scale
+        "skipped_updates": guard.total, "skipped_longest_run": guard.longest,
+        "loss_scale": run.stepper.scaler.get_scale() if run.stepper.scaler.is_enabled() else None,
         "world_size": dist.world(), **({"rank_checks": rank_checks} if rank_checks else {}),
         "versions": versions(), "git_commit": run.commit,
     }
