@@ -101,13 +101,11 @@ def test_offline_mnistm_is_built_once_and_cached(mnist_root):
     assert x[:1000].float().mean() > 60
 
 
-def test_standard_mnistm_release_layout_is_read(tmp_path):
-    """A user's copy of the original release (PNG folders + label files) is used instead of a build."""
+def write_mnistm_release(root):
+    """The original release's layout: PNG folders and '<image> <label>' files; returns the images."""
     from PIL import Image
 
-    from uda.data.mnistm import load_mnistm
-
-    rel = tmp_path / "mnist_m"
+    rel = root / "mnist_m"
     g = torch.Generator().manual_seed(0)
     want = {}
     for split, n in (("train", 3), ("test", 2)):
@@ -119,7 +117,39 @@ def test_standard_mnistm_release_layout_is_read(tmp_path):
             lines.append(f"{i:08d}.png {(i * 3) % 10}")
         (rel / f"mnist_m_{split}_labels.txt").write_text("\n".join(lines) + "\n")
         want[split] = imgs
+    return want
+
+
+def test_standard_mnistm_release_layout_is_read(tmp_path):
+    """A user's copy of the original release (PNG folders + label files) is used instead of a build."""
+    from uda.data.mnistm import load_mnistm
+
+    want, rel = write_mnistm_release(tmp_path), tmp_path / "mnist_m"
     data = load_mnistm(tmp_path, mnist={})  # MNIST is not needed when the release is present
     assert torch.equal(data["train"][0], want["train"]) and data["train"][1].tolist() == [0, 3, 6]
     assert torch.equal(data["test"][0], want["test"]) and data["test"][1].tolist() == [0, 3]
     assert (rel / "mnist_m_uint8.pt").is_file()  # decoded once, then cached
+
+
+def test_a_damaged_mnistm_release_is_an_error_naming_the_file(tmp_path):
+    from uda.data.mnistm import load_mnistm
+
+    write_mnistm_release(tmp_path)
+    rel = tmp_path / "mnist_m"
+    (rel / "mnist_m_train" / "00000001.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match="00000001.png: not a readable image"):
+        load_mnistm(tmp_path, mnist={})
+    write_mnistm_release(tmp_path / "again")
+    (tmp_path / "again" / "mnist_m" / "mnist_m_test_labels.txt").write_text("00000000.png\n")
+    with pytest.raises(DataError, match=r"mnist_m_test_labels.txt:1: expected '<image> <label>'"):
+        load_mnistm(tmp_path / "again", mnist={})
+
+
+def test_a_corrupt_mnistm_release_cache_is_read_again_not_used(tmp_path):
+    from uda.data.mnistm import load_mnistm
+
+    write_mnistm_release(tmp_path / "cached")
+    first = load_mnistm(tmp_path / "cached", mnist={})
+    cache = tmp_path / "cached" / "mnist_m" / "mnist_m_uint8.pt"
+    cache.write_bytes(cache.read_bytes()[:100])  # truncated: read the release again instead
+    assert torch.equal(load_mnistm(tmp_path / "cached", mnist={})["train"][0], first["train"][0])

@@ -79,23 +79,33 @@ def _load_release(folder: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
 
     cache = folder / "mnist_m_uint8.pt"
     if cache.is_file():
-        return torch.load(cache, weights_only=True)
+        try:
+            return torch.load(cache, weights_only=True)
+        except Exception as e:  # noqa: BLE001 -- a truncated or corrupt cache is rebuilt, never used
+            log.warning("unreadable cache %s (%s); reading the release again", cache, e)
     out = {}
     for split in ("train", "test"):
         labels_file = folder / f"mnist_m_{split}_labels.txt"
         if not labels_file.is_file():
             raise DataError(f"MNIST-M release in {folder} lacks {labels_file.name}")
         xs, ys = [], []
-        for line in labels_file.read_text().split("\n"):
+        for n, line in enumerate(labels_file.read_text().split("\n"), 1):
             if not line.strip():
                 continue
-            fname, label = line.split()
+            try:
+                fname, label = line.split()
+                label = int(label)
+            except ValueError:
+                raise DataError(f"{labels_file}:{n}: expected '<image> <label>', got {line.strip()!r}") from None
             img = folder / f"mnist_m_{split}" / fname
             if not img.is_file():
                 raise DataError(f"MNIST-M image {img} listed in {labels_file.name} is missing")
-            with Image.open(img) as im:
-                xs.append(torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1))
-            ys.append(int(label))
+            try:
+                with Image.open(img) as im:
+                    xs.append(torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1))
+            except OSError as e:  # PIL's UnidentifiedImageError and truncated files are OSErrors
+                raise DataError(f"{img}: not a readable image ({type(e).__name__}: {e}); replace the file") from e
+            ys.append(label)
         out[split] = (torch.stack(xs), torch.tensor(ys, dtype=torch.long))
     save_file(out, cache)
     return out
