@@ -47,7 +47,7 @@ def test_missing_office_domain_says_where_it_goes(tmp_path):
         build_pair(cfg.data)
 
 
-def test_resnet_loads_local_imagenet_weights_and_refuses_a_wrong_file(tmp_path):
+def test_resnet_loads_local_imagenet_weights(tmp_path):
     from torchvision import models
 
     from uda.nets import build_backbone
@@ -58,6 +58,14 @@ def test_resnet_loads_local_imagenet_weights_and_refuses_a_wrong_file(tmp_path):
     features, classifier, width = build_backbone(cfg.backbone, in_channels=3, image_size=32, num_classes=31)
     assert width == 256 and classifier.out_features == 31
     assert torch.equal(features[0].conv1.weight, ref.conv1.weight)
+
+
+def test_resnet_weights_of_another_depth_are_one_error_naming_the_mismatch(tmp_path):
+    from torchvision import models
+
+    from uda.nets import build_backbone
+
+    torch.save(models.resnet18(weights=None).state_dict(), tmp_path / "r18.pth")
     bad = make_cfg("backbone=resnet50", "backbone.depth=34", f"backbone.weights={tmp_path / 'r18.pth'}")
     with pytest.raises(ConfigError, match="does not fit this ResNet"):
         build_backbone(bad.backbone, in_channels=3, image_size=32, num_classes=31)

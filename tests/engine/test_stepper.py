@@ -9,12 +9,21 @@ from uda.config import OptimizerConfig, Schedule
 from uda.engine.runtime import Stepper, lr_factor, lr_factors
 
 
-def test_stepper_rejects_unknown_group_and_double_step():
+def linear_stepper():
     net = nn.Linear(4, 2)
-    opt = Stepper({"cls": torch.optim.SGD(net.parameters(), lr=0.1)}, torch.amp.GradScaler("cpu", enabled=False), "cpu")
-    x = torch.randn(5, 4)
+    return net, Stepper({"cls": torch.optim.SGD(net.parameters(), lr=0.1)}, torch.amp.GradScaler("cpu", enabled=False),
+                        "cpu")
+
+
+def test_stepper_rejects_an_unknown_group_naming_the_known_ones():
+    net, opt = linear_stepper()
     with pytest.raises(KeyError, match="cls"):
-        opt.step(net(x).sum(), "gen")
+        opt.step(net(torch.randn(5, 4)).sum(), "gen")
+
+
+def test_stepper_refuses_a_second_step_of_a_group_in_one_iteration():
+    net, opt = linear_stepper()
+    x = torch.randn(5, 4)
     opt.step(net(x).sum(), "cls")
     with pytest.raises(RuntimeError, match="twice"):
         opt.step(net(x).sum(), "cls")

@@ -52,10 +52,13 @@ def test_an_empty_pool_passes_fakes_through():
     assert torch.equal(ImagePool(0, (3, 2, 2))(x), x)
 
 
-def test_lsgan_and_l1_equal_hand_computations():
+def test_lsgan_equals_the_hand_computation():
     pred = torch.tensor([[0.5], [2.0]])
     assert lsgan(pred, True).item() == pytest.approx(((0.5 - 1) ** 2 + (2 - 1) ** 2) / 2)
     assert lsgan(pred, False).item() == pytest.approx((0.25 + 4.0) / 2)
+
+
+def test_l1_equals_the_hand_computation():
     a, b = torch.tensor([1.0, -2.0, 0.5]), torch.tensor([0.0, 1.0, 0.5])
     assert l1(a, b).item() == pytest.approx((1 + 3 + 0) / 3)
 

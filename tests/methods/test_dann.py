@@ -64,14 +64,17 @@ def test_dann_lambda_follows_the_schedule():
     assert m.grl_lambda(100) == pytest.approx(grl_lambda(0.5))
 
 
-def test_dann_all_groups_change_and_features_feel_the_domain_loss():
+def test_dann_changes_all_three_groups_in_its_one_step():
     m = tiny_dann()
     src, tgt = vector_batches()
     before = snapshot(m)
     m.update(src, tgt, 5, sgd_stepper(m, momentum=0.0))
     assert changed(before, m) == {"feat", "cls", "disc"}
 
+
+def test_dann_features_feel_the_domain_loss_and_the_classifier_does_not():
     # with lambda > 0 the feature step differs from a source-only step on the same batch
+    src, tgt = vector_batches()
     a, b = tiny_dann(), tiny_dann(adv_weight=0.0)
     a.update(src, tgt, 5, sgd_stepper(a, momentum=0.0))
     b.update(src, tgt, 5, sgd_stepper(b, momentum=0.0))

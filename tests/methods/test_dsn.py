@@ -28,12 +28,17 @@ def test_dsn_warmup_then_all_losses(similarity, groups):
     assert {"loss/recon", "loss/difference", "loss/similarity"} <= set(out)
 
 
-def test_dsn_total_loss_is_the_weighted_sum_and_uses_private_encoders():
+def test_dsn_total_loss_is_the_weighted_sum():
     m = build("method=dsn", "method.adapt_start=0", "method.alpha=0.5", "method.beta=2", "method.gamma=0.3")
     src, tgt = digit_batches()
     out = m.update(src, tgt, 0, SpyStepper(m, lr=0.0))
     want = out["loss/task"] + 0.5 * out["loss/recon"] + 2 * out["loss/difference"] + 0.3 * out["loss/similarity"]
     assert out["loss/total"].item() == pytest.approx(want.item(), rel=1e-5)
+
+
+def test_dsn_grids_show_shared_private_and_full_reconstructions_per_domain():
+    m = build("method=dsn")
+    src, tgt = digit_batches()
     grids = m.images(src.x[:2], tgt.x[:2])
     assert all(g.shape == (8, 3, 28, 28) for g in grids.values()) and len(grids) == 2
 

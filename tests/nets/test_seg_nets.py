@@ -59,10 +59,13 @@ def test_deeplab_shapes_output_stride_8(aux, deeplab_aux):
         assert out.aux is None and net.aux_classifier is None
 
 
-def test_deeplab101_builds_and_bad_configs():
+def test_deeplab101_builds_a_dilated_body_without_the_imagenet_head():
     net = deeplab_v2(DeepLabV2Config(depth=101), in_channels=3, num_classes=K, aux=False)
     assert len(net.body.layer3) == 23 and net.body.layer4[1].conv2.dilation == (4, 4)
     assert not hasattr(net.body, "fc") and not hasattr(net.body, "avgpool")
+
+
+def test_deeplab_bad_depth_and_rates_are_clear_errors():
     with pytest.raises(ConfigError, match="34"):
         deeplab_v2(DeepLabV2Config(depth=34), in_channels=3, num_classes=K, aux=False)
     with pytest.raises(ConfigError, match="aspp_rates"):
