@@ -1,6 +1,6 @@
 """Behaviour fingerprint: short fixed CPU runs of every method and the SHA-256 of each tensor they end with.
 
-    python scripts/behaviour_hashes.py --out before.json            # run everything (~5-10 min on 2 cores)
+    python scripts/behaviour_hashes.py --out before.json            # run everything (about 3 minutes on 2 cores)
     python scripts/behaviour_hashes.py --out after.json --only dann,dsn
     python scripts/behaviour_hashes.py --compare before.json after.json   # exit 1 on any difference
     python scripts/behaviour_hashes.py --compare before.json after.json --rename method.g_st.=method.translator.g_st.
