@@ -40,12 +40,12 @@ class DANNDigitsConfig(BackboneConfig):
 
 @dataclass
 class LeNetConfig(BackboneConfig):
-    """ADDA's LeNet: conv5-20, pool2, conv5-50, pool2, FC500 | FC10."""
+    """ADDA's LeNet: conv5-20, pool2, conv5-50, pool2, FC500 (ReLU) | FC10, as the official code (no dropout)."""
 
     name: str = "lenet"
     conv_channels: list[int] = field(default_factory=lambda: [20, 50])
     feat_dim: int = 500
-    dropout: float = 0.5
+    dropout: float = 0.0  # > 0: Dropout2d after conv2 and dropout before FC10 (not the paper's net)
 
     def check(self) -> None:
         widths(self.conv_channels, "backbone.conv_channels", 2)

@@ -35,3 +35,9 @@ def below_max_steps(value: int, what: str, max_steps: int) -> None:
     """A step count inside the run: 0 <= value < trainer.max_steps."""
     if not 0 <= value < max_steps:
         raise ConfigError(f"{what} must be in [0, trainer.max_steps={max_steps}), got {value}")
+
+
+def scaled_phase(steps: int | None, max_steps: int, fraction: float) -> int:
+    """A phase the paper gives in steps, at a budget of ``max_steps``: ``steps`` where the user set it, else
+    the paper's share ``fraction`` of the run (ADDA's 10k of 10k + 10k: 0.5), so a shorter run still adapts."""
+    return steps if steps is not None else int(max_steps * fraction)

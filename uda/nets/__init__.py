@@ -26,7 +26,8 @@ def build_backbone(cfg: BackboneConfig, *, in_channels: int, image_size: int, nu
     if isinstance(cfg, LeNetConfig):
         features = LeNetFeatures(in_channels=in_channels, image_size=image_size, channels=cfg.conv_channels,
                                  feat_dim=cfg.feat_dim, dropout=cfg.dropout)
-        classifier = nn.Sequential(nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.feat_dim, num_classes))
+        drop = [nn.Dropout(cfg.dropout)] if cfg.dropout > 0 else []  # the official LeNet: none
+        classifier = nn.Sequential(*drop, nn.Linear(cfg.feat_dim, num_classes))
         return features, classifier, cfg.feat_dim
     if isinstance(cfg, ResNetConfig):
         from uda.nets.resnet import build_resnet

@@ -44,8 +44,9 @@ def mlp(in_dim: int, hidden: list[int], out_dim: int) -> nn.Sequential:
 
 
 class LeNetFeatures(nn.Module):
-    """ADDA's LeNet encoder (Tzeng et al. 2017): conv5x5-c1, pool2, ReLU, conv5x5-c2, dropout,
-    pool2, ReLU, flatten, FC feat_dim (linear: the classifier applies ReLU + dropout first)."""
+    """ADDA's LeNet encoder (Tzeng et al. 2017; the official erictzeng/adda lenet): conv5x5-c1, ReLU, pool2,
+    conv5x5-c2, ReLU, pool2, flatten, FC feat_dim, ReLU. ``dropout`` > 0 (not the paper's) adds Dropout2d
+    after the second conv; the official net has none, so both encoders' features are deterministic."""
 
     def __init__(self, *, in_channels: int, image_size: int, channels: list[int], feat_dim: int, dropout: float):
         super().__init__()
@@ -55,10 +56,11 @@ class LeNetFeatures(nn.Module):
             raise ConfigError(f"data.image_size={image_size} is too small for LeNet (needs >= 16)")
         if image_size > MAX_DIGITS_SIZE:
             raise ConfigError(f"data.image_size={image_size} is too large for LeNet (at most {MAX_DIGITS_SIZE})")
+        drop = [nn.Dropout2d(dropout)] if dropout > 0 else []
         self.net = nn.Sequential(
-            nn.Conv2d(in_channels, c1, 5), nn.MaxPool2d(2), nn.ReLU(inplace=True),
-            nn.Conv2d(c1, c2, 5), nn.Dropout2d(dropout), nn.MaxPool2d(2), nn.ReLU(inplace=True),
-            nn.Flatten(), nn.Linear(c2 * side * side, feat_dim),
+            nn.Conv2d(in_channels, c1, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(c1, c2, 5), *drop, nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(c2 * side * side, feat_dim), nn.ReLU(inplace=True),
         )
         self.out_dim = feat_dim
 
