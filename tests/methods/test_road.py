@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from uda.config import ConfigError, validate
 from uda.methods.road import distillation, split_regions
 
-from helpers import SEG_SMALL, TINY_SEG, SpyStepper, build_seg, joint, make_cfg, resumes_exactly, seg_batches, state_equal
+from helpers import SEG_INFO, SEG_SMALL, TINY_SEG, SpyStepper, build, build_seg, joint, make_cfg, resumes_exactly, seg_batches, state_equal
 
 
 ROAD = ["method=road", "method.disc_hidden=4", "method.warmup_steps=2", "trainer.max_steps=10"]
@@ -59,8 +59,26 @@ def test_road_teacher_is_copied_once_at_the_stage_boundary_and_never_changes():
         spy.end_iteration()
     assert spy.calls[2:] == [({"seg", "head", "disc"}, {"seg", "head", "disc"})] * 3
     assert bool(m.teacher_ready) and state_equal(m.teacher.state_dict(), at_boundary)
-    assert not any(p.requires_grad for p in m.teacher.parameters()) and not m.teacher.training
+    assert not any(p.requires_grad for p in m.teacher.parameters())
     assert not state_equal(m.segmenter.state_dict(), at_boundary)
+
+
+@pytest.mark.parametrize("backbone", [TINY_SEG, ["data=digits_seg", "backbone=fcn8s"],
+                                      ["data=digits_seg", "backbone=deeplabv2", "backbone.depth=50"]],
+                         ids=["seg_small", "fcn8s", "deeplabv2"])
+def test_road_distillation_is_exactly_zero_at_the_copy_and_then_grows(backbone):
+    # the teacher runs as the student (same batch, same dropout masks and batch statistics): at the copy
+    # student == teacher, so L_dist == 0 exactly (an eval-mode teacher left FCN-8s's dropout noise in it)
+    torch.manual_seed(0)
+    m = build(*backbone, *ROAD[:2], "method.warmup_steps=0", "method.grl_gamma=0", "trainer.max_steps=10",
+              info=SEG_INFO).train()
+    src, tgt = seg_batches(n=2, size=64)  # FCN-8s: 2 x 2 positions at fc7 for the 2 x 2 grid
+    spy = SpyStepper(m, lr=0.05)
+    first = m.update(src, tgt, 0, spy)
+    spy.end_iteration()
+    assert first["loss/dist"].item() == 0.0
+    second = m.update(src, tgt, 1, spy)
+    assert second["loss/dist"].item() > 0  # the student moved; the teacher did not
 
 
 def test_road_teacher_norm_target_normalises_with_each_target_batch_and_stays_frozen():
@@ -81,8 +99,9 @@ def test_road_teacher_norm_target_normalises_with_each_target_batch_and_stays_fr
 
 
 def test_road_adapt_step_equals_a_hand_computed_reference():
+    # an eval-mode teacher (teacher_norm=running), so the distillation term is not 0 at the copy
     lr = 0.05
-    m = build_seg(*ROAD, "method.warmup_steps=0", "method.dist_weight=0.3", "method.spatial_weight=0.2",
+    m = build_seg(*ROAD, "method.warmup_steps=0", "method.teacher_norm=running", "method.dist_weight=0.3", "method.spatial_weight=0.2",
               "method.region_weights=[1,2,0.5,1]", "method.grl_gamma=0")
     ref = copy.deepcopy(m)
     src, tgt = seg_batches()

@@ -16,10 +16,14 @@ No official code exists; this is implemented from the paper, with these readings
   step of the ``adapt`` stage. With ImageNet weights and ``warmup_steps: 0`` that copy is the pretrained
   network itself (the paper's setting). Without pretrained weights (digits_seg) a ``warmup`` stage
   trains the segmenter on source first, and the teacher is that source-trained network.
-* The teacher's batch norm (``teacher_norm``): ``running`` (default) normalises with the running statistics
-  it had at the copy (after a source warm-up these are source statistics, so on target it computes
-  exactly the source-only net's features); ``target`` normalises each target batch with its own statistics
-  (AdaBN-style, a teacher less tied to the source domain; its weights stay frozen either way).
+* The teacher's mode (``teacher_norm``): ``student`` (default) runs the frozen teacher exactly as the
+  student runs, on the same source + target batch with the same random draws (batch norm on that batch's
+  statistics, the same dropout masks), so L_dist is exactly 0 at the copy and afterwards measures only how
+  far the student's weights moved, never its dropout noise (with the teacher in eval mode and the student
+  in train mode, FCN-8s's dropout kept L_dist > 0 and pulled the features towards about half the
+  teacher's). ``running`` is eval mode: running statistics as at the copy (after a source warm-up: the
+  source-only net's features), no dropout; ``target`` normalises each target batch with its own
+  statistics (AdaBN-style), no dropout. The weights stay frozen in every mode.
 * L_dist = 1/2 x the mean over target positions of the Euclidean distance ||F(x_t)_i - F_R(x_t)_i||_2
   between the segmenter's and the teacher's deepest features (not squared, as in the paper's Eq. 1).
 * Spatial-aware adaptation: the deepest feature map is split into ``grid`` = rows x columns regions
@@ -59,8 +63,9 @@ from uda.nets.segmentation import SegNet, build_segmenter, forward_pair
 
 
 class TeacherNorm(str, Enum):
-    running = "running"  # batch-norm running statistics as at the copy (after a source warm-up: source's)
-    target = "target"  # each target batch's own statistics (running statistics never used nor updated)
+    student = "student"  # the student's mode on the student's batch: the same statistics and dropout masks
+    running = "running"  # eval mode: batch-norm running statistics as at the copy, no dropout
+    target = "target"  # each target batch's own statistics, no dropout (running statistics never used)
 
 
 class RegionOutput(str, Enum):
@@ -90,9 +95,8 @@ class ROADConfig(MethodConfig):
     region_output: RegionOutput = RegionOutput.position
     # gradient reversal weight: Ganin et al.'s ramp 2 / (1 + exp(-grl_gamma q)) - 1 over the adapt stage
     grl_gamma: float = 10.0
-    # the teacher's batch-norm normalisation on the target images it sees: its running statistics frozen at
-    # the copy, or the statistics of each target batch (its weights stay frozen either way)
-    teacher_norm: TeacherNorm = TeacherNorm.running
+    # the teacher's mode (TeacherNorm): as the student (same batch, same draws), eval, or target statistics
+    teacher_norm: TeacherNorm = TeacherNorm.student
 
     def check(self, cfg) -> None:
         below_max_steps(self.warmup_steps, "method.warmup_steps", cfg.trainer.max_steps)
@@ -150,14 +154,24 @@ class ROAD(Method):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        self.teacher.eval()  # frozen: batch-norm statistics and dropout as at the copy
-        if self.cfg.teacher_norm == TeacherNorm.target:
-            # batch statistics of the target batch it sees; running statistics neither used nor updated
+        norm = self.cfg.teacher_norm
+        self.teacher.train(mode and norm == TeacherNorm.student)  # the student's dropout and statistics, or eval
+        if norm != TeacherNorm.running:
+            # batch statistics of the batch it sees; its running statistics neither used nor updated
             for bn in self.teacher.modules():
                 if isinstance(bn, nn.modules.batchnorm._BatchNorm):
                     bn.track_running_stats = False
-                    bn.train()
+                    bn.train(norm == TeacherNorm.target or mode)
         return self
+
+    @torch.no_grad()
+    def teacher_features(self, x_s: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
+        """F_R(x_t). In ``student`` mode: on the student's batch with the random draws the student's forward
+        makes next (the RNG is forked, so the student then draws the same dropout masks)."""
+        if self.cfg.teacher_norm != TeacherNorm.student:
+            return self.teacher(x_t).features
+        with torch.random.fork_rng(devices=[x_t.device] if x_t.device.type == "cuda" else []):
+            return forward_pair(self.teacher, x_s, x_t)[1].features
 
     def param_groups(self):
         return seg_groups(self.segmenter) | {"disc": list(self.regions.parameters())}
@@ -193,10 +207,9 @@ class ROAD(Method):
             self.teacher.load_state_dict(self.segmenter.state_dict())
             self.teacher_ready.fill_(True)
         lam = self.grl_lambda(step)
+        f_teacher = self.teacher_features(src.x, tgt.x)  # first: it replays the draws the student makes next
         out_s, out_t = forward_pair(self.segmenter, src.x, tgt.x)
         loss_seg = seg_ce(out_s.logits, src.y)
-        with torch.no_grad():
-            f_teacher = self.teacher(tgt.x).features
         loss_dist = distillation(out_t.features, f_teacher)
         losses = self.region_losses(out_s.features, out_t.features, c.spatial_weight * lam)
         weights = c.region_weights or [1.0] * len(losses)

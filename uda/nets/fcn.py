@@ -6,7 +6,8 @@ and fc7 as a 1x1 conv (4096 channels, ReLU + dropout 0.5), which *are* torchvisi
 ``classifier.3`` Linear layers viewed as convolutions (same storage: ImageNet weights reach them by the
 reshape ``[4096, 512*7*7] -> [4096, 512, 7, 7]``). Class scores from fc7 (``score_fr``), pool4
 (``score_pool4``) and pool3 (``score_pool3``) are fused coarse to fine: ``s = up(score_fr) + score_pool4;
-logits = up(s) + score_pool3``. ``features`` is fc7's output (after ReLU and dropout, what score_fr reads).
+logits = up(s) + score_pool3``. ``features`` is fc7's output after its ReLU, before the dropout that score_fr reads through (the
+features ROAD distils and LSD decodes carry no dropout noise of their own).
 
 Choices:
 - Alignment instead of pad 100 and crops: torchvision's VGG pads every 3x3 conv by 1 and fc6 is padded
@@ -72,8 +73,8 @@ class FCN8s(SegNet):
             elif i == self.pool4:
                 p4 = x
         h = self.drop(F.relu(self.fc6(x), inplace=True))  # [N, 4096, H/32, W/32]
-        h = self.drop(F.relu(self.fc7(h), inplace=True))
-        s = upsample(self.score_fr(h), p4.shape[-2:]) + self.score_pool4(p4)  # fuse at 1/16
+        h = F.relu(self.fc7(h), inplace=True)  # the features: before drop7
+        s = upsample(self.score_fr(self.drop(h)), p4.shape[-2:]) + self.score_pool4(p4)  # fuse at 1/16
         logits = upsample(s, p3.shape[-2:]) + self.score_pool3(p3)  # fuse at 1/8
         return SegOut(h, logits, None)
 
