@@ -53,3 +53,21 @@ def test_a_group_with_a_span_follows_its_schedule_over_that_span_only():
     at = {s: lr_factors(cfgs, {"gen": (10, 20)}, s, 40) for s in (0, 10, 15, 16, 19, 30)}
     assert [at[s]["gen"] for s in (0, 10, 15, 16, 19, 30)] == pytest.approx([1, 1, 1, 0.8, 0.2, 0.2])
     assert at[30]["cls"] == pytest.approx(lr_factor(linear, 30, 40))  # no span: the whole run
+
+
+def test_a_horizon_longer_than_the_run_stops_the_schedule_early():
+    # AdaptSegNet's official poly: over NUM_STEPS 250k, stopped at 150k with the lr at 0.4^0.9 of its base
+    poly = OptimizerConfig(schedule=Schedule.poly, sched_power=0.9, horizon=250)
+    assert lr_factors({"seg": poly}, {}, 149, 150)["seg"] == pytest.approx((1 - 149 / 250) ** 0.9)
+    plain = OptimizerConfig(schedule=Schedule.poly, sched_power=0.9)  # horizon 0: the run itself
+    assert lr_factors({"seg": plain}, {}, 149, 150)["seg"] == pytest.approx((1 / 150) ** 0.9)
+
+
+def test_a_horizon_shorter_than_the_run_is_a_clear_error():
+    from uda.config import ConfigError, validate
+
+    from helpers import make_cfg
+    with pytest.raises(ConfigError, match="optimizer.horizon=500 must be 0"):
+        validate(make_cfg("optimizer.horizon=500", "trainer.max_steps=1000"))
+    with pytest.raises(ConfigError, match="optimizer.horizon must be >= 0"):
+        validate(make_cfg("optimizer.horizon=-1"))

@@ -38,6 +38,9 @@ class OptimizerConfig:
     sched_power: float = 0.9
     # linear schedule: the fraction of the span after which the lr decays linearly to 0
     sched_decay_start: float = 0.5
+    # steps the schedule's progress p runs over (0 = the span it decays over: the run, or its stage); longer
+    # than the run stops it early with the lr not yet decayed (AdaptSegNet: poly over 250k, stopped at 150k)
+    horizon: int = 0
 
     def check(self, key: str = "optimizer") -> None:
         """``key``: where this optimizer sits (``optimizer``, ``method.gan_optimizer``, ...), for the messages."""
@@ -48,6 +51,7 @@ class OptimizerConfig:
             raise ConfigError(f"{key}.betas must be two numbers in [0, 1), got {self.betas}")
         positive(self.sched_step_size, f"{key}.sched_step_size")
         unit_interval(self.sched_decay_start, f"{key}.sched_decay_start")
+        nonneg(self.horizon, f"{key}.horizon")
 
 
 def adam(lr: float, betas: tuple[float, float], schedule: Schedule = Schedule.constant, **kw) -> OptimizerConfig:

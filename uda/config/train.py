@@ -45,6 +45,9 @@ def validate(cfg: TrainConfig) -> None:
     cfg.trainer.check()
     cfg.data.check()
     cfg.optimizer.check("optimizer")
+    if 0 < cfg.optimizer.horizon < cfg.trainer.max_steps:
+        raise ConfigError(f"optimizer.horizon={cfg.optimizer.horizon} must be 0 (= trainer.max_steps) or >= "
+                          f"trainer.max_steps={cfg.trainer.max_steps}: the schedule cannot end before the run")
     cfg.backbone.check()
     d, b, m = cfg.data, cfg.backbone, cfg.method
     task = d.task

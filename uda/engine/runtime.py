@@ -78,8 +78,9 @@ def build_optimizers(method: "Method", default: OptimizerConfig) -> tuple[dict[s
 def lr_factors(cfgs: dict[str, OptimizerConfig], spans: dict[str, tuple[int, int]], step: int,
                max_steps: int) -> dict[str, float]:
     """Each group's schedule factor at ``step``, over its span [a, b) (default: the whole run; CyCADA's
-    translator decays over its own stage), held at the span's ends outside it."""
-    return {name: lr_factor(c, min(max(step - a, 0), b - a - 1), b - a)
+    translator decays over its own stage), held at the span's ends outside it; a group's ``horizon`` > 0
+    replaces the span's length as the schedule's length."""
+    return {name: lr_factor(c, min(max(step - a, 0), b - a - 1), c.horizon or b - a)
             for name, c in cfgs.items() for a, b in [spans.get(name, (0, max_steps))]}
 
 
