@@ -7,17 +7,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from uda.config import OptimizerConfig
 from uda.losses import grl_lambda
+from uda.methods import get_method
 from uda.methods import Batch
 from uda.methods.dann import DANN, DANNConfig, DomainReduction
 
-from helpers import build, changed, sgd_stepper, snapshot
+from helpers import build, changed, make_cfg, sgd_stepper, snapshot
 
 
 def tiny_dann(max_steps=10, **kw):
     torch.manual_seed(0)
     return DANN(cfg=DANNConfig(**kw), features=nn.Sequential(nn.Linear(4, 3), nn.Tanh()),
-                classifier=nn.Linear(3, 2), discriminator=nn.Linear(3, 1), max_steps=max_steps)
+                classifier=nn.Linear(3, 2), discriminator=nn.Linear(3, 1), max_steps=max_steps,
+                head_optimizer=OptimizerConfig())
 
 
 def vector_batches(n=5):
@@ -98,3 +101,23 @@ def test_dann_builds_the_papers_mnist_networks_from_the_real_config():
     assert m.features(torch.zeros(1, 3, 28, 28)).shape == (1, 768)
     assert [layer.out_features for layer in m.classifier if isinstance(layer, nn.Linear)] == [100, 100, 10]
     assert [layer.out_features for layer in m.discriminator if isinstance(layer, nn.Linear)] == [100, 1]
+
+
+def test_dann_office31_recipe_has_the_papers_domain_head_and_10x_on_the_new_layers():
+    from uda.data.pairs import PairInfo
+    from uda.engine.runtime import build_optimizers
+
+    office = PairInfo("amazon_webcam", "amazon", "webcam", 3, 32, 31, mean=(0.5,) * 3, std=(0.5,) * 3)
+    cfg = make_cfg("+experiment=dann_office31", "backbone.depth=18")
+    m = get_method("dann").from_config(cfg, office)
+    assert [layer.out_features for layer in m.discriminator if isinstance(layer, nn.Linear)] == [1024, 1024, 1]
+    groups = m.param_groups()
+    assert set(groups) == {"feat", "neck", "cls", "disc"}
+    assert {id(p) for p in groups["feat"]} == {id(p) for p in m.features[0].parameters()}  # the ResNet body
+    _, opts = build_optimizers(m, cfg.optimizer)
+    lrs = {g: [pg["lr"] for pg in o.param_groups] for g, o in opts.items()}
+    assert lrs == {"feat": [0.01], "neck": [0.1], "cls": [0.1], "disc": [0.1]}
+    # the digit nets keep one learning rate
+    digits = build("method=dann")
+    _, opts = build_optimizers(digits, make_cfg("method=dann").optimizer)
+    assert {g: o.param_groups[0]["lr"] for g, o in opts.items()} == {"feat": 0.01, "cls": 0.01, "disc": 0.01}

@@ -5,6 +5,7 @@ import copy
 import torch
 from torch import nn
 
+from uda.config import OptimizerConfig
 from uda.methods import Batch
 from uda.methods.source_only import SourceOnly, SourceOnlyConfig
 
@@ -13,7 +14,8 @@ from helpers import ApplySpy, build, build_seg, changed, seg_batches, sgd_steppe
 
 def test_source_only_changes_only_feature_and_classifier_and_ignores_target():
     torch.manual_seed(0)
-    m = SourceOnly(cfg=SourceOnlyConfig(), features=nn.Linear(4, 3), classifier=nn.Linear(3, 2))
+    m = SourceOnly(cfg=SourceOnlyConfig(), features=nn.Linear(4, 3), classifier=nn.Linear(3, 2),
+                   head_optimizer=OptimizerConfig())
     ref = copy.deepcopy(m)
     g = torch.Generator().manual_seed(1)
     src, tgt = Batch(torch.randn(5, 4, generator=g), torch.randint(0, 2, (5,), generator=g)), Batch(torch.randn(5, 4), None)

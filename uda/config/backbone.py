@@ -15,6 +15,9 @@ from uda.errors import ConfigError
 class BackboneConfig:
     name: str = MISSING
     TASK: ClassVar[str] = CLASSIFICATION
+    # learning rate of the layers new on a pretrained body (classifier heads, bottleneck, the methods' domain
+    # heads) relative to the body's; 1 = one learning rate (nets trained from scratch)
+    head_lr_mult: float = 1.0
 
     def check(self) -> None:
         """Checks the schema cannot express (ranges, files); ConfigError naming the key."""
@@ -85,10 +88,8 @@ class SegSmallConfig(BackboneConfig):
     name: str = "seg_small"
     TASK: ClassVar[str] = SEGMENTATION
     channels: list[int] = field(default_factory=lambda: [16, 32, 64, 64])
-    head_lr_mult: float = 1.0  # learning rate of the classifier heads relative to the body
 
     def check(self) -> None:
-        positive(self.head_lr_mult, "backbone.head_lr_mult")
         if len(self.channels) < 2 or any(c <= 0 for c in self.channels):
             raise ConfigError(f"backbone.channels needs at least two positive widths, got {list(self.channels)}")
 
@@ -108,7 +109,6 @@ class DeepLabV2Config(BackboneConfig):
     head_lr_mult: float = 10.0  # the ASPP heads train with 10x the body's learning rate (DeepLab, AdaptSegNet)
 
     def check(self) -> None:
-        positive(self.head_lr_mult, "backbone.head_lr_mult")
         if self.depth not in (50, 101):
             raise ConfigError(f"backbone.depth must be 50 or 101 for deeplabv2, got {self.depth}")
 
@@ -121,10 +121,9 @@ class FCN8sConfig(BackboneConfig):
     TASK: ClassVar[str] = SEGMENTATION
     # a local file with ImageNet weights (torchvision's vgg16 state_dict); "" = random initialisation
     weights: str = ""
-    head_lr_mult: float = 1.0
 
     def check(self) -> None:
-        positive(self.head_lr_mult, "backbone.head_lr_mult")
+        _check_weights(self.weights)
 
 
 # name (configs/backbone/<name>.yaml) -> schema

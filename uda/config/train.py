@@ -8,6 +8,7 @@ from typing import Any
 from omegaconf import MISSING
 
 from uda.config.backbone import backbones_for
+from uda.config.base import positive
 from uda.config.data import DataConfig
 from uda.config.method import methods_for
 from uda.config.optimizer import OptimizerConfig
@@ -49,6 +50,7 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"optimizer.horizon={cfg.optimizer.horizon} must be 0 (= trainer.max_steps) or >= "
                           f"trainer.max_steps={cfg.trainer.max_steps}: the schedule cannot end before the run")
     cfg.backbone.check()
+    positive(cfg.backbone.head_lr_mult, "backbone.head_lr_mult")
     d, b, m = cfg.data, cfg.backbone, cfg.method
     task = d.task
     if b.TASK != task:

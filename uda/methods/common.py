@@ -42,8 +42,18 @@ def seg_groups(segmenter: nn.Module) -> dict[str, list[nn.Parameter]]:
     return {"seg": segmenter.pretrained_parameters(), "head": segmenter.new_parameters()}
 
 
+def feature_groups(features: nn.Module) -> dict[str, list[nn.Parameter]]:
+    """A classifier's feature extractor as parameter groups: "feat" (its pretrained body) and, where layers
+    are new on that body (ResNet's bottleneck, ``new_parameters``), "neck"."""
+    if not hasattr(features, "new_parameters"):
+        return {"feat": list(features.parameters())}
+    new = features.new_parameters()
+    return {"feat": features.pretrained_parameters()} | ({"neck": new} if new else {})
+
+
 def head_optimizer(cfg: "TrainConfig") -> "OptimizerConfig":
-    """The heads' optimizer: the run's, with ``backbone.head_lr_mult`` x its learning rate (DeepLab: 10)."""
+    """The optimizer of layers new on a pretrained body (heads, a bottleneck, domain classifiers): the run's,
+    at ``backbone.head_lr_mult`` x its learning rate (DeepLab: 10; Office-31's ResNet recipe: 10)."""
     return dataclasses.replace(cfg.optimizer, lr=cfg.optimizer.lr * cfg.backbone.head_lr_mult)
 
 

@@ -7,8 +7,9 @@ Per iteration, one forward and ONE backward pass over a batch of n source + n ta
 
 Readings: Algorithm 1 of the paper written with its gradient reversal layer R (Sec. 4.2), so the three
 updates are one step; lambda_p = adv_weight (2 / (1 + exp(-grl_gamma p)) - 1) with p = step / max_steps
-(Sec. 5.2.2); L_d is binary cross-entropy, source = 0, target = 1; ``domain_reduction`` says how it
-averages over the 2n predictions (``mean``: over all of them; ``sum``: mean over source + mean over target).
+(Sec. 5.2.2); L_d is binary cross-entropy, source = 0, target = 1, reduced as the paper's objective
+(Eq. 18-19: the mean over the n source predictions plus the mean over the n' target predictions,
+``domain_reduction: sum``; ``mean`` halves it, the mean over all 2n). Ledger row: docs/fidelity.md#dann.
 """
 from __future__ import annotations
 
@@ -20,9 +21,10 @@ from torch import nn
 
 from uda.config.base import nonneg, widths
 from uda.config.method import MethodConfig
+from uda.config.optimizer import OptimizerConfig
 from uda.losses import binary_accuracy, domain_bce, grad_reverse, grl_lambda
 from uda.methods.base import Batch, Method
-from uda.methods.common import source_ce
+from uda.methods.common import feature_groups, head_optimizer, source_ce
 from uda.nets import build_backbone, mlp
 
 
@@ -38,7 +40,7 @@ class DANNConfig(MethodConfig):
     adv_weight: float = 1.0
     grl_gamma: float = 10.0
     # how the domain loss reduces over the batch of n source + n target predictions
-    domain_reduction: DomainReduction = DomainReduction.mean
+    domain_reduction: DomainReduction = DomainReduction.sum  # the paper's Eq. 18
     # hidden widths of the domain classifier on the backbone features (paper, MNIST: one FC100)
     disc_hidden: list[int] = field(default_factory=lambda: [100])
 
@@ -52,13 +54,14 @@ class DANN(Method):
     Config = DANNConfig
 
     def __init__(self, *, cfg: DANNConfig, features: nn.Module, classifier: nn.Module,
-                 discriminator: nn.Module, max_steps: int):
+                 discriminator: nn.Module, max_steps: int, head_optimizer: OptimizerConfig):
         super().__init__()
         self.cfg = cfg
         self.features = features
         self.classifier = classifier
         self.discriminator = discriminator
         self.max_steps = max_steps
+        self.head_optimizer = head_optimizer
 
     @classmethod
     def from_config(cls, cfg, info):
@@ -66,15 +69,18 @@ class DANN(Method):
             cfg.backbone, in_channels=info.channels, image_size=info.image_size, num_classes=info.num_classes
         )
         discriminator = mlp(feat_dim, cfg.method.disc_hidden, 1)
-        return cls(cfg=cfg.method, features=features, classifier=classifier,
-                   discriminator=discriminator, max_steps=cfg.trainer.max_steps)
+        return cls(cfg=cfg.method, features=features, classifier=classifier, discriminator=discriminator,
+                   max_steps=cfg.trainer.max_steps, head_optimizer=head_optimizer(cfg))
 
     def param_groups(self):
-        return {
-            "feat": list(self.features.parameters()),
+        return feature_groups(self.features) | {
             "cls": list(self.classifier.parameters()),
             "disc": list(self.discriminator.parameters()),
         }
+
+    def optimizer_overrides(self):
+        # layers new on a pretrained body at backbone.head_lr_mult x the lr (1 for the digit nets)
+        return {g: self.head_optimizer for g in ("neck", "cls", "disc") if g in self.param_groups()}
 
     def grl_lambda(self, step: int) -> float:
         return grl_lambda(step / self.max_steps, self.cfg.grl_gamma, self.cfg.adv_weight)
@@ -93,8 +99,8 @@ class DANN(Method):
         loss_dom = domain_bce(d_s, 0) + domain_bce(d_t, 1)
         if self.cfg.domain_reduction == DomainReduction.mean:
             loss_dom = 0.5 * loss_dom  # = the mean over all 2n predictions (equal batch sizes)
-        # 1) single step of F, C, D: F gets dCE - lambda dL_d, C gets dCE, D gets dL_d
-        opt.step(loss_cls + loss_dom, "feat", "cls", "disc")
+        # 1) single step of F, C, D: F gets dCE - lambda dL_d, C gets dCE, D gets dL_d (F: "feat" [+ "neck"])
+        opt.step(loss_cls + loss_dom, *self.param_groups())
         return {
             "loss/cls": loss_cls.detach(),
             "loss/domain": loss_dom.detach(),

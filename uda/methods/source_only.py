@@ -19,7 +19,7 @@ from uda.config import CLASSIFICATION, SEGMENTATION, OptimizerConfig
 from uda.config.method import MethodConfig
 from uda.losses import seg_ce
 from uda.methods.base import Batch, Method
-from uda.methods.common import head_optimizer, seg_groups, source_ce
+from uda.methods.common import feature_groups, head_optimizer, seg_groups, source_ce
 from uda.nets import build_backbone
 from uda.nets.segmentation import build_segmenter
 
@@ -33,11 +33,13 @@ class SourceOnlyConfig(MethodConfig):
 class SourceOnly(Method):
     Config = SourceOnlyConfig
 
-    def __init__(self, *, cfg: SourceOnlyConfig, features: nn.Module, classifier: nn.Module):
+    def __init__(self, *, cfg: SourceOnlyConfig, features: nn.Module, classifier: nn.Module,
+                 head_optimizer: OptimizerConfig):
         super().__init__()
         self.cfg = cfg
         self.features = features
         self.classifier = classifier
+        self.head_optimizer = head_optimizer
 
     @classmethod
     def from_config(cls, cfg, info):
@@ -46,15 +48,19 @@ class SourceOnly(Method):
         features, classifier, _ = build_backbone(
             cfg.backbone, in_channels=info.channels, image_size=info.image_size, num_classes=info.num_classes
         )
-        return cls(cfg=cfg.method, features=features, classifier=classifier)
+        return cls(cfg=cfg.method, features=features, classifier=classifier, head_optimizer=head_optimizer(cfg))
 
     def param_groups(self):
-        return {"feat": list(self.features.parameters()), "cls": list(self.classifier.parameters())}
+        return feature_groups(self.features) | {"cls": list(self.classifier.parameters())}
+
+    def optimizer_overrides(self):
+        # layers new on a pretrained body at backbone.head_lr_mult x the lr (1 for the digit nets)
+        return {g: self.head_optimizer for g in ("neck", "cls") if g in self.param_groups()}
 
     def update(self, src: Batch, tgt: Batch, step, opt):
         # 1) F+C step: cross-entropy on labelled source; the target batch is never looked at
         loss_cls, acc_s = source_ce(self.classifier(self.features(src.x)), src.y)
-        opt.step(loss_cls, "feat", "cls")
+        opt.step(loss_cls, *self.param_groups())
         return {"loss/cls": loss_cls.detach(), "acc/source_batch": acc_s}
 
     def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -55,6 +55,16 @@ def load_weights(net: nn.Module, path: str) -> None:
     load_local_weights(net, path, ignore=("fc.",), hint="this ResNet; check backbone.depth")
 
 
+class ResNetFeatures(nn.Sequential):
+    """The ResNet body (item 0, pretrained) and the layers new on it (the bottleneck): two learning rates."""
+
+    def pretrained_parameters(self) -> list[nn.Parameter]:
+        return list(self[0].parameters())
+
+    def new_parameters(self) -> list[nn.Parameter]:
+        return [p for layer in list(self)[1:] for p in layer.parameters()]
+
+
 def build_resnet(cfg: ResNetConfig, *, in_channels: int, num_classes: int) -> tuple[nn.Module, nn.Module, int]:
     """(ResNet to pooled features [+ bottleneck], linear classifier, feature width)."""
     from torchvision import models
@@ -67,8 +77,8 @@ def build_resnet(cfg: ResNetConfig, *, in_channels: int, num_classes: int) -> tu
     net.fc = nn.Identity()
     width = WIDTH[cfg.depth]
     if cfg.bottleneck:
-        features = nn.Sequential(net, nn.Linear(width, cfg.bottleneck), nn.ReLU(inplace=True), nn.Dropout(cfg.dropout))
+        features = ResNetFeatures(net, nn.Linear(width, cfg.bottleneck), nn.ReLU(inplace=True), nn.Dropout(cfg.dropout))
         width = cfg.bottleneck
     else:
-        features = net
+        features = ResNetFeatures(net)
     return features, nn.Linear(width, num_classes), width
