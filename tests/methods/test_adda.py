@@ -6,10 +6,12 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from uda.config import ConfigError, validate
 from uda.engine import checkpoint as ckpt
 from uda.engine.loop import TrainingInterrupted, train
+from uda.methods import Batch
 from uda.methods.common import SOURCE
 
 from helpers import SMALL, SpyStepper, build, digit_batches, make_cfg, state_equal
@@ -27,7 +29,7 @@ def test_adda_stage1_changes_only_source_encoder_and_classifier():
 def test_adda_stage2_copies_once_then_d_step_then_inverted_label_step():
     m = build("method=adda", "method.pretrain_steps=3")
     src, tgt = digit_batches()
-    m.src_encoder.net[0].weight.data.add_(1.0)  # M_s differs from the (deep-copied) initial M_t
+    m.src_encoder.net[0].weight.data.add_(0.1)  # M_s differs from the (deep-copied) initial M_t
     frozen = {k: v.clone() for k, v in m.state_dict().items() if k.startswith(("src_encoder", "classifier"))}
     spy = SpyStepper(m)
     m.train()
@@ -38,7 +40,7 @@ def test_adda_stage2_copies_once_then_d_step_then_inverted_label_step():
     assert all(torch.equal(frozen[k], v) for k, v in m.state_dict().items() if k in frozen)
     # M_t started from M_s: one SGD step away from the source encoder, not from its own init
     dist = (m.tgt_encoder.net[0].weight - m.src_encoder.net[0].weight).abs().max().item()
-    assert 0 < dist < 0.5
+    assert 0 < dist < 0.05  # (without the copy it would be about the 0.1 offset)
     # the copy is one-time: a later step does not reset M_t to M_s
     before = m.tgt_encoder.net[0].weight.detach().clone()
     spy.end_iteration()
@@ -91,3 +93,33 @@ def test_adda_bad_stage_lengths():
         validate(make_cfg("method=adda", "method.pretrain_steps=0"))
     with pytest.raises(ConfigError, match="stage 2 needs at least one step"):
         validate(make_cfg("method=adda", "method.pretrain_steps=10000"))
+
+
+def test_adda_lenet_is_the_official_net_without_dropout():
+    m = build("method=adda")
+    assert not [mod for mod in m.modules() if isinstance(mod, (nn.Dropout, nn.Dropout2d))]
+    convs = [mod for mod in m.src_encoder.modules() if isinstance(mod, (nn.Conv2d, nn.Linear))]
+    assert [(c.out_channels if isinstance(c, nn.Conv2d) else c.out_features) for c in convs] == [20, 50, 500]
+    assert isinstance(m.src_encoder.net[-1], nn.ReLU)  # D reads the post-ReLU FC500, C = one FC10
+    assert [mod.out_features for mod in m.classifier if isinstance(mod, nn.Linear)] == [10]
+
+
+@pytest.mark.parametrize("dropout", ["0", "0.5"])
+def test_adda_discriminator_reads_both_domains_features_in_the_same_mode(dropout):
+    # old code: M_s in eval mode, M_t in train mode with dropout -- D saw dropout noise on target only
+    m = build("method=adda", "method.pretrain_steps=1", f"backbone.dropout={dropout}")
+    src, tgt = digit_batches()
+    modes, seen = {}, []
+
+    def mode_of(name):
+        def hook(mod, inputs, output):
+            modes.setdefault(name, mod.training)
+        return hook
+    m.src_encoder.register_forward_hook(mode_of("src"))
+    m.tgt_encoder.register_forward_hook(mode_of("tgt"))
+    m.discriminator.register_forward_hook(lambda mod, inputs, output: seen.append(inputs[0].detach().clone()))
+    m.train()
+    m.update(src, Batch(src.x.clone(), None), 1, SpyStepper(m, lr=0.0))  # the copy step: M_t == M_s
+    assert modes["src"] == modes["tgt"]
+    if dropout == "0":  # the same images through equal encoders: D reads equal features from both domains
+        torch.testing.assert_close(seen[0], seen[1], rtol=0, atol=0)

@@ -52,7 +52,7 @@ def test_dsn_similarity_acts_on_the_chosen_layer(layer, width):
         conv = m.shared[0](torch.cat([src.x, tgt.x]))
         feats = conv if layer == "conv" else m.shared[2](m.shared[1](conv))
         d = m.discriminator(feats)
-        want = domain_bce(d[:6], 0) + domain_bce(d[6:], 1)
+        want = 0.5 * (domain_bce(d[:6], 0) + domain_bce(d[6:], 1))  # the official mean over all 2n
     out = m.update(src, tgt, 0, SpyStepper(m, lr=0.0))
     assert out["loss/similarity"].item() == pytest.approx(want.item(), rel=1e-5)
     mm = build("method=dsn", "method.adapt_start=0", "method.similarity=mmd", f"method.similarity_layer={layer}")

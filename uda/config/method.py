@@ -8,6 +8,7 @@ from typing import ClassVar
 from omegaconf import MISSING
 
 from uda.config.base import CLASSIFICATION
+from uda.errors import ConfigError
 
 
 @dataclass
@@ -29,3 +30,11 @@ def methods_for(task: str) -> list[str]:
         if task in cls.TASKS and getattr(cls, "name", MISSING) != MISSING:  # a method, not a shared base
             found.add(cls.name)
     return sorted(found)
+
+
+def one_learning_rate(cfg, method: str) -> None:
+    """For methods that train every layer of the backbone at one learning rate (per stage): a
+    ``backbone.head_lr_mult`` other than 1 would be ignored, so it is refused, naming the methods that honour it."""
+    if cfg.backbone.head_lr_mult != 1:
+        raise ConfigError(f"method={method} trains the backbone at one learning rate: backbone.head_lr_mult must be 1, "
+                          f"got {cfg.backbone.head_lr_mult} (source_only, dann and the segmentation methods honour it)")

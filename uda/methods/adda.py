@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from uda.config.base import positive, scaled_phase, widths
-from uda.config.method import MethodConfig
+from uda.config.method import MethodConfig, one_learning_rate
 from uda.config.optimizer import OptimizerConfig, adam
 from uda.errors import ConfigError
 from uda.methods.base import Batch, Method, Stage
@@ -60,6 +60,7 @@ class ADDAConfig(MethodConfig):
         return scaled_phase(self.pretrain_steps, max_steps, PRETRAIN_SHARE)
 
     def check(self, cfg) -> None:
+        one_learning_rate(cfg, "adda")
         pretrain = self.pretrain(cfg.trainer.max_steps)
         positive(pretrain, "method.pretrain_steps")
         if pretrain >= cfg.trainer.max_steps:

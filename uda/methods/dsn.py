@@ -30,7 +30,7 @@ from torch import nn
 
 from uda.config import DANNDigitsConfig
 from uda.config.base import below_max_steps, nonneg, positive, scaled_phase, widths
-from uda.config.method import MethodConfig
+from uda.config.method import MethodConfig, one_learning_rate
 from uda.errors import ConfigError
 from uda.losses import binary_accuracy, difference_loss, domain_bce, grad_reverse, grl_lambda, mmd_rbf, simse
 from uda.methods.base import Batch, Method
@@ -90,6 +90,7 @@ class DSNConfig(MethodConfig):
         return scaled_phase(self.adapt_start, max_steps, ADAPT_SHARE)
 
     def check(self, cfg) -> None:
+        one_learning_rate(cfg, "dsn")
         for key in ("alpha", "beta", "gamma"):
             nonneg(getattr(self, key), f"method.{key}")
         below_max_steps(self.start(cfg.trainer.max_steps), "method.adapt_start", cfg.trainer.max_steps)

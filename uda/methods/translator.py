@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from uda.config.base import nonneg, positive
-from uda.config.method import MethodConfig
+from uda.config.method import MethodConfig, one_learning_rate
 from uda.config.optimizer import OptimizerConfig, Schedule, adam
 from uda.losses import l1, lsgan
 from uda.methods.base import Batch, Optimizers
@@ -45,6 +45,7 @@ class TranslatorConfig(MethodConfig):
                                                                         sched_decay_start=0.5))
 
     def check(self, cfg) -> None:
+        one_learning_rate(cfg, self.name)
         for key in ("ngf", "n_down", "ndf", "disc_layers"):
             positive(getattr(self, key), f"method.{key}")
         for key in ("n_blocks", "cycle_weight", "identity_weight", "pool_size"):
