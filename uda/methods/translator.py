@@ -30,11 +30,13 @@ from uda.nets.cyclegan import generator, patch_discriminator
 
 @dataclass
 class TranslatorConfig(MethodConfig):
-    """CycleGAN sized for small images: ResNet-block generators, PatchGAN discriminators, LSGAN."""
+    """CycleGAN (Zhu et al. 2017): ResNet-block generators (c7s1-64, 2 downsamplings, 6 blocks: the paper's
+    net for images of 128 px and below), PatchGAN discriminators, LSGAN. Ours for 28-32 px digits: the
+    PatchGAN has 2 stride-2 layers, not 3 (its receptive field would exceed the image)."""
 
-    ngf: int = 32  # generator width (first layer)
+    ngf: int = 64  # generator width (first layer; the paper's c7s1-64)
     n_down: int = 2  # stride-2 down/up-samplings in each generator
-    n_blocks: int = 6  # ResNet blocks at the bottleneck
+    n_blocks: int = 6  # ResNet blocks at the bottleneck (the paper: 6 at 128 px, 9 at 256 px)
     ndf: int = 64  # discriminator width
     disc_layers: int = 2  # stride-2 layers of the PatchGAN (2 for 28-32 px images, 3 for 256 px)
     cycle_weight: float = 10.0
