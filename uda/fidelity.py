@@ -52,7 +52,7 @@ PAPER: dict[str, dict[str, object]] = {
         "backbone.dropout": 0.0, "method.disc_hidden": [500, 500], "method.disc_input": "features",
         "optimizer.name": "adam", "optimizer.lr": 1e-3, "optimizer.weight_decay": 2.5e-5,
         "method.adapt_optimizer.name": "adam", "method.adapt_optimizer.lr": 2e-4,
-        "method.adapt_optimizer.betas": [0.5, 0.999],
+        "method.adapt_optimizer.betas": [0.5, 0.999], "trainer.batch_size": 128,
     },
     "cyclegan": _CYCLEGAN,
     # Hoffman et al. 2018, Eq. 4-8: pixel + feature adaptation, the terms summed unweighted
