@@ -47,3 +47,10 @@ def test_the_default_of_each_method_is_its_papers_setting(method):
 def test_each_paper_recipe_holds_its_papers_setting(recipe):
     cfg = composed(f"+experiment={recipe}")
     assert mismatches(cfg, PAPER_RECIPES[recipe]) == {}
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_each_methods_docstring_links_its_ledger_row(method):
+    import sys
+    doc = sys.modules[METHODS[method].__module__].__doc__
+    assert f"docs/fidelity.md#{method}" in doc

@@ -17,6 +17,8 @@ target batch; its DeepLab has frozen batch norm, so that is the same as one pass
 which is what this does (``forward_pair``). With a segmenter whose batch norm trains (digits_seg), the
 joint pass keeps training and evaluation statistics consistent; separate passes did not (see
 ``forward_pair``). Gradients equal the two-backward version because D is frozen in steps 1-2.
+
+Ledger row (paper settings, departures, evidence): docs/fidelity.md#adaptsegnet.
 """
 from __future__ import annotations
 

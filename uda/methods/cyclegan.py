@@ -8,6 +8,8 @@ Per iteration:
 
 Readings: so that a translation run reports a number, the classifier is CyCADA's stage 3 run alongside
 the translator instead of after it; its accuracy on the real target says how much the translations help.
+
+Ledger row (paper settings, departures, evidence): docs/fidelity.md#cyclegan.
 """
 from __future__ import annotations
 

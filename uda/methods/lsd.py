@@ -29,6 +29,8 @@ start from an F that segments the source and a G and D trained on its embedding 
 F/C use the run's ``optimizer`` (the paper: Adam 1e-5, beta1 0.7, see the GTA5 recipe); G and D use
 ``gan_optimizer`` (Adam 2e-4, beta1 0.7, the paper's), D's learning rate times ``disc_lr_scale`` (default 1: the paper's
 one rate for both; < 1 slows a D that overpowers G). What these settings do on digits_seg: docs/notes/lsd.md.
+
+Ledger row (paper settings, departures, evidence): docs/fidelity.md#lsd.
 """
 from __future__ import annotations
 

@@ -41,6 +41,8 @@ No official code exists; this is implemented from the paper, with these readings
   received no useful adversarial signal.
 * Source and target go through the segmenter as one batch (``forward_pair``): batch-norm statistics
   that train stay consistent between training and evaluation.
+
+Ledger row (paper settings, departures, evidence): docs/fidelity.md#road.
 """
 from __future__ import annotations
 

@@ -7,6 +7,8 @@ Per iteration:
 Readings: on a segmentation pair (``info.task``) the same name builds ``SegSourceOnly``, the segmenter with
 the same parameter groups and optimizers as the adaptation methods (AdaptSegNet's "source only" row), so
 the comparison is fair.
+
+Ledger row (paper settings, departures, evidence): docs/fidelity.md#source_only.
 """
 from __future__ import annotations
 
