@@ -123,3 +123,10 @@ def test_adda_discriminator_reads_both_domains_features_in_the_same_mode(dropout
     assert modes["src"] == modes["tgt"]
     if dropout == "0":  # the same images through equal encoders: D reads equal features from both domains
         torch.testing.assert_close(seen[0], seen[1], rtol=0, atol=0)
+
+
+def test_adda_source_stage_is_half_the_run_unless_set():
+    # the paper: 10k source steps, then 10k adversarial steps
+    assert [s.steps for s in build("method=adda", "trainer.max_steps=10000").stages(10000)] == [5000, 5000]
+    assert [s.steps for s in build("method=adda", "trainer.max_steps=300").stages(300)] == [150, 150]
+    assert build("method=adda", "method.pretrain_steps=7").pretrain_steps == 7

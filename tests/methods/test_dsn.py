@@ -95,3 +95,10 @@ def test_dsn_reversal_weight_ramps_over_the_adaptation_phase():
 def test_dsn_needs_the_dann_digits_net_it_is_cut_from(overrides, needle):
     with pytest.raises(ConfigError, match=needle):
         validate(make_cfg("method=dsn", *overrides))
+
+
+def test_dsn_task_only_phase_is_the_papers_share_of_the_run_unless_set():
+    # the paper: 10k task-only steps of the paper recipe's 30k; a shorter run keeps the same share
+    assert build("method=dsn", "trainer.max_steps=10000").adapt_start == 3333
+    assert build("+experiment=dsn_mnist_mnistm_paper").adapt_start == 10000
+    assert build("method=dsn", "method.adapt_start=50", "trainer.max_steps=10000").adapt_start == 50
