@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Optional
 
 import torch
 from torch import nn
@@ -49,7 +48,7 @@ class ADDAConfig(MethodConfig):
 
     name: str = "adda"
     # stage 1 length; unset = PRETRAIN_SHARE of trainer.max_steps; stage 2 = the rest
-    pretrain_steps: Optional[int] = None
+    pretrain_steps: int | None = None
     disc_input: DiscInput = DiscInput.features
     disc_hidden: list[int] = field(default_factory=lambda: [500, 500])
     # stage 2 optimizer for the target encoder and the discriminator: Adam 2e-4, beta1 0.5

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -72,7 +71,7 @@ class DSNConfig(MethodConfig):
     similarity_layer: SimilarityLayer = SimilarityLayer.code
     recon: Recon = Recon.simse
     # task loss only for the first adapt_start steps, then all losses; unset = ADAPT_SHARE of the run
-    adapt_start: Optional[int] = None
+    adapt_start: int | None = None
     code_size: int = 100  # shared and private codes
     private_channels: list[int] = field(default_factory=lambda: [32, 64])
     # mean-centre and L2-normalise the codes before the difference loss (official code)
