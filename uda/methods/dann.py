@@ -62,6 +62,8 @@ class DANN(Method):
         self.discriminator = discriminator
         self.max_steps = max_steps
         self.head_optimizer = head_optimizer
+        # the group names, fixed by the nets ("neck" only where a pretrained body has new layers)
+        self.groups = (*feature_groups(features), "cls", "disc")
 
     @classmethod
     def from_config(cls, cfg, info):
@@ -80,7 +82,7 @@ class DANN(Method):
 
     def optimizer_overrides(self):
         # layers new on a pretrained body at backbone.head_lr_mult x the lr (1 for the digit nets)
-        return {g: self.head_optimizer for g in ("neck", "cls", "disc") if g in self.param_groups()}
+        return {g: self.head_optimizer for g in ("neck", "cls", "disc") if g in self.groups}
 
     def grl_lambda(self, step: int) -> float:
         return grl_lambda(step / self.max_steps, self.cfg.grl_gamma, self.cfg.adv_weight)
@@ -100,7 +102,7 @@ class DANN(Method):
         if self.cfg.domain_reduction == DomainReduction.mean:
             loss_dom = 0.5 * loss_dom  # = the mean over all 2n predictions (equal batch sizes)
         # 1) single step of F, C, D: F gets dCE - lambda dL_d, C gets dCE, D gets dL_d (F: "feat" [+ "neck"])
-        opt.step(loss_cls + loss_dom, *self.param_groups())
+        opt.step(loss_cls + loss_dom, *self.groups)
         return {
             "loss/cls": loss_cls.detach(),
             "loss/domain": loss_dom.detach(),

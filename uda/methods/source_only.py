@@ -42,6 +42,8 @@ class SourceOnly(Method):
         self.features = features
         self.classifier = classifier
         self.head_optimizer = head_optimizer
+        # the group names, fixed by the nets ("neck" only where a pretrained body has new layers)
+        self.groups = (*feature_groups(features), "cls")
 
     @classmethod
     def from_config(cls, cfg, info):
@@ -57,12 +59,12 @@ class SourceOnly(Method):
 
     def optimizer_overrides(self):
         # layers new on a pretrained body at backbone.head_lr_mult x the lr (1 for the digit nets)
-        return {g: self.head_optimizer for g in ("neck", "cls") if g in self.param_groups()}
+        return {g: self.head_optimizer for g in ("neck", "cls") if g in self.groups}
 
     def update(self, src: Batch, tgt: Batch, step, opt):
         # 1) F+C step: cross-entropy on labelled source; the target batch is never looked at
         loss_cls, acc_s = source_ce(self.classifier(self.features(src.x)), src.y)
-        opt.step(loss_cls, *self.param_groups())
+        opt.step(loss_cls, *self.groups)
         return {"loss/cls": loss_cls.detach(), "acc/source_batch": acc_s}
 
     def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
