@@ -57,3 +57,80 @@ def test_select_directions_and_ties():
     assert selection.select(rows, "snd")["step"] == 3
     assert selection.select(rows, "oracle")["step"] == 2
     assert selection.select([{"step": 1, "target_acc": 1.0}], "dev") is None
+
+
+def _h(p):
+    return -sum(x * math.log(x) for x in p if x > 0)
+
+
+def test_iwcv_is_dev_without_the_control_variate():
+    w, loss = torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 1.0, 4.0])
+    assert selection.iwcv_risk(w, loss).item() == pytest.approx((1 + 2 + 12) / 3)
+    # with all weights 1 the control variate vanishes: DEV = IWCV = the mean loss
+    ones = torch.ones(3)
+    assert selection.dev_risk(ones, loss).item() == pytest.approx(selection.iwcv_risk(ones, loss).item()) == pytest.approx(2.0)
+
+
+def test_information_maximisation_by_hand():
+    rows = [[0.9, 0.1], [0.2, 0.8], [0.5, 0.5]]
+    mean = [sum(r[k] for r in rows) / 3 for k in range(2)]
+    hand = _h(mean) - sum(_h(r) for r in rows) / 3
+    p = torch.tensor(rows, dtype=torch.double)
+    assert selection.information_maximisation(p).item() == pytest.approx(hand, rel=1e-9)
+    # confident and balanced: IM = log K; all rows alike: IM = 0
+    assert selection.information_maximisation(torch.eye(3)).item() == pytest.approx(math.log(3))
+    assert selection.information_maximisation(torch.tensor([[0.7, 0.3]] * 4)).item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_bnm_by_hand():
+    # diag(0.6, 0.8) stacked with a zero row has singular values 0.8 and 0.6; ||P||_* / N = 1.4 / 3
+    p = torch.tensor([[0.6, 0.0], [0.0, 0.8], [0.0, 0.0]])
+    assert selection.bnm(p).item() == pytest.approx(1.4 / 3)
+    # rank one (all rows the same distribution q): ||P||_* = sqrt(N) |q|
+    q = torch.tensor([[0.3, 0.7]] * 4)
+    assert selection.bnm(q).item() == pytest.approx(math.sqrt(4) * math.hypot(0.3, 0.7) / 4)
+
+
+def test_mano_softmax_and_taylor_branches_by_hand():
+    k = 2
+    # confident logits: mean CE to uniform = mean_k -log softmax > 5, so the softmax branch
+    conf = [[12.0, 0.0], [0.0, 12.0]]
+    ce = sum(-sum(math.log(math.exp(a) / sum(math.exp(b) for b in r)) for a in r) / k for r in conf) / 2
+    assert ce > selection.MANO_THRESHOLD
+    soft = [[math.exp(a) / sum(math.exp(b) for b in r) for a in r] for r in conf]
+    hand = (sum(x ** 4 for r in soft for x in r) / (2 * k)) ** 0.25
+    assert selection.mano(torch.tensor(conf)).item() == pytest.approx(hand, rel=1e-9)
+    # unsure logits: the Taylor branch, v = 1 + q + q^2 / 2, shifted to a row minimum of 0, L1-normalised
+    unsure = [[1.0, 0.0, -1.0], [0.5, 0.5, 0.0]]
+    v = [[1 + q + q * q / 2 for q in r] for r in unsure]
+    v = [[x - min(r) for x in r] for r in v]
+    t = [[x / sum(r) for x in r] for r in v]
+    hand = (sum(x ** 4 for r in t for x in r) / (2 * 3)) ** 0.25
+    assert selection.mano(torch.tensor(unsure)).item() == pytest.approx(hand, rel=1e-9)
+    # the running sums over two halves give the same score as all rows at once (the per-pixel use)
+    x = torch.randn(50, 4, generator=torch.Generator().manual_seed(0)) * 3
+    sums = selection.mano_sums(x[:20]) + selection.mano_sums(x[20:])
+    assert selection.mano_from_sums(sums, 4).item() == pytest.approx(selection.mano(x).item(), rel=1e-12)
+
+
+def test_mixval_pairs_and_score_by_hand():
+    pseudo = torch.tensor([0, 1, 1, 0, 2])
+    partner, same = selection.mixval_pairs(pseudo)
+    assert partner.tolist() == [4, 3, 2, 1, 0]
+    assert same.tolist() == [False, False, True, False, False]  # 0-2, 1-0, 1-1 (itself), 0-1, 2-0
+    mixed = torch.tensor([0, 0, 1, 0, 1])  # intra: 1 of 1 right; inter: i = 0, 3 right, 1, 4 wrong -> 2 / 4
+    assert selection.mixval_score(mixed, pseudo, same).item() == pytest.approx((1.0 + 0.5) / 2)
+    # no intra-cluster pair: the inter score alone
+    p2 = torch.tensor([0, 1])
+    _, same2 = selection.mixval_pairs(p2)
+    assert selection.mixval_score(torch.tensor([0, 0]), p2, same2).item() == pytest.approx(0.5)
+
+
+def test_every_criterion_has_a_direction_and_is_selectable():
+    from uda.config.trainer import Select
+
+    assert set(selection.LABEL_FREE) == {s.value for s in Select}
+    rows = [{"step": 1, "iwcv": 0.5, "target_im": 1.0, "target_bnm": 0.2, "mixval": 0.9, "target_mano": 0.3},
+            {"step": 2, "iwcv": 0.4, "target_im": 0.5, "target_bnm": 0.3, "mixval": 0.8, "target_mano": 0.4}]
+    picks = {c: selection.select(rows, c)["step"] for c in ("iwcv", "im", "bnm", "mixval", "mano")}
+    assert picks == {"iwcv": 2, "im": 1, "bnm": 2, "mixval": 1, "mano": 2}

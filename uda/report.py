@@ -24,7 +24,8 @@ PAPER = {
     ("dann", "mnist_mnistm"): "76.66 (Ganin 2016)",
     ("dsn", "mnist_mnistm"): "83.2 (DSN-DANN); 80.5 (DSN-MMD)",
 }
-IGNORED_OVERRIDES = ("seed=", "method=", "data=", "resume=", "hydra.", "trainer.progress=", "trainer.threads=")
+IGNORED_OVERRIDES = ("seed=", "method=", "data=", "resume=", "hydra.", "trainer.progress=", "trainer.threads=",
+                    "trainer.keep_every=")
 
 
 @dataclass

@@ -8,8 +8,20 @@ Computed at every evaluation on held-out data whose target labels are never read
   validation loss with weights from a domain classifier on the features, plus the control variate
   (lower is better);
 - ``snd``: Soft Neighbourhood Density (Saito et al., ICCV 2021) of the target predictions (higher is
-  better).
-Target test accuracy (``target_acc``) is only reported, and is the "oracle" criterion.
+  better);
+- ``iwcv``: importance-weighted cross-validation (Sugiyama et al., JMLR 2007): the source validation
+  loss weighted by the same density ratios as DEV, without its control variate (lower is better);
+- ``target_im``: information maximisation (Gomes et al., NeurIPS 2010; the IM validator of Musgrave et
+  al. 2022): entropy of the mean target prediction minus the mean entropy (higher is better);
+- ``target_bnm``: batch nuclear-norm (Cui et al., CVPR 2020): nuclear norm of the N x K target
+  prediction matrix over N (higher is better);
+- ``mixval``: MixVal (Hu et al., NeurIPS 2023): accuracy of the model on mixed target images against
+  the pseudo-label of the dominant image, mean of the intra- and inter-cluster scores (higher is better);
+- ``target_mano``: MaNo (Xie et al., NeurIPS 2024): the normalised entry-wise 4-norm of the normalised
+  target logits (higher is better).
+Segmentation evaluations carry the ones with a per-pixel reading: ``source_val_miou``, and entropy, IM
+and MaNo over every target pixel. Target test accuracy (``target_acc``) is only reported, and is the
+"oracle" criterion.
 """
 from __future__ import annotations
 
@@ -25,9 +37,21 @@ CRITERIA: dict[str, tuple[str, bool]] = {
     "entropy": ("target_entropy", False),
     "dev": ("dev", False),
     "snd": ("snd", True),
+    "iwcv": ("iwcv", False),
+    "im": ("target_im", True),
+    "bnm": ("target_bnm", True),
+    "mixval": ("mixval", True),
+    "mano": ("target_mano", True),
     "oracle": ("target_acc", True),
 }
-LABEL_FREE = ("source_val", "entropy", "dev", "snd")
+LABEL_FREE = ("source_val", "entropy", "dev", "snd", "iwcv", "im", "bnm", "mixval", "mano")
+# the criteria a segmentation evaluation has (a per-pixel reading)
+SEGMENTATION_CRITERIA = ("source_val", "entropy", "im", "mano")
+# MixVal's mixing weight of the dominant image (the paper's and official code's 0.55)
+MIXVAL_LAMBDA = 0.55
+# MaNo (official defaults): the norm's order, and the uncertainty threshold above which the logits are
+# normalised by softmax (else by the order-2 Taylor expansion of exp)
+MANO_ORDER, MANO_THRESHOLD = 4, 5.0
 
 
 def metric_of(row: dict[str, Any]) -> str:
@@ -49,6 +73,67 @@ def entropy(probs: torch.Tensor) -> torch.Tensor:
     if not torch.allclose(p.sum(1), torch.ones_like(p[:, 0]), atol=1e-4):
         raise ValueError("entropy expects probabilities whose rows sum to 1")
     return -(p * torch.log(p.clamp_min(1e-12))).sum(1).mean()
+
+
+def information_maximisation(probs: torch.Tensor) -> torch.Tensor:
+    """IM = H(mean_i p_i) - mean_i H(p_i): high when predictions are confident and the classes balanced."""
+    return im_from_sums(probs.double().sum(0), entropy(probs) * len(probs), len(probs))
+
+
+def im_from_sums(sum_probs: torch.Tensor, sum_entropy: torch.Tensor | float, n: int) -> torch.Tensor:
+    """IM from running sums over rows (pixels): the sum of the distributions and of their entropies."""
+    mean_p = sum_probs.double() / n
+    return -(mean_p * torch.log(mean_p.clamp_min(1e-12))).sum() - sum_entropy / n
+
+
+def bnm(probs: torch.Tensor) -> torch.Tensor:
+    """Batch nuclear-norm ||P||_* / N of the N x K prediction matrix (Cui et al. 2020, Eq. 6 without the
+    sign of the loss): large when predictions are both confident and diverse."""
+    p = probs.double()
+    return torch.linalg.matrix_norm(p, ord="nuc") / len(p)
+
+
+def mano_sums(logits: torch.Tensor) -> torch.Tensor:
+    """Running sums for MaNo over rows of ``logits`` [N, K]: (sum_i CE(q_i, uniform), sum of
+    softmax(q)^4, sum of taylor(q)^4, N). CE to uniform = mean_k -log softmax(q)_k, MaNo's uncertainty
+    criterion (KL(uniform || softmax) + log K)."""
+    q = logits.double()
+    ce_uniform = -torch.log_softmax(q, dim=1).mean(1).sum()
+    soft = torch.softmax(q, dim=1)
+    v = 1 + q + q * q / 2  # the order-2 Taylor expansion of exp(q), > 0 for every q
+    v = v - v.min(1, keepdim=True).values  # as the official code: shift so the row minimum is 0, then L1-normalise
+    taylor = v / v.sum(1, keepdim=True).clamp_min(1e-12)
+    return torch.stack([ce_uniform, soft.pow(MANO_ORDER).sum(), taylor.pow(MANO_ORDER).sum(),
+                        torch.tensor(float(len(q)), dtype=torch.double)])
+
+
+def mano_from_sums(sums: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """MaNo = (sum |sigma(q)|^4 / (N K))^(1/4), sigma = softmax when the mean CE to uniform exceeds the
+    threshold (confident, calibrated enough), else the Taylor normalisation (Xie et al. 2024, Eq. 6)."""
+    ce_uniform, soft4, taylor4, n = sums
+    powered = soft4 if ce_uniform / n > MANO_THRESHOLD else taylor4
+    return (powered / (n * num_classes)) ** (1 / MANO_ORDER)
+
+
+def mano(logits: torch.Tensor) -> torch.Tensor:
+    """MaNo of the N x K logits."""
+    return mano_from_sums(mano_sums(logits), logits.shape[1])
+
+
+def mixval_pairs(pseudo: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """MixVal's probes: image i is mixed with image N-1-i (the official code pairs a batch with its
+    reverse); returns (partner index, True where both have the same pseudo-label: intra-cluster)."""
+    partner = torch.arange(len(pseudo) - 1, -1, -1, device=pseudo.device)
+    return partner, pseudo == pseudo[partner]
+
+
+def mixval_score(mixed_pred: torch.Tensor, pseudo: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
+    """Mean of the intra- and inter-cluster ICE scores: the share of mixes lambda x_i + (1-lambda) x_j
+    predicted as i's pseudo-label, over same-label and over different-label pairs (a side with no pair is
+    left out; as skada's MixValScorer with ice_type="both")."""
+    hits = (mixed_pred == pseudo).double()
+    parts = [hits[m].mean() for m in (same, ~same) if m.any()]
+    return torch.stack(parts).mean() if parts else torch.tensor(math.nan, dtype=torch.double)
 
 
 def snd(probs: torch.Tensor, temperature: float = 0.05) -> torch.Tensor:
@@ -96,12 +181,22 @@ def dev_risk(weights: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
     return wl.mean() + eta * w.mean() - eta
 
 
+def density_ratios(f_src_train: torch.Tensor, f_tgt: torch.Tensor, f_src_val: torch.Tensor) -> torch.Tensor:
+    """w = p_t(f) / p_s(f) on source validation, from a domain classifier on (source train, target)."""
+    p_t = fit_domain_classifier(f_src_train, f_tgt)(f_src_val).clamp(1e-6, 1 - 1e-6)
+    ratio = len(f_src_train) / len(f_tgt)  # undo the classes' sizes in the classifier's prior
+    return p_t / (1 - p_t) * ratio
+
+
+def iwcv_risk(weights: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
+    """IWCV (Sugiyama et al. 2007): mean(w L), the importance-weighted source validation loss."""
+    return (weights.double() * losses.double()).mean()
+
+
 def dev_score(f_src_train: torch.Tensor, f_tgt: torch.Tensor, f_src_val: torch.Tensor,
               loss_src_val: torch.Tensor) -> torch.Tensor:
     """DEV risk from features: a domain classifier on (source train, target), weights on source val."""
-    p_t = fit_domain_classifier(f_src_train, f_tgt)(f_src_val).clamp(1e-6, 1 - 1e-6)
-    ratio = len(f_src_train) / len(f_tgt)  # undo the classes' sizes in the classifier's prior
-    return dev_risk(p_t / (1 - p_t) * ratio, loss_src_val)
+    return dev_risk(density_ratios(f_src_train, f_tgt, f_src_val), loss_src_val)
 
 
 def select(rows: list[dict[str, Any]], criterion: str) -> dict[str, Any] | None:

@@ -8,12 +8,13 @@ from typing import Any
 from omegaconf import MISSING
 
 from uda.config.backbone import backbones_for
-from uda.config.base import positive
+from uda.config.base import SEGMENTATION, positive
 from uda.config.data import DataConfig
 from uda.config.method import methods_for
 from uda.config.optimizer import OptimizerConfig
 from uda.config.trainer import TrainerConfig
 from uda.errors import ConfigError
+from uda.selection import SEGMENTATION_CRITERIA
 
 
 class Device(str, Enum):
@@ -59,4 +60,7 @@ def validate(cfg: TrainConfig) -> None:
     if task not in m.TASKS:
         raise ConfigError(f"method={m.name} is a {' / '.join(m.TASKS)} method but data={d.name} is a {task} pair; "
                           f"methods for {task} pairs: {', '.join(methods_for(task))}")
+    if task == SEGMENTATION and cfg.trainer.select.value not in SEGMENTATION_CRITERIA:
+        raise ConfigError(f"trainer.select={cfg.trainer.select.value} has no per-pixel reading for the segmentation "
+                          f"pair data={d.name}; valid for segmentation: {', '.join(SEGMENTATION_CRITERIA)}")
     m.check(cfg)

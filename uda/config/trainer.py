@@ -18,6 +18,11 @@ class Select(str, Enum):
     entropy = "entropy"
     dev = "dev"
     snd = "snd"
+    iwcv = "iwcv"
+    im = "im"
+    bnm = "bnm"
+    mixval = "mixval"
+    mano = "mano"
 
 
 class Precision(str, Enum):
@@ -53,7 +58,8 @@ class TrainerConfig:
     nonfinite: NonFinite = NonFinite.skip
     nonfinite_patience: int = 20
     # which evaluation checkpoints/best.pt keeps, chosen without target labels:
-    # source_val (accuracy on held-out source) | entropy | dev | snd (see uda/selection.py)
+    # source_val (accuracy on held-out source) | entropy | dev | snd | iwcv | im | bnm | mixval | mano
+    # (see uda/selection.py; segmentation: source_val | entropy | im | mano)
     select: Select = Select.source_val
     # under torchrun: every N steps check that all ranks hold identical parameters (0 = never;
     # a debugging aid that all-gathers the parameters)

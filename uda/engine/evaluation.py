@@ -40,9 +40,23 @@ def features_and_logits(method: "Method", x: torch.Tensor, *, prepare, batch_siz
 
 
 @torch.no_grad()
+def mixval_predictions(method: "Method", x: torch.Tensor, partner: torch.Tensor, *, prepare,
+                       batch_size: int) -> torch.Tensor:
+    """argmax of the model on lambda x_i + (1 - lambda) x_partner(i), mixed in the normalised input space
+    as MixVal's official code does (``x`` uint8, all of the held-out target images)."""
+    lam, preds = selection.MIXVAL_LAMBDA, []
+    for i in range(0, len(x), batch_size):
+        idx = torch.arange(i, min(i + batch_size, len(x)))
+        x_mix = lam * prepare(x[idx]) + (1 - lam) * prepare(x[partner[idx].cpu()])
+        preds.append(method.predict(x_mix).float().argmax(1))
+    return torch.cat(preds)
+
+
+@torch.no_grad()
 def classification_scores(method: "Method", source: Domain, target: Domain, *, prepare, batch_size: int,
                           device: torch.device, workers: int = 0) -> dict[str, float]:
-    """Test accuracies, and from the held-out splits: source_val_acc, target_entropy, snd, dev."""
+    """Test accuracies, and from the held-out splits every label-free score of ``uda.selection``:
+    source_val_acc, target_entropy, snd, dev, iwcv, target_im, target_bnm, mixval, target_mano."""
     out = {f"{role}_acc": accuracy(method.predict, dom.test_batches(batch_size, device, workers), prepare=prepare)
            for role, dom in (("source", source), ("target", target))}
     if source.val is None or target.val is None or len(source.val[0]) < 2 or len(target.val[0]) < 2:
@@ -57,8 +71,17 @@ def classification_scores(method: "Method", source: Domain, target: Domain, *, p
     out["source_val_acc"] = 100.0 * (lo_sv.argmax(1) == y_sv).double().mean().item()
     out["target_entropy"] = selection.entropy(probs).item()
     out["snd"] = selection.snd(probs).item()
-    loss_sv = F.cross_entropy(lo_sv, y_sv, reduction="none")
-    out["dev"] = selection.dev_score(f_st.cpu(), f_tv.cpu(), f_sv.cpu(), loss_sv.cpu()).item()
+    loss_sv = F.cross_entropy(lo_sv, y_sv, reduction="none").cpu()
+    weights = selection.density_ratios(f_st.cpu(), f_tv.cpu(), f_sv.cpu())  # one classifier for DEV and IWCV
+    out["dev"] = selection.dev_risk(weights, loss_sv).item()
+    out["iwcv"] = selection.iwcv_risk(weights, loss_sv).item()
+    out["target_im"] = selection.information_maximisation(probs).item()
+    out["target_bnm"] = selection.bnm(probs).item()
+    out["target_mano"] = selection.mano(lo_tv).item()
+    pseudo = lo_tv.argmax(1)
+    partner, same = selection.mixval_pairs(pseudo)
+    mixed = mixval_predictions(method, x_tv, partner, prepare=prepare, batch_size=batch_size).to(pseudo.device)
+    out["mixval"] = selection.mixval_score(mixed, pseudo, same).item()
     return out
 
 
@@ -78,8 +101,9 @@ def seg_confusion(method: "Method", batches, *, prepare, num_classes: int) -> to
 @torch.no_grad()
 def segmentation_scores(method: "Method", source: Domain, target: Domain, *, prepare, batch_size: int,
                         num_classes: int, class_names, device: torch.device, workers: int = 0) -> dict[str, Any]:
-    """Test mIoU (percent) with per-class IoUs, and the label-free scores: source validation mIoU and the
-    mean per-pixel prediction entropy on held-out target images."""
+    """Test mIoU (percent) with per-class IoUs, and the label-free scores with a per-pixel reading: source
+    validation mIoU, and over every pixel of the held-out target images the mean prediction entropy, IM
+    and MaNo (each pixel one row of the prediction matrix)."""
     out: dict[str, Any] = {}
     for role, dom in (("source", source), ("target", target)):
         cm = seg_confusion(method, dom.test_batches(batch_size, device, workers), prepare=prepare,
@@ -90,12 +114,18 @@ def segmentation_scores(method: "Method", source: Domain, target: Domain, *, pre
         cm = seg_confusion(method, batches_of(*source.val, batch_size), prepare=prepare, num_classes=num_classes)
         out["source_val_miou"] = miou(cm)
     if target.val is not None and len(target.val[0]):
-        total, count = 0.0, 0
+        sum_entropy, sum_probs, mano_sums, count = 0.0, 0.0, 0.0, 0
         for x, _ in batches_of(target.val[0], None, batch_size):
-            probs = torch.softmax(method.predict(prepare(x)).double(), dim=1)
-            total += selection.entropy(probs.movedim(1, -1).reshape(-1, probs.shape[1])).item() * probs[:, 0].numel()
-            count += probs[:, 0].numel()
-        out["target_entropy"] = total / count
+            logits = method.predict(prepare(x)).double()
+            logits = logits.movedim(1, -1).reshape(-1, logits.shape[1])  # one row per pixel
+            probs = torch.softmax(logits, dim=1)
+            sum_entropy += selection.entropy(probs).item() * len(probs)
+            sum_probs = sum_probs + probs.sum(0)
+            mano_sums = mano_sums + selection.mano_sums(logits)
+            count += len(probs)
+        out["target_entropy"] = sum_entropy / count
+        out["target_im"] = selection.im_from_sums(sum_probs, sum_entropy, count).item()
+        out["target_mano"] = selection.mano_from_sums(mano_sums, num_classes).item()
     return out
 
 
