@@ -22,9 +22,11 @@ commands:
               uda eval RUN_DIR [checkpoint=last|best|prev|PATH.pt] [data=PAIR]
   data      what data is present and where missing files go:
               uda data list [--root DIR] | uda data verify NAME | uda data prepare NAME
-  report    table over every run under the directories (sweeps included): target accuracy mean ± std
-            over seeds for the last checkpoint, each label-free selection criterion and the oracle;
-            writes report.md, report.csv and a PNG per pair:
+  report    tables over every run under the directories (sweeps included): target accuracy mean ± std
+            [95% CI] over seeds for the last checkpoint, each label-free criterion and the oracle, a
+            paired test against source-only, each criterion's regret and rank correlation, and the
+            configuration each criterion chooses across the sweep; writes report.md, report.csv,
+            criteria.csv, selection.csv and two PNGs per pair:
               uda report DIR [DIR...] [--out DIR]
 
 config groups: method, data, backbone, optimizer, trainer, experiment (uda/configs/ in the package)
@@ -245,7 +247,8 @@ def _report(args: list[str]) -> int:
     except FileNotFoundError as e:
         print(f"uda: error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {res['markdown']}, {res['csv']}" + "".join(f", {p}" for p in res["figures"]))
+    files = [res[k] for k in ("markdown", "csv", "criteria_csv", "selection_csv")] + res["figures"]
+    print("wrote " + ", ".join(map(str, files)))
     return 0
 
 

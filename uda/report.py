@@ -1,21 +1,33 @@
-"""``uda report DIR...``: every run under the directories, grouped, over seeds, per selection criterion.
+"""``uda report DIR...``: every run under the directories, grouped, over seeds, per selection criterion,
+and how far each label-free criterion can be trusted.
 
 A run directory holds ``.hydra/`` (config and overrides), ``metrics.jsonl`` (one row per
-evaluation) and, once finished, ``summary.json``. Runs are grouped by method x pair x the
-overrides that are neither the seed nor Hydra's own; each group's target accuracy is reported as
-mean +- std over seeds for the last checkpoint, for the evaluation each label-free criterion picks,
-and for the oracle (target test labels; reference only). Unfinished runs are listed, never averaged.
+evaluation) and, once finished, ``summary.json``. Runs are grouped by pair x method x the
+overrides that are neither the seed nor Hydra's own (a custom pair is named by its source and target).
+Written into the output directory:
+
+- ``report.md`` / ``report.csv``: per group, the target metric of the last checkpoint, of the evaluation
+  each label-free criterion picks and of the oracle (target test labels; reference only), mean ± std
+  over seeds with a 95% t interval, and against source-only on the same pair a paired t-test by seed;
+- ``criteria.csv`` (and a report.md section per pair): per group and criterion the regret (oracle
+  minus picked, per run, mean ± std) and the Spearman / Kendall correlation between the score and the
+  target metric over each run's evaluations, averaged over runs; rows ``(all)`` pool a pair's runs;
+- ``selection.csv`` (and a section): across every configuration on a pair (seeds are repeats), the
+  configuration and checkpoint each criterion chooses by its score averaged over seeds, against the oracle;
+- ``target_<metric>_<pair>.png`` and ``regret_<pair>.png``: curves over training and each criterion's regret.
+Unfinished runs are listed, never averaged.
 """
 from __future__ import annotations
 
 import csv
 import json
-import statistics
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from uda.selection import CRITERIA, LABEL_FREE, metric_of, select
+from uda import stats
+from uda.selection import CRITERIA, LABEL_FREE, metric_of, run_correlation, run_regret, select, sweep_select
 
 COLUMNS = ("last", *LABEL_FREE, "oracle")
 # published target accuracies (../METHODS.md), keyed by (method, pair)
@@ -26,6 +38,17 @@ PAPER = {
 }
 IGNORED_OVERRIDES = ("seed=", "method=", "data=", "resume=", "hydra.", "trainer.progress=", "trainer.threads=",
                     "trainer.keep_every=")
+# what names a custom pair (in the pair's name, so not repeated in the setting)
+PAIR_OVERRIDES = ("data.source.path=", "data.target.path=")
+SELECTION_COLUMNS = ("pair", "criterion", "recommended", "chosen", "target_mean", "target_std", "oracle_chosen",
+                     "oracle_mean", "regret")
+
+
+def recommended_criterion() -> str:
+    """The criterion ``uda`` recommends: the default of ``trainer.select`` (why: README, docs/notes/selection.md)."""
+    from uda.config.trainer import TrainerConfig
+
+    return TrainerConfig().select.value
 
 
 @dataclass
@@ -38,6 +61,10 @@ class Run:
     rows: list[dict[str, Any]]
     summary: dict[str, Any] | None
     max_steps: int | None = None
+    pair: str = ""  # data, or custom_<source>_<target> for a custom pair
+
+    def __post_init__(self):
+        self.pair = self.pair or self.data
 
     @property
     def finished(self) -> bool:
@@ -56,17 +83,32 @@ class Group:
     data: str
     setting: str
     runs: list[Run] = field(default_factory=list)
+    pair: str = ""
+    label: str = ""  # the method plus the overrides that differ from the pair's other groups
+
+    def __post_init__(self):
+        self.pair = self.pair or self.data
+        self.label = self.label or " ".join(filter(None, (self.method, self.setting)))
+
+    @property
+    def name(self) -> str:
+        """The configuration as ``chosen`` names it: the method and its setting."""
+        return " ".join(filter(None, (self.method, self.setting)))
 
     @property
     def metric(self) -> str:
         """What the numbers are: "mIoU" for segmentation pairs, else "acc" (classification accuracy)."""
         return "mIoU" if any(r.summary and metric_of(r.summary) == "miou" for r in self.runs) else "acc"
 
+    def values(self, column: str) -> list[float]:
+        return [v for r in self.runs if (v := r.value(column)) is not None]
+
+    def by_seed(self, column: str) -> dict[int, float]:
+        return {r.seed: v for r in self.runs if r.seed is not None and (v := r.value(column)) is not None}
+
     def stats(self, column: str) -> tuple[float, float, int] | None:
-        vals = [v for r in self.runs if (v := r.value(column)) is not None]
-        if not vals:
-            return None
-        return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0, len(vals)
+        s = stats.summarize(self.values(column))
+        return None if s is None else (s.mean, s.std, s.n)
 
 
 def _load_yaml(path: Path) -> Any:
@@ -75,9 +117,18 @@ def _load_yaml(path: Path) -> Any:
     return OmegaConf.to_container(OmegaConf.load(path))
 
 
+def pair_name(data: str, cfg: dict[str, Any] | None) -> str:
+    """The pair's name: ``data``, or for data=custom ``custom_<source>_<target>`` from the two paths."""
+    if data != "custom" or not cfg:
+        return data
+    names = [Path(str((cfg.get("data") or {}).get(role, {}).get("path") or role)).stem for role in ("source", "target")]
+    return "custom_" + "_".join(names)
+
+
 def load_run(path: Path) -> Run | None:
     cfg_file, over_file = path / ".hydra" / "config.yaml", path / ".hydra" / "overrides.yaml"
     summary = json.loads((path / "summary.json").read_text()) if (path / "summary.json").is_file() else None
+    cfg = None
     if cfg_file.is_file():
         cfg = _load_yaml(cfg_file)
         method, data, seed = cfg["method"]["name"], cfg["data"]["name"], cfg.get("seed")
@@ -87,11 +138,12 @@ def load_run(path: Path) -> Run | None:
     else:
         return None
     overrides = _load_yaml(over_file) if over_file.is_file() else []
-    setting = " ".join(sorted(o for o in overrides if not o.lstrip("+~").startswith(IGNORED_OVERRIDES)))
+    setting = " ".join(sorted(o for o in overrides
+                              if not o.lstrip("+~").startswith((*IGNORED_OVERRIDES, *PAIR_OVERRIDES))))
     rows = []
     if (path / "metrics.jsonl").is_file():
         rows = [json.loads(ln) for ln in (path / "metrics.jsonl").read_text().splitlines() if ln.strip()]
-    return Run(path, method, data, seed, setting, rows, summary, max_steps)
+    return Run(path, method, data, seed, setting, rows, summary, max_steps, pair_name(data, cfg))
 
 
 def find_runs(dirs: list[Path]) -> list[Run]:
@@ -112,41 +164,238 @@ def find_runs(dirs: list[Path]) -> list[Run]:
 
 
 def group_runs(runs: list[Run]) -> list[Group]:
+    """Finished runs by (pair, method, setting), each with its short label (see ``short_labels``)."""
     groups: dict[tuple[str, str, str], Group] = {}
     for r in runs:
         if r.finished:
-            groups.setdefault((r.data, r.method, r.setting), Group(r.method, r.data, r.setting)).runs.append(r)
-    return [groups[k] for k in sorted(groups)]
+            groups.setdefault((r.pair, r.method, r.setting), Group(r.method, r.data, r.setting, pair=r.pair)).runs.append(r)
+    out = [groups[k] for k in sorted(groups)]
+    for pair in {g.pair for g in out}:
+        short_labels([g for g in out if g.pair == pair])
+    return out
+
+
+def short_labels(groups: list[Group]) -> None:
+    """Label each group by its method and only the overrides that differ between the groups given."""
+    tokens = [set(g.setting.split()) for g in groups]
+    common = set.intersection(*tokens) if len(tokens) > 1 else set()
+    for g, t in zip(groups, tokens):
+        g.label = " ".join([g.method, *sorted(t - common)])
+
+
+def baseline(group: Group, groups: list[Group]) -> Group | None:
+    """The source-only group ``group`` is compared with: on the same pair, sharing the most overrides."""
+    if group.method == "source_only":
+        return None
+    mine = set(group.setting.split())
+    cands = [g for g in groups if g.pair == group.pair and g.method == "source_only"]
+    if not cands:
+        return None
+    return max(cands, key=lambda g: (len(mine & set(g.setting.split())), -len(set(g.setting.split()) - mine)))
 
 
 def fmt(stats: tuple[float, float, int] | None) -> str:
     return "-" if stats is None else f"{stats[0]:.2f} ± {stats[1]:.2f}"
 
 
+def fmt_p(p: float) -> str:
+    return "n/a" if math.isnan(p) else (f"{p:.3f}" if p >= 0.001 else f"{p:.1e}")
+
+
+def versus(group: Group, groups: list[Group]) -> str:
+    """``+22.10 (p=0.012, n=3)``: last-checkpoint difference to source-only, paired t-test by seed."""
+    base = baseline(group, groups)
+    if base is None:
+        return "-"
+    res = stats.paired_test(group.by_seed("last"), base.by_seed("last"))
+    if res is None:
+        return "-"
+    return f"{res[0]:+.2f} (p={fmt_p(res[1])}, n={res[2]})"
+
+
 def table_rows(groups: list[Group]) -> list[dict[str, str]]:
     out = []
     for g in groups:
-        row = {"method": g.method, "data": g.data, "setting": g.setting or "-", "seeds": str(len(g.runs)),
+        row = {"method": g.method, "data": g.pair, "setting": g.setting or "-", "seeds": str(len(g.runs)),
                "metric": g.metric}
         for col in COLUMNS:
             row[col] = fmt(g.stats(col))
+        last = stats.summarize(g.values("last"))
+        row["last_ci"] = "-" if last is None or last.ci is None else f"[{last.ci[0]:.2f}, {last.ci[1]:.2f}]"
+        row["vs_source_only"] = versus(g, groups)
         row["paper"] = PAPER.get((g.method, g.data), "-")
         out.append(row)
     return out
 
 
-def write_markdown(rows: list[dict[str, str]], unfinished: list[Run], path: Path, figures: list[Path]) -> None:
-    head = ["method", "data", "setting", "seeds", "metric", *COLUMNS, "paper"]
+# ----------------------------------------------------------------- how far to trust each criterion
+def criteria_rows(groups: list[Group]) -> list[dict[str, Any]]:
+    """Per pair, per group and pooled over the pair's runs (``(all)``), per criterion (and ``last``):
+    regret mean ± std over runs and the mean Spearman / Kendall over runs."""
+    out = []
+    for pair in sorted({g.pair for g in groups}):
+        pg = [g for g in groups if g.pair == pair]
+        for crit in ("last", *LABEL_FREE):
+            pooled: dict[str, list[float]] = {"regret": [], "spearman": [], "kendall": []}
+            for g in pg:
+                one = _criterion_stats(g.runs, crit)
+                if one["runs"]:
+                    out.append({"pair": pair, "method": g.method, "setting": g.setting, "label": g.label,
+                                "criterion": crit, **_finish(one)})
+                for k in pooled:
+                    pooled[k] += one[k]
+            if pooled["regret"]:
+                pooled["runs"] = len(pooled["regret"])
+                out.append({"pair": pair, "method": "(all)", "setting": "", "label": "(all)", "criterion": crit,
+                            **_finish(pooled)})
+    return out
+
+
+def _criterion_stats(runs: list[Run], crit: str) -> dict[str, Any]:
+    res: dict[str, Any] = {"regret": [], "spearman": [], "kendall": []}
+    for r in runs:
+        if crit == "last":
+            best = select(r.rows, "oracle")
+            if best is not None and r.summary is not None:
+                res["regret"].append(best[f"target_{metric_of(best)}"] - r.value("last"))
+            continue
+        reg = run_regret(r.rows, crit)
+        if reg is not None:
+            res["regret"].append(reg)
+        corr = run_correlation(r.rows, crit)
+        if corr is not None:
+            res["spearman"].append(corr[0])
+            res["kendall"].append(corr[1])
+    res["runs"] = len(res["regret"])
+    return res
+
+
+def _finish(d: dict[str, Any]) -> dict[str, Any]:
+    reg = stats.summarize(d["regret"])
+    mean = (lambda v: sum(x for x in v if not math.isnan(x)) / len([x for x in v if not math.isnan(x)])
+            if any(not math.isnan(x) for x in v) else math.nan)
+    return {"runs": d["runs"], "regret_mean": reg.mean, "regret_std": reg.std,
+            "spearman": mean(d["spearman"]), "kendall": mean(d["kendall"])}
+
+
+def write_criteria_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    cols = ("pair", "method", "setting", "criterion", "runs", "regret_mean", "regret_std", "spearman", "kendall")
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        for r in rows:
+            w.writerow([_round(r[c]) for c in cols])
+
+
+def _round(v: Any) -> Any:
+    return ("" if math.isnan(v) else round(v, 4)) if isinstance(v, float) else v
+
+
+# ------------------------------------------------------------------------ choosing across a sweep
+def selection_rows(groups: list[Group]) -> list[dict[str, Any]]:
+    """Per pair and criterion: the configuration and step it chooses across every group on the pair (its
+    score averaged over seeds), that choice's target metric over seeds, the oracle's choice and the regret."""
+    rec = recommended_criterion()
+    out = []
+    for pair in sorted({g.pair for g in groups}):
+        cands = {g.name: g for g in groups if g.pair == pair}
+        histories = {name: [r.rows for r in g.runs] for name, g in cands.items()}
+        oracle = sweep_select(histories, "oracle")
+        if oracle is None:
+            continue
+        o_stats = _at(cands[oracle[0]], oracle[1])
+        for crit in LABEL_FREE:
+            choice = sweep_select(histories, crit)
+            if choice is None:
+                continue
+            c_stats = _at(cands[choice[0]], choice[1])
+            out.append({"pair": pair, "criterion": crit, "recommended": "yes" if crit == rec else "no",
+                        "chosen": choice[0], "step": choice[1], "target_mean": c_stats.mean,
+                        "target_std": c_stats.std, "target_ci": c_stats.ci, "oracle_chosen": oracle[0],
+                        "oracle_step": oracle[1], "oracle_mean": o_stats.mean,
+                        "regret": o_stats.mean - c_stats.mean})
+    return out
+
+
+def _at(group: Group, step: int) -> stats.Summary:
+    vals = []
+    for r in group.runs:
+        row = next(x for x in r.rows if x["step"] == step)
+        vals.append(row[f"target_{metric_of(row)}"])
+    return stats.summarize(vals)
+
+
+def write_selection_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(SELECTION_COLUMNS)
+        for r in rows:
+            w.writerow([_round(r[c]) for c in SELECTION_COLUMNS])
+
+
+# ------------------------------------------------------------------------------------- report.md
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def _num(v: float) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
+
+
+def write_markdown(rows: list[dict[str, str]], unfinished: list[Run], path: Path, figures: list[Path],
+                   crit_rows: list[dict[str, Any]] | None = None, sel_rows: list[dict[str, Any]] | None = None) -> None:
+    rec = recommended_criterion()
+    head = ["method", "data", "setting", "seeds", "metric", "last", "last 95% CI", "vs source_only", rec, "oracle",
+            "paper"]
     lines = ["# uda report", "",
-             "Target test metric (%, `metric`: accuracy, or mIoU for segmentation), mean ± std over seeds. `last`: the final checkpoint. "
-             "`source_val`, `entropy`, `dev`, `snd`: the evaluation each label-free criterion picks "
-             "(no target labels). `oracle`: the best evaluation by the target test metric (reference only).", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(r[h] for h in head) + " |" for r in rows]
+             "Target test metric (%, `metric`: accuracy, or mIoU for segmentation), mean ± std over seeds. `last`: the "
+             "final checkpoint, with its 95% t interval over seeds. `vs source_only`: last-checkpoint difference to "
+             "source-only on the same pair, paired t-test by seed (two-sided p). "
+             f"`{rec}`: the evaluation the recommended label-free criterion picks (the default of `trainer.select`); "
+             "every criterion's pick is in report.csv. `oracle`: the best evaluation by the target test metric "
+             "(reference only).", ""]
+    lines += _table(head, [[r[h if h not in ("last 95% CI", "vs source_only") else
+                              {"last 95% CI": "last_ci", "vs source_only": "vs_source_only"}[h]] for h in head]
+                           for r in rows])
+    for pair in sorted({r["pair"] for r in crit_rows or []}):
+        pr = [r for r in crit_rows if r["pair"] == pair]
+        labels = list(dict.fromkeys(r["label"] for r in pr if r["method"] != "(all)"))
+        lines += ["", f"## How far to trust each criterion: {pair}", "",
+                  "Regret: the oracle's target metric minus that of the evaluation the criterion picks, per run "
+                  "(mean ± std over runs; `last`: keeping the final checkpoint). Spearman / Kendall: rank "
+                  "correlation between the score (signed so larger is better for it) and the target metric over "
+                  "each run's evaluations, mean over runs. `all runs` pools every run on the pair.", ""]
+        body = []
+        for crit in ("last", *LABEL_FREE):
+            allr = next((r for r in pr if r["criterion"] == crit and r["method"] == "(all)"), None)
+            if allr is None:
+                continue
+            cells = [f"`{crit}`" + (" (recommended)" if crit == rec else ""),
+                     f"{allr['regret_mean']:.2f} ± {allr['regret_std']:.2f}", _num(allr["spearman"]),
+                     _num(allr["kendall"])]
+            for lab in labels:
+                g = next((r for r in pr if r["criterion"] == crit and r["label"] == lab), None)
+                cells.append("-" if g is None else f"{g['regret_mean']:.2f} ± {g['regret_std']:.2f}")
+            body.append(cells)
+        lines += _table(["criterion", "all runs: regret", "Spearman", "Kendall", *[f"{lab}: regret" for lab in labels]],
+                        body)
+    if sel_rows:
+        lines += ["", "## Choosing across the sweep", "",
+                  "Per pair, every configuration found (seeds are its repeats) and every evaluation step are "
+                  "candidates; each criterion chooses one by its score averaged over seeds. Target: that choice's "
+                  "target test metric, mean ± std [95% t interval] over seeds. Regret: oracle mean minus target mean. "
+                  "Also in selection.csv.", ""]
+        body = [[r["pair"], f"`{r['criterion']}`", r["recommended"], r["chosen"], str(r["step"]),
+                 f"{r['target_mean']:.2f} ± {r['target_std']:.2f}" +
+                 (f" [{r['target_ci'][0]:.2f}, {r['target_ci'][1]:.2f}]" if r["target_ci"] else ""),
+                 f"{r['oracle_chosen']} @ {r['oracle_step']}", f"{r['oracle_mean']:.2f}", f"{r['regret']:.2f}"]
+                for r in sel_rows]
+        lines += _table(["pair", "criterion", "recommended", "chosen", "step", "target", "oracle", "oracle mean",
+                         "regret"], body)
     if unfinished:
         lines += ["", "## Unfinished runs (not averaged)", "", "| run | method | data | seed | last evaluated step |",
                   "|---|---|---|---|---|"]
-        lines += [f"| {r.path} | {r.method} | {r.data} | {r.seed} | {r.rows[-1]['step'] if r.rows else '-'} |"
+        lines += [f"| {r.path} | {r.method} | {r.pair} | {r.seed} | {r.rows[-1]['step'] if r.rows else '-'} |"
                   for r in unfinished]
     if figures:
         lines += ["", "## Figures", ""] + [f"![{f.stem}]({f.name})" for f in figures]
@@ -156,51 +405,25 @@ def write_markdown(rows: list[dict[str, str]], unfinished: list[Run], path: Path
 def write_csv(groups: list[Group], path: Path) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["method", "data", "setting", "seeds", "metric", *[f"{c}_{s}" for c in COLUMNS for s in ("mean", "std", "n")],
-                    "paper"])
+        w.writerow(["method", "data", "setting", "seeds", "metric",
+                    *[f"{c}_{s}" for c in COLUMNS for s in ("mean", "std", "n", "ci_low", "ci_high")],
+                    "vs_source_only", "paper"])
         for g in groups:
             vals = []
             for c in COLUMNS:
-                st = g.stats(c)
-                vals += ["", "", 0] if st is None else [round(st[0], 4), round(st[1], 4), st[2]]
-            w.writerow([g.method, g.data, g.setting, len(g.runs), g.metric, *vals, PAPER.get((g.method, g.data), "")])
-
-
-def plot_pair(data: str, groups: list[Group], path: Path) -> None:
-    """Target accuracy (mIoU for segmentation) over steps: one line per method/setting (mean over seeds), band = +- std."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    for g in groups:
-        by_step: dict[int, list[float]] = {}
-        for r in g.runs:
-            for row in r.rows:
-                by_step.setdefault(row["step"], []).append(row[f"target_{metric_of(row)}"])
-        steps = sorted(s for s, v in by_step.items() if len(v) == len(g.runs))  # steps every seed evaluated
-        if not steps:
-            continue
-        mean = [statistics.fmean(by_step[s]) for s in steps]
-        std = [statistics.stdev(by_step[s]) if len(by_step[s]) > 1 else 0.0 for s in steps]
-        label = f"{g.method} ({len(g.runs)} seeds)" + (f" {g.setting}" if g.setting else "")
-        (line,) = ax.plot(steps, mean, label=label, linewidth=2)
-        ax.fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
-                        color=line.get_color(), alpha=0.2)
-    ax.set_xlabel("training step")
-    name = "mIoU" if any(g.metric == "mIoU" for g in groups) else "accuracy"
-    ax.set_ylabel(f"target test {name} (%)")
-    ax.set_title(f"{data}: target {name} over training (mean ± std over seeds)")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+                st = stats.summarize(g.values(c))
+                vals += (["", "", 0, "", ""] if st is None else
+                         [round(st.mean, 4), round(st.std, 4), st.n, *(["", ""] if st.ci is None else
+                                                                        [round(st.ci[0], 4), round(st.ci[1], 4)])])
+            w.writerow([g.method, g.pair, g.setting, len(g.runs), g.metric, *vals, versus(g, groups),
+                        PAPER.get((g.method, g.data), "")])
 
 
 def report(dirs: list[Path], out: Path | None = None, *, figures: bool = True) -> dict[str, Any]:
-    """Collect, print a rich table, write report.md / report.csv / target_acc_<pair>.png into ``out``."""
+    """Collect, print rich tables, write report.md / report.csv / criteria.csv / selection.csv and the
+    figures into ``out``."""
+    from uda import figures as figs
+
     runs = find_runs(dirs)
     if not runs:
         raise FileNotFoundError(f"no runs under {', '.join(map(str, dirs))} (a run has .hydra/, metrics.jsonl "
@@ -210,38 +433,55 @@ def report(dirs: list[Path], out: Path | None = None, *, figures: bool = True) -
     groups = group_runs(runs)
     unfinished = [r for r in runs if not r.finished]
     rows = table_rows(groups)
+    crit_rows, sel_rows = criteria_rows(groups), selection_rows(groups)
     pngs = []
     if figures:
-        for data in sorted({g.data for g in groups}):
-            png = out / f"target_acc_{data}.png"
-            plot_pair(data, [g for g in groups if g.data == data], png)
-            pngs.append(png)
-    write_markdown(rows, unfinished, out / "report.md", pngs)
+        for pair in sorted({g.pair for g in groups}):
+            pg = [g for g in groups if g.pair == pair]
+            pngs.append(figs.plot_pair(pair, pg, out))
+            regret = [r for r in crit_rows if r["pair"] == pair and r["method"] == "(all)"]
+            if regret:
+                pngs.append(figs.plot_regret(pair, regret, [r for r in sel_rows if r["pair"] == pair], out))
+    write_markdown(rows, unfinished, out / "report.md", pngs, crit_rows, sel_rows)
     write_csv(groups, out / "report.csv")
-    _print_rich(rows, unfinished)
-    return {"groups": groups, "rows": rows, "unfinished": unfinished, "figures": pngs,
-            "markdown": out / "report.md", "csv": out / "report.csv"}
+    write_criteria_csv(crit_rows, out / "criteria.csv")
+    write_selection_csv(sel_rows, out / "selection.csv")
+    _print_rich(rows, unfinished, sel_rows)
+    return {"groups": groups, "rows": rows, "criteria": crit_rows, "selection": sel_rows, "unfinished": unfinished,
+            "figures": pngs, "markdown": out / "report.md", "csv": out / "report.csv",
+            "criteria_csv": out / "criteria.csv", "selection_csv": out / "selection.csv"}
 
 
-def _print_rich(rows: list[dict[str, str]], unfinished: list[Run]) -> None:
+def _print_rich(rows: list[dict[str, str]], unfinished: list[Run], sel_rows: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    rec = recommended_criterion()
     console = Console(width=200)
     t = Table(title="target test metric (%): accuracy, or mIoU for segmentation; mean ± std over seeds",
               show_lines=False)
-    cols = ("method", "data", "setting", "seeds", "metric", *COLUMNS, "paper")
+    cols = ("method", "data", "setting", "seeds", "metric", "last", "last_ci", "vs_source_only", rec, "oracle")
     for col in cols:
-        t.add_column(col, justify="right" if col in (*COLUMNS, "seeds") else "left")
+        t.add_column(col, justify="right" if col not in ("method", "data", "setting", "metric") else "left")
     for r in rows:
         t.add_row(*(r[c] for c in cols))
     console.print(t)
-    console.print("last: final checkpoint; source_val/entropy/dev/snd: the evaluation each label-free criterion "
-                  "picks; oracle: best by target test labels (reference only)")
+    console.print(f"last: final checkpoint (95% t interval over seeds); vs_source_only: paired t-test by seed; {rec}: "
+                  "the recommended label-free criterion's pick; oracle: best by target test labels (reference only). "
+                  "All criteria: report.md, criteria.csv, selection.csv")
+    if sel_rows:
+        s = Table(title="choosing across the sweep (per pair; score averaged over seeds)")
+        for col in ("pair", "criterion", "chosen", "step", "target", "oracle", "regret"):
+            s.add_column(col, justify="right" if col in ("step", "target", "regret") else "left")
+        for r in sel_rows:
+            s.add_row(r["pair"], r["criterion"] + (" *" if r["recommended"] == "yes" else ""), r["chosen"],
+                      str(r["step"]), f"{r['target_mean']:.2f} ± {r['target_std']:.2f}",
+                      f"{r['oracle_chosen']} @ {r['oracle_step']}: {r['oracle_mean']:.2f}", f"{r['regret']:.2f}")
+        console.print(s)
     if unfinished:
         console.print(f"[yellow]{len(unfinished)} unfinished run(s), not averaged:[/yellow]")
         for r in unfinished:
-            console.print(f"  {r.path}  {r.method} {r.data} seed={r.seed} "
+            console.print(f"  {r.path}  {r.method} {r.pair} seed={r.seed} "
                           f"last evaluated step {r.rows[-1]['step'] if r.rows else '-'}")
 
 
