@@ -32,6 +32,17 @@ def _fake_run(d, method, seed, accs, *, setting=(), finished=True, data="mnist_m
                                                     "target_acc": accs[-1], "source_acc": 99.0}))
 
 
+T975 = {1: 12.7062047, 2: 4.30265273}  # Student's t quantile 0.975 by degrees of freedom (tables)
+
+
+def cell(mean, std, n):
+    """A report cell by hand: mean ± std [mean -+ t_{0.975, n-1} std / sqrt(n)]."""
+    if n < 2:
+        return f"{mean:.2f} ± {std:.2f}"
+    half = T975[n - 1] * std / math.sqrt(n)
+    return f"{mean:.2f} ± {std:.2f} [{mean - half:.2f}, {mean + half:.2f}]"
+
+
 def test_report_over_a_fixture_tree(tmp_path):
     sweep = tmp_path / "sweep"
     _fake_run(sweep / "0_source_only_seed0", "source_only", 0, [50.0, 52.0, 54.0])
@@ -44,15 +55,13 @@ def test_report_over_a_fixture_tree(tmp_path):
     rows = {(r["method"], r["setting"]): r for r in res["rows"]}
     assert set(rows) == {("source_only", "-"), ("dann", "method.adv_weight=0.5"), ("dann", "method.adv_weight=1.0")}
     so = rows[("source_only", "-")]
-    assert so["seeds"] == "2" and so["last"] == f"56.00 ± {math.sqrt(8):.2f}"
-    assert so["oracle"] == f"57.00 ± {math.sqrt(18):.2f}"  # best per seed: 54, 60
-    assert so["entropy"] == "56.00 ± 5.66"  # lowest entropy is the second evaluation: 52, 60
-    assert so["source_val"] == f"56.00 ± {math.sqrt(8):.2f}"  # highest source_val: the last
+    assert so["seeds"] == "2" and so["last"] == cell(56, math.sqrt(8), 2)  # 54, 58
+    assert so["oracle"] == cell(57, math.sqrt(18), 2)  # best per seed: 54, 60
+    assert so["entropy"] == cell(56, math.sqrt(32), 2)  # lowest entropy is the second evaluation: 52, 60
+    assert so["source_val"] == cell(56, math.sqrt(8), 2)  # highest source_val: the last
     d05 = rows[("dann", "method.adv_weight=0.5")]
-    assert d05["seeds"] == "2" and d05["last"] == f"78.00 ± {math.sqrt(8):.2f}"  # the unfinished seed 2 is not in
-    assert rows[("dann", "method.adv_weight=1.0")]["last"] == "70.00 ± 0.00"
-    # 95% t interval of source-only's last (54, 58): 56 ± t_{0.975,1} * sqrt(8) / sqrt(2) = 56 ± 12.7062 * 2
-    assert so["last_ci"] == f"[{56 - 2 * 12.7062:.2f}, {56 + 2 * 12.7062:.2f}]"
+    assert d05["seeds"] == "2" and d05["last"] == cell(78, math.sqrt(8), 2)  # the unfinished seed 2 is not in
+    assert rows[("dann", "method.adv_weight=1.0")]["last"] == "70.00 ± 0.00"  # one seed: no interval
     # paired by seed against source-only: d = 80 - 54, 76 - 58 = 26, 18; t = 22 / (sqrt(32) / sqrt(2)) = 5.5,
     # one degree of freedom (a Cauchy): p = 1 - 2 atan(5.5) / pi
     assert d05["vs_source_only"] == f"+22.00 (p={1 - 2 * math.atan(5.5) / math.pi:.3f}, n=2)"
@@ -81,6 +90,7 @@ def test_report_labels_segmentation_groups_as_miou(tmp_path):
     rows = {r["method"]: r for r in res["rows"]}
     assert rows["adaptsegnet"]["metric"] == "mIoU" and rows["adaptsegnet"]["last"] == "30.00 ± 0.00"
     assert rows["adaptsegnet"]["oracle"] == "30.00 ± 0.00" and rows["dann"]["metric"] == "acc"
+    assert rows["adaptsegnet"]["dev"] == "-"  # no per-pixel reading: never scored
     with open(tmp_path / "out" / "report.csv") as f:
         assert {r["method"]: r["metric"] for r in csv.DictReader(f)} == {"adaptsegnet": "mIoU", "dann": "acc"}
 
@@ -112,7 +122,7 @@ def test_criteria_regret_and_rank_correlation_by_hand(tmp_path):
     assert {r["criterion"] for r in table} >= {"last", "im", "entropy", "source_val", "dev", "snd"}
     assert {r["method"] for r in table} == {"dann", "(all)"}
     md = (tmp_path / "out" / "report.md").read_text()
-    assert "How far to trust each criterion: mnist_mnistm" in md and "| `im` | 25.00 ± 21.21 |" in md
+    assert "How far to trust each criterion: mnist_mnistm" in md and f"| `im` | {cell(25, math.sqrt(450), 2)} |" in md
 
 
 def test_selection_across_the_sweep_by_hand(tmp_path):

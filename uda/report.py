@@ -106,10 +106,6 @@ class Group:
     def by_seed(self, column: str) -> dict[int, float]:
         return {r.seed: v for r in self.runs if r.seed is not None and (v := r.value(column)) is not None}
 
-    def stats(self, column: str) -> tuple[float, float, int] | None:
-        s = stats.summarize(self.values(column))
-        return None if s is None else (s.mean, s.std, s.n)
-
 
 def _load_yaml(path: Path) -> Any:
     from omegaconf import OmegaConf
@@ -194,8 +190,9 @@ def baseline(group: Group, groups: list[Group]) -> Group | None:
     return max(cands, key=lambda g: (len(mine & set(g.setting.split())), -len(set(g.setting.split()) - mine)))
 
 
-def fmt(stats: tuple[float, float, int] | None) -> str:
-    return "-" if stats is None else f"{stats[0]:.2f} ± {stats[1]:.2f}"
+def fmt(summary: stats.Summary | None) -> str:
+    """``mean ± std [95% t interval]`` (the interval needs two seeds or more)."""
+    return "-" if summary is None else summary.text(ci=True)
 
 
 def fmt_p(p: float) -> str:
@@ -219,9 +216,7 @@ def table_rows(groups: list[Group]) -> list[dict[str, str]]:
         row = {"method": g.method, "data": g.pair, "setting": g.setting or "-", "seeds": str(len(g.runs)),
                "metric": g.metric}
         for col in COLUMNS:
-            row[col] = fmt(g.stats(col))
-        last = stats.summarize(g.values("last"))
-        row["last_ci"] = "-" if last is None or last.ci is None else f"[{last.ci[0]:.2f}, {last.ci[1]:.2f}]"
+            row[col] = fmt(stats.summarize(g.values(col)))
         row["vs_source_only"] = versus(g, groups)
         row["paper"] = PAPER.get((g.method, g.data), "-")
         out.append(row)
@@ -274,12 +269,14 @@ def _finish(d: dict[str, Any]) -> dict[str, Any]:
     reg = stats.summarize(d["regret"])
     mean = (lambda v: sum(x for x in v if not math.isnan(x)) / len([x for x in v if not math.isnan(x)])
             if any(not math.isnan(x) for x in v) else math.nan)
-    return {"runs": d["runs"], "regret_mean": reg.mean, "regret_std": reg.std,
+    return {"runs": d["runs"], "regret_mean": reg.mean, "regret_std": reg.std, "regret": reg,
+            "regret_ci_low": reg.ci[0] if reg.ci else math.nan, "regret_ci_high": reg.ci[1] if reg.ci else math.nan,
             "spearman": mean(d["spearman"]), "kendall": mean(d["kendall"])}
 
 
 def write_criteria_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    cols = ("pair", "method", "setting", "criterion", "runs", "regret_mean", "regret_std", "spearman", "kendall")
+    cols = ("pair", "method", "setting", "criterion", "runs", "regret_mean", "regret_std", "regret_ci_low",
+            "regret_ci_high", "spearman", "kendall")
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(cols)
@@ -345,24 +342,22 @@ def _num(v: float) -> str:
 def write_markdown(rows: list[dict[str, str]], unfinished: list[Run], path: Path, figures: list[Path],
                    crit_rows: list[dict[str, Any]] | None = None, sel_rows: list[dict[str, Any]] | None = None) -> None:
     rec = recommended_criterion()
-    head = ["method", "data", "setting", "seeds", "metric", "last", "last 95% CI", "vs source_only", rec, "oracle",
-            "paper"]
+    head = ["method", "data", "setting", "seeds", "metric", "last", "vs source_only", rec, "oracle", "paper"]
     lines = ["# uda report", "",
-             "Target test metric (%, `metric`: accuracy, or mIoU for segmentation), mean ± std over seeds. `last`: the "
-             "final checkpoint, with its 95% t interval over seeds. `vs source_only`: last-checkpoint difference to "
+             "Target test metric (%, `metric`: accuracy, or mIoU for segmentation), mean ± std [95% t interval] over "
+             "seeds (every mean ± std in this report carries its interval). `last`: the final checkpoint. "
+             "`vs source_only`: last-checkpoint difference to "
              "source-only on the same pair, paired t-test by seed (two-sided p). "
              f"`{rec}`: the evaluation the recommended label-free criterion picks (the default of `trainer.select`); "
              "every criterion's pick is in report.csv. `oracle`: the best evaluation by the target test metric "
              "(reference only).", ""]
-    lines += _table(head, [[r[h if h not in ("last 95% CI", "vs source_only") else
-                              {"last 95% CI": "last_ci", "vs source_only": "vs_source_only"}[h]] for h in head]
-                           for r in rows])
+    lines += _table(head, [[r["vs_source_only" if h == "vs source_only" else h] for h in head] for r in rows])
     for pair in sorted({r["pair"] for r in crit_rows or []}):
         pr = [r for r in crit_rows if r["pair"] == pair]
         labels = list(dict.fromkeys(r["label"] for r in pr if r["method"] != "(all)"))
         lines += ["", f"## How far to trust each criterion: {pair}", "",
                   "Regret: the oracle's target metric minus that of the evaluation the criterion picks, per run "
-                  "(mean ± std over runs; `last`: keeping the final checkpoint). Spearman / Kendall: rank "
+                  "(mean ± std [95% t interval] over runs; `last`: keeping the final checkpoint). Spearman / Kendall: rank "
                   "correlation between the score (signed so larger is better for it) and the target metric over "
                   "each run's evaluations, mean over runs. `all runs` pools every run on the pair.", ""]
         body = []
@@ -371,11 +366,11 @@ def write_markdown(rows: list[dict[str, str]], unfinished: list[Run], path: Path
             if allr is None:
                 continue
             cells = [f"`{crit}`" + (" (recommended)" if crit == rec else ""),
-                     f"{allr['regret_mean']:.2f} ± {allr['regret_std']:.2f}", _num(allr["spearman"]),
+                     allr["regret"].text(ci=True), _num(allr["spearman"]),
                      _num(allr["kendall"])]
             for lab in labels:
                 g = next((r for r in pr if r["criterion"] == crit and r["label"] == lab), None)
-                cells.append("-" if g is None else f"{g['regret_mean']:.2f} ± {g['regret_std']:.2f}")
+                cells.append("-" if g is None else g["regret"].text(ci=True))
             body.append(cells)
         lines += _table(["criterion", "all runs: regret", "Spearman", "Kendall", *[f"{lab}: regret" for lab in labels]],
                         body)
@@ -460,13 +455,13 @@ def _print_rich(rows: list[dict[str, str]], unfinished: list[Run], sel_rows: lis
     console = Console(width=200)
     t = Table(title="target test metric (%): accuracy, or mIoU for segmentation; mean ± std over seeds",
               show_lines=False)
-    cols = ("method", "data", "setting", "seeds", "metric", "last", "last_ci", "vs_source_only", rec, "oracle")
+    cols = ("method", "data", "setting", "seeds", "metric", "last", "vs_source_only", rec, "oracle")
     for col in cols:
         t.add_column(col, justify="right" if col not in ("method", "data", "setting", "metric") else "left")
     for r in rows:
         t.add_row(*(r[c] for c in cols))
     console.print(t)
-    console.print(f"last: final checkpoint (95% t interval over seeds); vs_source_only: paired t-test by seed; {rec}: "
+    console.print(f"mean ± std [95% t interval] over seeds; last: final checkpoint; vs_source_only: paired t-test by seed; {rec}: "
                   "the recommended label-free criterion's pick; oracle: best by target test labels (reference only). "
                   "All criteria: report.md, criteria.csv, selection.csv")
     if sel_rows:

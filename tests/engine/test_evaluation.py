@@ -2,17 +2,22 @@
 and best.pt keeps the evaluation the label-free criterion prefers, and `uda eval` reproduces the loop's
 final evaluation (classification and segmentation) and names the checkpoints a run has."""
 import json
+import math
 
 import pytest
 import torch
 
+from uda import selection
+
 from uda.data.pairs import Normalize, build_pair
 from uda.engine import checkpoint as ckpt
-from uda.engine.evaluation import evaluate_pair
+from uda.engine.evaluation import evaluate_pair, mixval_predictions
 from uda.engine.loop import train
 from uda.methods import get_method
 
 from helpers import SEG_SMALL, SMALL, make_cfg, run_cli
+
+SCORE_KEYS = {selection.criterion_key(c)[0] for c in selection.LABEL_FREE}
 
 
 def test_evaluation_never_reads_target_validation_labels(mnist_root):
@@ -23,17 +28,37 @@ def test_evaluation_never_reads_target_validation_labels(mnist_root):
     a = evaluate_pair(method, source, target, info, prepare=prepare, batch_size=64, device=torch.device("cpu"))
     target.val_y = None  # any read would fail
     b = evaluate_pair(method, source, target, info, prepare=prepare, batch_size=64, device=torch.device("cpu"))
-    assert a == b and {"source_val_acc", "target_entropy", "snd", "dev"} <= a.keys()
+    assert a == b and SCORE_KEYS <= a.keys()
+    assert all(math.isfinite(a[k]) for k in SCORE_KEYS)
 
 
-def test_run_records_scores_keeps_best_and_summarises_selection(tmp_path, mnist_root):
-    summary = train(make_cfg(*SMALL, "trainer.select=entropy"), tmp_path)
+def test_mixval_mixes_each_target_image_with_its_mirror_partner():
+    seen = []
+
+    class Recorder:
+        def predict(self, x):
+            seen.append(x.clone())
+            return torch.zeros(len(x), 3)
+
+    x = torch.arange(5, dtype=torch.uint8).view(5, 1, 1, 1).expand(5, 1, 2, 2).contiguous() * 10
+    partner, _ = selection.mixval_pairs(torch.zeros(5, dtype=torch.long))
+    mixval_predictions(Recorder(), x, partner, prepare=lambda u: u.float(), batch_size=2)
+    mixed = torch.cat(seen)[:, 0, 0, 0]
+    lam = selection.MIXVAL_LAMBDA
+    assert mixed.tolist() == pytest.approx([lam * 10 * i + (1 - lam) * 10 * (4 - i) for i in range(5)])
+
+
+@pytest.mark.parametrize("criterion", ["entropy", "iwcv", "mixval"])
+def test_run_records_scores_keeps_best_and_summarises_selection(tmp_path, mnist_root, criterion):
+    summary = train(make_cfg(*SMALL, f"trainer.select={criterion}"), tmp_path)
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert all({"source_val_acc", "target_entropy", "snd", "dev"} <= r.keys() for r in rows)
-    chosen = min(rows, key=lambda r: (r["target_entropy"], -r["step"]))
+    assert all(SCORE_KEYS <= r.keys() for r in rows)
+    key, higher = selection.criterion_key(criterion)
+    chosen = max(rows, key=lambda r: ((r[key] if higher else -r[key]), r["step"]))
     best = ckpt.load(tmp_path / "checkpoints" / "best.pt")
     assert best["step"] == chosen["step"] == summary["best_checkpoint"]["step"]
-    assert summary["selected"]["entropy"]["step"] == chosen["step"]
+    assert summary["best_checkpoint"]["criterion"] == criterion
+    assert summary["selected"][criterion]["step"] == chosen["step"]
     assert summary["selected"]["oracle"]["target_acc"] == max(r["target_acc"] for r in rows)
 
 
@@ -53,11 +78,17 @@ def test_uda_eval_reproduces_the_final_evaluation(tmp_path, mnist_root):
 
 
 def test_cli_source_only_on_digits_seg_prints_miou(tmp_path):
-    res = run_cli("train", "method=source_only", *SEG_SMALL, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    res = run_cli("train", "method=source_only", *SEG_SMALL, "trainer.select=mano", f"hydra.run.dir={tmp_path / 'run'}",
+                  cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "target_miou=" in res.stdout
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["method"] == "source_only" and "target_miou" in summary
+    # the per-pixel scores, and best.pt following MaNo
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all({"source_val_miou", "target_entropy", "target_im", "target_mano"} <= r.keys() for r in rows)
+    assert not any("dev" in r or "mixval" in r for r in rows)
+    assert summary["best_checkpoint"]["step"] == max(rows, key=lambda r: (r["target_mano"], r["step"]))["step"]
     # `uda eval` on a segmentation run re-computes the final evaluation: mIoU and per-class IoUs
     out = run_cli("eval", str(tmp_path / "run"), cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -66,3 +97,10 @@ def test_cli_source_only_on_digits_seg_prints_miou(tmp_path):
     for key in ("source_miou", "target_miou"):
         assert result[key] == pytest.approx(summary[key], abs=1e-6)
     assert result["target_iou"] == summary["target_iou"]
+
+
+def test_a_criterion_without_a_per_pixel_reading_is_refused_for_segmentation(tmp_path):
+    res = run_cli("train", "method=source_only", *SEG_SMALL, "trainer.select=dev", f"hydra.run.dir={tmp_path / 'r'}",
+                  cwd=tmp_path)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "trainer.select=dev" in res.stderr and "source_val, entropy, im, mano" in res.stderr
