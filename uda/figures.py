@@ -10,12 +10,9 @@ import re
 import statistics
 import textwrap
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from uda.selection import metric_of
-
-if TYPE_CHECKING:
-    from uda.report import Group
 
 WRAP = 48  # characters per line of a legend entry or title
 
@@ -38,9 +35,9 @@ def _wrap(text: str) -> str:
     return "\n".join(textwrap.wrap(text, WRAP, break_long_words=True, break_on_hyphens=False)) or text
 
 
-def plot_pair(pair: str, groups: list["Group"], out: Path) -> Path:
-    """target_<metric>_<pair>.png: the target metric over steps, one line per group (mean over seeds),
-    band = ± std."""
+def plot_pair(pair: str, groups: list[Any], out: Path) -> Path:
+    """target_<metric>_<pair>.png: the target metric over steps, one line per ``report.Group`` (mean over
+    seeds), band = ± std."""
     plt = _plt()
     seg = any(g.metric == "mIoU" for g in groups)
     name = "mIoU" if seg else "accuracy"

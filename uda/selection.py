@@ -45,8 +45,6 @@ CRITERIA: dict[str, tuple[str, bool]] = {
     "oracle": ("target_acc", True),
 }
 LABEL_FREE = ("source_val", "entropy", "dev", "snd", "iwcv", "im", "bnm", "mixval", "mano")
-# the criteria a segmentation evaluation has (a per-pixel reading)
-SEGMENTATION_CRITERIA = ("source_val", "entropy", "im", "mano")
 # MixVal's mixing weight of the dominant image (the paper's and official code's 0.55)
 MIXVAL_LAMBDA = 0.55
 # MaNo (official defaults): the norm's order, and the uncertainty threshold above which the logits are

@@ -12,9 +12,8 @@ from uda.config.base import SEGMENTATION, positive
 from uda.config.data import DataConfig
 from uda.config.method import methods_for
 from uda.config.optimizer import OptimizerConfig
-from uda.config.trainer import TrainerConfig
+from uda.config.trainer import SEGMENTATION_SELECT, TrainerConfig
 from uda.errors import ConfigError
-from uda.selection import SEGMENTATION_CRITERIA
 
 
 class Device(str, Enum):
@@ -60,7 +59,7 @@ def validate(cfg: TrainConfig) -> None:
     if task not in m.TASKS:
         raise ConfigError(f"method={m.name} is a {' / '.join(m.TASKS)} method but data={d.name} is a {task} pair; "
                           f"methods for {task} pairs: {', '.join(methods_for(task))}")
-    if task == SEGMENTATION and cfg.trainer.select.value not in SEGMENTATION_CRITERIA:
+    if task == SEGMENTATION and cfg.trainer.select.value not in SEGMENTATION_SELECT:
         raise ConfigError(f"trainer.select={cfg.trainer.select.value} has no per-pixel reading for the segmentation "
-                          f"pair data={d.name}; valid for segmentation: {', '.join(SEGMENTATION_CRITERIA)}")
+                          f"pair data={d.name}; valid for segmentation: {', '.join(SEGMENTATION_SELECT)}")
     m.check(cfg)

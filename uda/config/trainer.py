@@ -25,6 +25,10 @@ class Select(str, Enum):
     mano = "mano"
 
 
+# the criteria a segmentation evaluation records (those with a per-pixel reading; uda/selection.py)
+SEGMENTATION_SELECT = ("source_val", "entropy", "im", "mano")
+
+
 class Precision(str, Enum):
     auto = "auto"  # fp32 on CPU, fp16 with gradient scaling on CUDA
     fp32 = "fp32"
