@@ -115,15 +115,26 @@ def test_mano_softmax_and_taylor_branches_by_hand():
 
 def test_mixval_pairs_and_score_by_hand():
     pseudo = torch.tensor([0, 1, 1, 0, 2])
-    partner, same = selection.mixval_pairs(pseudo)
-    assert partner.tolist() == [4, 3, 2, 1, 0]
-    assert same.tolist() == [False, False, True, False, False]  # 0-2, 1-0, 1-1 (itself), 0-1, 2-0
-    mixed = torch.tensor([0, 0, 1, 0, 1])  # intra: 1 of 1 right; inter: i = 0, 3 right, 1, 4 wrong -> 2 / 4
-    assert selection.mixval_score(mixed, pseudo, same).item() == pytest.approx((1.0 + 0.5) / 2)
+    a, b, intra = selection.mixval_pairs(pseudo, batch=3)
+    # inter: batches [0 1 2] and [3 4] against their reverses [2 1 0] and [4 3]: pairs with different
+    # labels are 0-2 (0 vs 1), 2-0, 3-4, 4-3 (1-1 is dropped: same label)
+    # intra: sorted by label (stable) [0 3 1 | 2 4], reversed per batch [1 3 0 | 4 2]: same-label pairs 3-3
+    # (the middle of the first batch) only
+    assert list(zip(a.tolist(), b.tolist(), intra.tolist())) == [(0, 2, False), (2, 0, False), (3, 4, False),
+                                                               (4, 3, False), (3, 3, True)]
+    # predictions on the mixes: right, wrong, right, wrong (inter: 1 / 2); the intra mix right (1)
+    mixed = torch.tensor([0, 0, 0, 0, 0])
+    assert selection.mixval_score(mixed, pseudo[a], intra).item() == pytest.approx((1.0 + 0.5) / 2)
     # no intra-cluster pair: the inter score alone
-    p2 = torch.tensor([0, 1])
-    _, same2 = selection.mixval_pairs(p2)
-    assert selection.mixval_score(torch.tensor([0, 0]), p2, same2).item() == pytest.approx(0.5)
+    assert selection.mixval_score(torch.tensor([1, 0]), torch.tensor([1, 1]),
+                                  torch.tensor([False, False])).item() == pytest.approx(0.5)
+
+
+def test_mixval_intra_pairs_share_their_label_for_sorted_batches():
+    pseudo = torch.randint(0, 4, (1000,), generator=torch.Generator().manual_seed(0))
+    a, b, intra = selection.mixval_pairs(pseudo)
+    assert (pseudo[a[intra]] == pseudo[b[intra]]).all() and (pseudo[a[~intra]] != pseudo[b[~intra]]).all()
+    assert intra.sum() > 900  # after sorting, nearly every image has a same-label partner in its batch
 
 
 def test_every_criterion_has_a_direction_and_is_selectable():

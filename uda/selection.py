@@ -45,8 +45,9 @@ CRITERIA: dict[str, tuple[str, bool]] = {
     "oracle": ("target_acc", True),
 }
 LABEL_FREE = ("source_val", "entropy", "dev", "snd", "iwcv", "im", "bnm", "mixval", "mano")
-# MixVal's mixing weight of the dominant image (the paper's and official code's 0.55)
-MIXVAL_LAMBDA = 0.55
+# MixVal (official defaults): the mixing weight of the dominant image, and the batch within which each
+# image is paired with its mirror
+MIXVAL_LAMBDA, MIXVAL_BATCH = 0.55, 128
 # MaNo (official defaults): the norm's order, and the uncertainty threshold above which the logits are
 # normalised by softmax (else by the order-2 Taylor expansion of exp)
 MANO_ORDER, MANO_THRESHOLD = 4, 5.0
@@ -118,19 +119,34 @@ def mano(logits: torch.Tensor) -> torch.Tensor:
     return mano_from_sums(mano_sums(logits), logits.shape[1])
 
 
-def mixval_pairs(pseudo: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """MixVal's probes: image i is mixed with image N-1-i (the official code pairs a batch with its
-    reverse); returns (partner index, True where both have the same pseudo-label: intra-cluster)."""
-    partner = torch.arange(len(pseudo) - 1, -1, -1, device=pseudo.device)
-    return partner, pseudo == pseudo[partner]
+def mixval_pairs(pseudo: torch.Tensor, batch: int = MIXVAL_BATCH) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """MixVal's probes as the official code builds them: (a, b, intra), image a dominant in each mix.
+    Inter-cluster: the images in their order, each batch of ``batch`` paired with its own reverse, kept
+    where the two pseudo-labels differ. Intra-cluster: the same after sorting the images by pseudo-label
+    (so partners mostly share it), kept where they are equal."""
+    n = len(pseudo)
+
+    def reversed_in_batches(order: torch.Tensor) -> torch.Tensor:
+        return torch.cat([order[i : i + batch].flip(0) for i in range(0, n, batch)]) if n else order
+
+    a_inter = torch.arange(n, device=pseudo.device)
+    b_inter = reversed_in_batches(a_inter)
+    a_intra = torch.sort(pseudo, stable=True).indices
+    b_intra = reversed_in_batches(a_intra)
+    inter, intra = pseudo[a_inter] != pseudo[b_inter], pseudo[a_intra] == pseudo[b_intra]
+    a = torch.cat([a_inter[inter], a_intra[intra]])
+    b = torch.cat([b_inter[inter], b_intra[intra]])
+    kind = torch.cat([torch.zeros(int(inter.sum()), dtype=torch.bool, device=pseudo.device),
+                      torch.ones(int(intra.sum()), dtype=torch.bool, device=pseudo.device)])
+    return a, b, kind
 
 
-def mixval_score(mixed_pred: torch.Tensor, pseudo: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
-    """Mean of the intra- and inter-cluster ICE scores: the share of mixes lambda x_i + (1-lambda) x_j
-    predicted as i's pseudo-label, over same-label and over different-label pairs (a side with no pair is
-    left out; as skada's MixValScorer with ice_type="both")."""
-    hits = (mixed_pred == pseudo).double()
-    parts = [hits[m].mean() for m in (same, ~same) if m.any()]
+def mixval_score(mixed_pred: torch.Tensor, pseudo_a: torch.Tensor, intra: torch.Tensor) -> torch.Tensor:
+    """Mean of the intra- and inter-cluster ICE scores: the share of mixes lambda x_a + (1-lambda) x_b
+    predicted as a's pseudo-label, over same-label and over different-label pairs (a side with no pair is
+    left out; the mean of the two as skada's MixValScorer with ice_type="both")."""
+    hits = (mixed_pred == pseudo_a).double()
+    parts = [hits[m].mean() for m in (intra, ~intra) if m.any()]
     return torch.stack(parts).mean() if parts else torch.tensor(math.nan, dtype=torch.double)
 
 

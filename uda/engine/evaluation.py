@@ -40,16 +40,16 @@ def features_and_logits(method: "Method", x: torch.Tensor, *, prepare, batch_siz
 
 
 @torch.no_grad()
-def mixval_predictions(method: "Method", x: torch.Tensor, partner: torch.Tensor, *, prepare,
+def mixval_predictions(method: "Method", x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, *, prepare,
                        batch_size: int) -> torch.Tensor:
-    """argmax of the model on lambda x_i + (1 - lambda) x_partner(i), mixed in the normalised input space
-    as MixVal's official code does (``x`` uint8, all of the held-out target images)."""
+    """argmax of the model on lambda x_a + (1 - lambda) x_b for each pair, mixed in the normalised input
+    space as MixVal's official code does (``x`` uint8, the held-out target images)."""
     lam, preds = selection.MIXVAL_LAMBDA, []
-    for i in range(0, len(x), batch_size):
-        idx = torch.arange(i, min(i + batch_size, len(x)))
-        x_mix = lam * prepare(x[idx]) + (1 - lam) * prepare(x[partner[idx].cpu()])
+    a, b = a.to(x.device), b.to(x.device)
+    for i in range(0, len(a), batch_size):
+        x_mix = lam * prepare(x[a[i : i + batch_size]]) + (1 - lam) * prepare(x[b[i : i + batch_size]])
         preds.append(method.predict(x_mix).float().argmax(1))
-    return torch.cat(preds)
+    return torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long)
 
 
 @torch.no_grad()
@@ -78,10 +78,10 @@ def classification_scores(method: "Method", source: Domain, target: Domain, *, p
     out["target_im"] = selection.information_maximisation(probs).item()
     out["target_bnm"] = selection.bnm(probs).item()
     out["target_mano"] = selection.mano(lo_tv).item()
-    pseudo = lo_tv.argmax(1)
-    partner, same = selection.mixval_pairs(pseudo)
-    mixed = mixval_predictions(method, x_tv, partner, prepare=prepare, batch_size=batch_size).to(pseudo.device)
-    out["mixval"] = selection.mixval_score(mixed, pseudo, same).item()
+    pseudo = lo_tv.argmax(1).cpu()
+    a, b, intra = selection.mixval_pairs(pseudo)
+    mixed = mixval_predictions(method, x_tv, a, b, prepare=prepare, batch_size=batch_size).cpu()
+    out["mixval"] = selection.mixval_score(mixed, pseudo[a], intra).item()
     return out
 
 
