@@ -9,6 +9,7 @@ label-free selection scores) is printed and written as
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,41 +38,67 @@ def run_config(run_dir: Path, data: str | None = None, overrides: list[str] | No
     return cfg
 
 
+@dataclass
+class Evaluation:
+    """What evaluating a run's checkpoints needs, built once: its config, the pair and the method."""
+    cfg: Any
+    device: Any
+    source: Any
+    target: Any
+    info: Any
+    method: Any
+    prepare: Any
+
+
+def prepare_eval(run_dir: Path, data: str | None = None, overrides: list[str] | None = None) -> Evaluation:
+    """The run's config (recomposed), its pair on the device and a fresh method to load checkpoints into."""
+    cfg = run_config(Path(run_dir), data, overrides)
+    from uda.data.pairs import Normalize, build_pair
+    from uda.engine.runtime import resolve_device
+    from uda.methods import get_method
+
+    device = resolve_device(cfg.device)
+    source, target, info = build_pair(cfg.data)
+    method = get_method(cfg.method.name).from_config(cfg, info).to(device)
+    prepare = Normalize(info.mean, info.std, device, False, crop=info.image_size)
+    return Evaluation(cfg, device, source.to(device), target.to(device), info, method, prepare)
+
+
+def evaluate_checkpoint(ev: Evaluation, path: Path) -> dict[str, Any]:
+    """``evaluate_pair`` (test metrics and every label-free score) of the weights in ``path``; adds "step"."""
+    import torch
+
+    from uda.engine import checkpoint as ckpt
+    from uda.engine.evaluation import evaluate_pair
+    from uda.engine.runtime import autocast, resolve_precision
+
+    state = ckpt.load(path)
+    trained_classes = state.get("config", {}).get("data", {}).get("num_classes")
+    if trained_classes and trained_classes != ev.info.num_classes:
+        raise ConfigError(f"the run was trained on {trained_classes} classes but data={ev.cfg.data.name} has "
+                          f"{ev.info.num_classes}")
+    ev.method.load_state_dict(state["method"])
+    ev.method.eval()
+    with torch.no_grad(), autocast(ev.device, resolve_precision(ev.cfg.trainer.precision, ev.device)):
+        scores = evaluate_pair(ev.method, ev.source, ev.target, ev.info, prepare=ev.prepare,
+                               batch_size=ev.cfg.trainer.eval_batch_size, device=ev.device,
+                               workers=ev.cfg.data.workers)
+    return {"step": state["step"], **scores}
+
+
 def run_eval(run_dir: Path, checkpoint: str = "last", data: str | None = None,
              overrides: list[str] | None = None) -> dict[str, Any]:
     run_dir = Path(run_dir)
-    cfg = run_config(run_dir, data, overrides)
-
-    import torch
-
-    from uda.data.pairs import Normalize, build_pair
-    from uda.engine import checkpoint as ckpt
-    from uda.engine.evaluation import evaluate_pair
-    from uda.engine.runtime import autocast, resolve_device, resolve_precision
-    from uda.methods import get_method
-
+    run_config(run_dir, data, overrides)  # a bad directory or key fails before any data is built
     path = Path(checkpoint) if checkpoint.endswith(".pt") else run_dir / "checkpoints" / f"{checkpoint}.pt"
     if not path.is_file():
         have = sorted(p.stem for p in (run_dir / "checkpoints").glob("*.pt"))
         raise ConfigError(f"no checkpoint {path}; this run has: {', '.join(have) or 'none'} (or give a .pt path)")
-    state = ckpt.load(path)
-    device = resolve_device(cfg.device)
-    source, target, info = build_pair(cfg.data)
-    trained_classes = state.get("config", {}).get("data", {}).get("num_classes")
-    if trained_classes and trained_classes != info.num_classes:
-        raise ConfigError(f"the run was trained on {trained_classes} classes but data={cfg.data.name} has "
-                          f"{info.num_classes}")
-    source, target = source.to(device), target.to(device)
-    method = get_method(cfg.method.name).from_config(cfg, info).to(device)
-    method.load_state_dict(state["method"])
-    method.eval()
-    prepare = Normalize(info.mean, info.std, device, False, crop=info.image_size)
-    with torch.no_grad(), autocast(device, resolve_precision(cfg.trainer.precision, device)):
-        scores = evaluate_pair(method, source, target, info, prepare=prepare, batch_size=cfg.trainer.eval_batch_size,
-                               device=device, workers=cfg.data.workers)
-    result = {"run": str(run_dir), "checkpoint": str(path), "step": state["step"], "method": cfg.method.name,
-              "data": cfg.data.name, **scores}
-    out = run_dir / f"eval_{path.stem}_{cfg.data.name}.json"
+    ev = prepare_eval(run_dir, data, overrides)
+    scores = evaluate_checkpoint(ev, path)
+    result = {"run": str(run_dir), "checkpoint": str(path), "step": scores.pop("step"), "method": ev.cfg.method.name,
+              "data": ev.cfg.data.name, **scores}
+    out = run_dir / f"eval_{path.stem}_{ev.cfg.data.name}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     result["written_to"] = str(out)
     return result

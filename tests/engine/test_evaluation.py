@@ -104,3 +104,23 @@ def test_a_criterion_without_a_per_pixel_reading_is_refused_for_segmentation(tmp
                   cwd=tmp_path)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "trainer.select=dev" in res.stderr and "source_val, entropy, im, mano" in res.stderr
+
+
+def test_rescore_recomputes_a_score_from_the_kept_checkpoints(tmp_path, mnist_root):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("rescore", Path(__file__).parents[2] / "scripts" / "rescore.py")
+    rescore = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rescore)
+    run = tmp_path / "run"
+    res = run_cli("train", *SMALL, "trainer.keep_every=3", f"hydra.run.dir={run}", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    metrics = run / "metrics.jsonl"
+    rows = [json.loads(x) for x in metrics.read_text().splitlines()]
+    metrics.write_text("".join(json.dumps(r | {"mixval": -1.0}) + "\n" for r in rows))  # a wrong recorded score
+    diffs = rescore.rescore(run, ["mixval"])
+    assert diffs and max(diffs.values()) == 0.0  # every other score reproduced exactly
+    again = [json.loads(x) for x in metrics.read_text().splitlines()]
+    assert [r["mixval"] for r in again] == [r["mixval"] for r in rows]
+    assert (run / "metrics.recorded.jsonl").is_file()
