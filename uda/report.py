@@ -441,13 +441,14 @@ def report(dirs: list[Path], out: Path | None = None, *, figures: bool = True) -
     write_csv(groups, out / "report.csv")
     write_criteria_csv(crit_rows, out / "criteria.csv")
     write_selection_csv(sel_rows, out / "selection.csv")
-    _print_rich(rows, unfinished, sel_rows)
+    _print_rich(rows, unfinished, sel_rows, crit_rows)
     return {"groups": groups, "rows": rows, "criteria": crit_rows, "selection": sel_rows, "unfinished": unfinished,
             "figures": pngs, "markdown": out / "report.md", "csv": out / "report.csv",
             "criteria_csv": out / "criteria.csv", "selection_csv": out / "selection.csv"}
 
 
-def _print_rich(rows: list[dict[str, str]], unfinished: list[Run], sel_rows: list[dict[str, Any]]) -> None:
+def _print_rich(rows: list[dict[str, str]], unfinished: list[Run], sel_rows: list[dict[str, Any]],
+                crit_rows: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -464,6 +465,17 @@ def _print_rich(rows: list[dict[str, str]], unfinished: list[Run], sel_rows: lis
     console.print(f"mean ± std [95% t interval] over seeds; last: final checkpoint; vs_source_only: paired t-test by seed; {rec}: "
                   "the recommended label-free criterion's pick; oracle: best by target test labels (reference only). "
                   "All criteria: report.md, criteria.csv, selection.csv")
+    for pair in sorted({r["pair"] for r in crit_rows}):
+        c = Table(title=f"{pair}: how far to trust each criterion (all runs pooled; regret = oracle - picked)")
+        for col in ("criterion", "checkpoint regret", "Spearman", "Kendall", "sweep regret"):
+            c.add_column(col, justify="left" if col == "criterion" else "right")
+        sweep = {r["criterion"]: r["regret"] for r in sel_rows if r["pair"] == pair}
+        for r in crit_rows:
+            if r["pair"] == pair and r["method"] == "(all)":
+                c.add_row(r["criterion"] + (" *" if r["criterion"] == rec else ""), r["regret"].text(ci=True),
+                          _num(r["spearman"]), _num(r["kendall"]),
+                          _num(sweep[r["criterion"]]) if r["criterion"] in sweep else "-")
+        console.print(c)
     if sel_rows:
         s = Table(title="choosing across the sweep (per pair; score averaged over seeds)")
         for col in ("pair", "criterion", "chosen", "step", "target", "oracle", "regret"):
