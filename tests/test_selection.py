@@ -138,9 +138,11 @@ def test_mixval_intra_pairs_share_their_label_for_sorted_batches():
 
 
 def test_every_criterion_has_a_direction_and_is_selectable():
-    from uda.config.trainer import Select
+    from uda.config.trainer import SEGMENTATION_SELECT, Select, TrainerConfig
 
     assert set(selection.LABEL_FREE) == {s.value for s in Select}
+    # the default must work for segmentation pairs too (docs/notes/selection.md)
+    assert set(SEGMENTATION_SELECT) <= set(selection.LABEL_FREE) and TrainerConfig().select.value in SEGMENTATION_SELECT
     rows = [{"step": 1, "iwcv": 0.5, "target_im": 1.0, "target_bnm": 0.2, "mixval": 0.9, "target_mano": 0.3},
             {"step": 2, "iwcv": 0.4, "target_im": 0.5, "target_bnm": 0.3, "mixval": 0.8, "target_mano": 0.4}]
     picks = {c: selection.select(rows, c)["step"] for c in ("iwcv", "im", "bnm", "mixval", "mano")}
