@@ -5,10 +5,9 @@ import json
 import math
 
 import pytest
+from helpers import run_cli
 
 from uda.report import report
-
-from helpers import run_cli
 
 
 def _fake_run(d, method, seed, accs, *, setting=(), finished=True, data="mnist_mnistm", scores=None, paths=None):
@@ -187,7 +186,7 @@ def test_one_figure_per_custom_pair_with_short_unclipped_labels(tmp_path):
 
 def test_figure_keeps_a_very_long_label_inside(tmp_path):
     from uda import figures
-    from uda.report import group_runs, find_runs
+    from uda.runs import find_runs, group_runs
 
     setting = [f"method.option_number_{i}=a_long_value_{i}" for i in range(8)]
     _fake_run(tmp_path / "r" / "a", "dann", 0, [50.0, 60.0], setting=setting)
