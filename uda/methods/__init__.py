@@ -6,6 +6,7 @@ from uda.errors import ConfigError
 from uda.methods.adaptsegnet import AdaptSegNet
 from uda.methods.adda import ADDA
 from uda.methods.base import Batch, Method, Stage
+from uda.methods.cdan import CDAN
 from uda.methods.cycada import CyCADA
 from uda.methods.cyclegan import CycleGAN
 from uda.methods.dann import DANN
@@ -17,6 +18,7 @@ from uda.methods.source_only import SourceOnly
 METHODS: dict[str, type[Method]] = {
     "source_only": SourceOnly,
     "dann": DANN,
+    "cdan": CDAN,
     "dsn": DSN,
     "adda": ADDA,
     "cyclegan": CycleGAN,

@@ -1,0 +1,155 @@
+"""CDAN: Long et al., "Conditional Adversarial Domain Adaptation", NeurIPS 2018.
+
+Per iteration, one forward and ONE backward pass over a batch of n source + n target images:
+  1) one step of F, C and D on
+         L = CE(C(F(x_s)), y_s) + L_d(D(R(T(f, g))))
+     with f = F(x), g = softmax(C(f)) detached, and T(f, g) = flatten(g f^T) (the multilinear map) or,
+     with ``randomized``, (R_f f) * (R_g g) / sqrt(d) for fixed Gaussian R_f, R_g (d = ``random_dim``).
+     D descends the domain loss, F (through R) ascends lambda L_d, C descends CE only (g is detached).
+     CDAN+E (``entropy_weighting``): each example's domain loss is weighted by w = 1 + exp(-H(g)), the
+     weights normalised to sum 1 within each domain, L_d = sum(w BCE) / sum(w); H reaches C through a
+     reversal with the same lambda, as the official code's hook on the entropy does.
+
+Readings (official thuml/CDAN pytorch code where the paper is silent): lambda = adv_weight (2 / (1 +
+exp(-10 i / grl_horizon)) - 1) over the official 10000-iteration horizon, not the run's length; D is
+in -> 500 -> 1 on digits (1024-1024 on images, with dropout 0.5); source = 0, target = 1 (the official
+code labels them the other way round; the loss is symmetric). Ledger row: docs/fidelity.md#cdan.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from uda.config.base import nonneg, positive, widths
+from uda.config.method import MethodConfig
+from uda.config.optimizer import OptimizerConfig
+from uda.losses import binary_accuracy, grad_reverse, grl_lambda
+from uda.methods.base import Batch, Method
+from uda.methods.common import feature_groups, head_optimizer, source_ce
+from uda.nets import build_backbone, mlp
+
+
+@dataclass
+class CDANConfig(MethodConfig):
+    name: str = "cdan"
+    # lambda_i = adv_weight * (2 / (1 + exp(-grl_gamma * i / grl_horizon)) - 1), capped at i = grl_horizon
+    adv_weight: float = 1.0
+    grl_gamma: float = 10.0
+    grl_horizon: int = 10000  # the official code's max_iter for the ramp, whatever the run's length
+    # CDAN+E: weight each example's domain loss by 1 + exp(-H(g)) (the paper's best variant)
+    entropy_weighting: bool = False
+    # the randomized multilinear map instead of the full outer product (for wide f x g)
+    randomized: bool = False
+    random_dim: int = 500  # the official digits scripts' d (1024 on images)
+    # hidden widths of D on T(f, g) (official digits: one FC500)
+    disc_hidden: list[int] = field(default_factory=lambda: [500])
+
+    def check(self, cfg) -> None:
+        nonneg(self.adv_weight, "method.adv_weight")
+        nonneg(self.grl_gamma, "method.grl_gamma")
+        positive(self.grl_horizon, "method.grl_horizon")
+        positive(self.random_dim, "method.random_dim")
+        widths(self.disc_hidden, "method.disc_hidden")
+
+
+def multilinear(f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """T(f, g) = flatten(g f^T): [N, K * d_f], entry (k, j) = g_k f_j."""
+    return torch.bmm(g.unsqueeze(2), f.unsqueeze(1)).flatten(1)
+
+
+def randomized_multilinear(f: torch.Tensor, g: torch.Tensor, r_f: torch.Tensor, r_g: torch.Tensor) -> torch.Tensor:
+    """T(f, g) = (f R_f) * (g R_g) / sqrt(d), R_f: [d_f, d], R_g: [K, d] fixed Gaussian (Long et al. 2018, Eq. 8)."""
+    return (f @ r_f) * (g @ r_g) / math.sqrt(r_f.shape[1])
+
+
+def entropy_weights(g_s: torch.Tensor, g_t: torch.Tensor, lam: float) -> torch.Tensor:
+    """CDAN+E's weights: w = 1 + exp(-H(g)), H behind a reversal of ``lam``, each domain's weights
+    normalised to sum 1; returns the 2n weights, source first."""
+    out = []
+    for g in (g_s, g_t):
+        h = -(g * torch.log(g.clamp_min(1e-5))).sum(1)
+        w = 1 + torch.exp(-grad_reverse(h, lam))
+        out.append(w / w.sum().detach())  # the official code divides by the detached sum
+    return torch.cat(out)
+
+
+class CDAN(Method):
+    Config = CDANConfig
+
+    def __init__(self, *, cfg: CDANConfig, features: nn.Module, classifier: nn.Module, discriminator: nn.Module,
+                 feat_dim: int, num_classes: int, head_optimizer: OptimizerConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.features = features
+        self.classifier = classifier
+        self.discriminator = discriminator
+        self.head_optimizer = head_optimizer
+        self.groups = (*feature_groups(features), "cls", "disc")
+        # the randomized map's fixed projections: buffers, so they are in every checkpoint
+        g = torch.Generator().manual_seed(0)
+        self.register_buffer("r_f", torch.randn(feat_dim, cfg.random_dim, generator=g) if cfg.randomized
+                             else torch.zeros(0))
+        self.register_buffer("r_g", torch.randn(num_classes, cfg.random_dim, generator=g) if cfg.randomized
+                             else torch.zeros(0))
+
+    @staticmethod
+    def disc_input_dim(cfg: CDANConfig, feat_dim: int, num_classes: int) -> int:
+        return cfg.random_dim if cfg.randomized else feat_dim * num_classes
+
+    @classmethod
+    def from_config(cls, cfg, info):
+        features, classifier, feat_dim = build_backbone(
+            cfg.backbone, in_channels=info.channels, image_size=info.image_size, num_classes=info.num_classes
+        )
+        d_in = cls.disc_input_dim(cfg.method, feat_dim, info.num_classes)
+        discriminator = mlp(d_in, cfg.method.disc_hidden, 1)
+        return cls(cfg=cfg.method, features=features, classifier=classifier, discriminator=discriminator,
+                   feat_dim=feat_dim, num_classes=info.num_classes, head_optimizer=head_optimizer(cfg))
+
+    def param_groups(self):
+        return feature_groups(self.features) | {
+            "cls": list(self.classifier.parameters()),
+            "disc": list(self.discriminator.parameters()),
+        }
+
+    def optimizer_overrides(self):
+        return {g: self.head_optimizer for g in ("neck", "cls", "disc") if g in self.groups}
+
+    def grl_lambda(self, step: int) -> float:
+        return grl_lambda(min(step / self.cfg.grl_horizon, 1.0), self.cfg.grl_gamma, self.cfg.adv_weight)
+
+    def conditioning(self, f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        return randomized_multilinear(f, g, self.r_f, self.r_g) if self.cfg.randomized else multilinear(f, g)
+
+    def update(self, src: Batch, tgt: Batch, step, opt):
+        lam = self.grl_lambda(step)
+        n_s = src.x.shape[0]
+        f = self.features(torch.cat([src.x, tgt.x]))
+        logits = self.classifier(f)
+        loss_cls, acc_s = source_ce(logits[:n_s], src.y)
+        g = torch.softmax(logits.float(), dim=1)
+        # D reads T(f, g) behind the reversal; g is detached (the official code), so only F feels D
+        d = self.discriminator(grad_reverse(self.conditioning(f.float(), g.detach()), lam)).reshape(-1)
+        domain = torch.cat([torch.zeros(n_s, device=d.device), torch.ones(len(d) - n_s, device=d.device)])
+        bce = nn.functional.binary_cross_entropy_with_logits(d, domain, reduction="none")
+        if self.cfg.entropy_weighting:
+            w = entropy_weights(g[:n_s], g[n_s:], lam)
+            loss_dom = (w * bce).sum() / w.sum().detach()
+        else:
+            loss_dom = bce.mean()
+        # 1) single step of F, C, D: F gets dCE - lambda dL_d, C gets dCE (+ the reversed entropy term), D dL_d
+        opt.step(loss_cls + loss_dom, *self.groups)
+        return {
+            "loss/cls": loss_cls.detach(),
+            "loss/domain": loss_dom.detach(),
+            "acc/domain": 0.5 * (binary_accuracy(d[:n_s].detach(), 0) + binary_accuracy(d[n_s:].detach(), 1)),
+            "acc/source_batch": acc_s,
+            "sched/grl_lambda": torch.tensor(lam),
+        }
+
+    def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.features(x)
+        return f, self.classifier(f)
