@@ -37,6 +37,12 @@ _ADAPTSEGNET = {
 PAPER: dict[str, dict[str, object]] = {
     "source_only": {},  # no paper: the same net and optimizer as the run's, on labelled source alone
     "dann": _DANN,
+    # Long et al. 2018 and the official thuml/CDAN digits scripts: D one FC500 on T(f, g), random d = 500,
+    # reversal 0 -> 1 (alpha 10) over 10k iterations, trade-off 1, SGD lr 0.01, batch 64
+    "cdan": {
+        "method.adv_weight": 1.0, "method.grl_gamma": 10.0, "method.grl_horizon": 10000, "method.disc_hidden": [500],
+        "method.random_dim": 500, "optimizer.name": "sgd", "optimizer.lr": 0.01, "trainer.batch_size": 64,
+    },
     # Bousmalis et al. 2016, Sec. 4 / supplementary (optimizer, batch, similarity on h_c); the official code
     # (tensorflow/models domain_separation): weight decay 1e-6, its MNIST -> MNIST-M gamma_weight 0.251175
     "dsn": {
