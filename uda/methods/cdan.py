@@ -28,7 +28,7 @@ from uda.config.method import MethodConfig
 from uda.config.optimizer import OptimizerConfig
 from uda.losses import binary_accuracy, grad_reverse, grl_lambda
 from uda.methods.base import Batch, Method
-from uda.methods.common import feature_groups, head_optimizer, source_ce
+from uda.methods.common import adversarial_groups, feature_groups, head_optimizer, new_layer_overrides, source_ce
 from uda.nets import build_backbone, mlp
 
 
@@ -110,13 +110,10 @@ class CDAN(Method):
                    feat_dim=feat_dim, num_classes=info.num_classes, head_optimizer=head_optimizer(cfg))
 
     def param_groups(self):
-        return feature_groups(self.features) | {
-            "cls": list(self.classifier.parameters()),
-            "disc": list(self.discriminator.parameters()),
-        }
+        return adversarial_groups(self.features, self.classifier, self.discriminator)
 
     def optimizer_overrides(self):
-        return {g: self.head_optimizer for g in ("neck", "cls", "disc") if g in self.groups}
+        return new_layer_overrides(self.groups, self.head_optimizer)
 
     def grl_lambda(self, step: int) -> float:
         return grl_lambda(min(step / self.cfg.grl_horizon, 1.0), self.cfg.grl_gamma, self.cfg.adv_weight)

@@ -51,6 +51,17 @@ def feature_groups(features: nn.Module) -> dict[str, list[nn.Parameter]]:
     return {"feat": features.pretrained_parameters()} | ({"neck": new} if new else {})
 
 
+def adversarial_groups(features: nn.Module, classifier: nn.Module, discriminator: nn.Module) -> dict[str, list[nn.Parameter]]:
+    """The groups of a feature extractor + classifier + domain discriminator (DANN, CDAN)."""
+    return feature_groups(features) | {"cls": list(classifier.parameters()), "disc": list(discriminator.parameters())}
+
+
+def new_layer_overrides(groups: tuple[str, ...], head: "OptimizerConfig") -> dict[str, "OptimizerConfig"]:
+    """Layers new on a pretrained body ("neck", "cls", "disc") at ``head`` (backbone.head_lr_mult x the lr;
+    1x for the digit nets)."""
+    return {g: head for g in ("neck", "cls", "disc") if g in groups}
+
+
 def head_optimizer(cfg: "TrainConfig") -> "OptimizerConfig":
     """The optimizer of layers new on a pretrained body (heads, a bottleneck, domain classifiers): the run's,
     at ``backbone.head_lr_mult`` x its learning rate (DeepLab: 10; Office-31's ResNet recipe: 10)."""

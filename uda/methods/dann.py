@@ -24,7 +24,7 @@ from uda.config.method import MethodConfig
 from uda.config.optimizer import OptimizerConfig
 from uda.losses import binary_accuracy, domain_bce, grad_reverse, grl_lambda
 from uda.methods.base import Batch, Method
-from uda.methods.common import feature_groups, head_optimizer, source_ce
+from uda.methods.common import adversarial_groups, feature_groups, head_optimizer, new_layer_overrides, source_ce
 from uda.nets import build_backbone, mlp
 
 
@@ -75,14 +75,10 @@ class DANN(Method):
                    max_steps=cfg.trainer.max_steps, head_optimizer=head_optimizer(cfg))
 
     def param_groups(self):
-        return feature_groups(self.features) | {
-            "cls": list(self.classifier.parameters()),
-            "disc": list(self.discriminator.parameters()),
-        }
+        return adversarial_groups(self.features, self.classifier, self.discriminator)
 
     def optimizer_overrides(self):
-        # layers new on a pretrained body at backbone.head_lr_mult x the lr (1 for the digit nets)
-        return {g: self.head_optimizer for g in ("neck", "cls", "disc") if g in self.groups}
+        return new_layer_overrides(self.groups, self.head_optimizer)
 
     def grl_lambda(self, step: int) -> float:
         return grl_lambda(step / self.max_steps, self.cfg.grl_gamma, self.cfg.adv_weight)
