@@ -131,11 +131,9 @@ def _criterion_stats(runs: list[Run], crit: str) -> dict[str, Any]:
 
 def _finish(d: dict[str, Any]) -> dict[str, Any]:
     reg = stats.summarize(d["regret"])
-    mean = (lambda v: sum(x for x in v if not math.isnan(x)) / len([x for x in v if not math.isnan(x)])
-            if any(not math.isnan(x) for x in v) else math.nan)
     return {"runs": d["runs"], "regret_mean": reg.mean, "regret_std": reg.std, "regret": reg,
             "regret_ci_low": reg.ci[0] if reg.ci else math.nan, "regret_ci_high": reg.ci[1] if reg.ci else math.nan,
-            "spearman": mean(d["spearman"]), "kendall": mean(d["kendall"])}
+            "spearman": stats.nanmean(d["spearman"]), "kendall": stats.nanmean(d["kendall"])}
 
 
 def write_criteria_csv(rows: list[dict[str, Any]], path: Path) -> None:

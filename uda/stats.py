@@ -55,6 +55,12 @@ def paired_test(a: dict[int, float], b: dict[int, float]) -> tuple[float, float,
     return mean, float(2 * t.sf(abs(stat), len(d) - 1)), len(d)
 
 
+def nanmean(values: list[float]) -> float:
+    """The mean of the values that are not nan (nan when none is)."""
+    kept = [v for v in values if not math.isnan(v)]
+    return statistics.fmean(kept) if kept else math.nan
+
+
 def ranks(x: list[float]) -> list[float]:
     """1-based ranks, ties given their average rank."""
     order = sorted(range(len(x)), key=lambda i: x[i])
