@@ -43,6 +43,8 @@ PAPER: dict[str, dict[str, object]] = {
         "method.adv_weight": 1.0, "method.grl_gamma": 10.0, "method.grl_horizon": 10000, "method.disc_hidden": [500],
         "method.random_dim": 500, "optimizer.name": "sgd", "optimizer.lr": 0.01, "trainer.batch_size": 64,
     },
+    # Jin et al. 2020 and the official thuml/Versatile-Domain-Adaptation code: T = 2.5, trade-off 1
+    "mcc": {"method.temperature": 2.5, "method.mcc_weight": 1.0},
     # Bousmalis et al. 2016, Sec. 4 / supplementary (optimizer, batch, similarity on h_c); the official code
     # (tensorflow/models domain_separation): weight decay 1e-6, its MNIST -> MNIST-M gamma_weight 0.251175
     "dsn": {

@@ -12,6 +12,7 @@ from uda.methods.cyclegan import CycleGAN
 from uda.methods.dann import DANN
 from uda.methods.dsn import DSN
 from uda.methods.lsd import LSD
+from uda.methods.mcc import MCC
 from uda.methods.road import ROAD
 from uda.methods.source_only import SourceOnly
 
@@ -19,6 +20,7 @@ METHODS: dict[str, type[Method]] = {
     "source_only": SourceOnly,
     "dann": DANN,
     "cdan": CDAN,
+    "mcc": MCC,
     "dsn": DSN,
     "adda": ADDA,
     "cyclegan": CycleGAN,
