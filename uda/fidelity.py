@@ -45,6 +45,13 @@ PAPER: dict[str, dict[str, object]] = {
     },
     # Jin et al. 2020 and the official thuml/Versatile-Domain-Adaptation code: T = 2.5, trade-off 1
     "mcc": {"method.temperature": 2.5, "method.mcc_weight": 1.0},
+    # Zhang et al. 2019 and the official thuml/MDD code: gamma 4 (its Office-31 value), the reversal
+    # 0 -> 0.1 as 0.2 / (1 + exp(-i / 1000)) - 0.1
+    "mdd": {"method.margin": 4.0, "method.trade_off": 0.1, "method.grl_alpha": 1.0, "method.grl_horizon": 1000},
+    # Saito et al. 2018 and the official mil-tokyo/MCD_DA digits code: n = 4, Adam 2e-4, weight decay 5e-4,
+    # batch 128
+    "mcd": {"method.num_k": 4, "optimizer.name": "adam", "optimizer.lr": 2e-4, "optimizer.weight_decay": 5e-4,
+            "trainer.batch_size": 128},
     # Bousmalis et al. 2016, Sec. 4 / supplementary (optimizer, batch, similarity on h_c); the official code
     # (tensorflow/models domain_separation): weight decay 1e-6, its MNIST -> MNIST-M gamma_weight 0.251175
     "dsn": {

@@ -31,6 +31,21 @@ def test_stepper_refuses_a_second_step_of_a_group_in_one_iteration():
     opt.step(net(x).sum(), "cls")
 
 
+def test_a_new_round_lets_a_group_step_again_and_each_round_unscales_its_own_gradients():
+    net, opt = linear_stepper()
+    x = torch.randn(5, 4)
+    w0 = net.weight.detach().clone()
+    opt.step(net(x).sum(), "cls")
+    opt.new_round()
+    w1 = net.weight.detach().clone()
+    opt.step(net(x).sum(), "cls")  # allowed after new_round
+    # plain SGD, lr 0.1: d(sum net(x))/dW = 1 x^T summed over the batch, the same in both rounds
+    g = x.sum(0).expand(2, 4)
+    assert torch.allclose(w1, w0 - 0.1 * g) and torch.allclose(net.weight, w1 - 0.1 * g)
+    with pytest.raises(RuntimeError, match="twice"):
+        opt.step(net(x).sum(), "cls")
+
+
 def test_dann_learning_rate_schedule():
     cfg = OptimizerConfig(lr=0.01, schedule=Schedule.dann, sched_alpha=10, sched_beta=0.75)
     assert lr_factor(cfg, 0, 100) == 1.0
@@ -71,3 +86,17 @@ def test_a_horizon_shorter_than_the_run_is_a_clear_error():
         validate(make_cfg("optimizer.horizon=500", "trainer.max_steps=1000"))
     with pytest.raises(ConfigError, match="optimizer.horizon must be >= 0"):
         validate(make_cfg("optimizer.horizon=-1"))
+
+
+def test_rounds_under_a_live_gradient_scaler_step_by_the_unscaled_gradients():
+    # a scale of 1024 must be divided out in every round (a second step without an update would not be)
+    net = nn.Linear(4, 2)
+    opt = Stepper({"cls": torch.optim.SGD(net.parameters(), lr=0.1)}, torch.amp.GradScaler("cpu", init_scale=1024.0),
+                  "cpu")
+    x = torch.randn(5, 4)
+    w0 = net.weight.detach().clone()
+    for _ in range(3):
+        opt.step(net(x).sum(), "cls")
+        opt.new_round()
+    opt.end_iteration()
+    assert torch.allclose(net.weight, w0 - 3 * 0.1 * x.sum(0).expand(2, 4), atol=1e-5)

@@ -50,7 +50,7 @@ def test_tensorboard_has_every_curve(tmp_path):
     assert lr == sorted(lr, reverse=True) and lr[0] < 0.01
 
 
-@pytest.mark.parametrize("method", ["dann", "source_only", "cdan", "mcc"])
+@pytest.mark.parametrize("method", ["dann", "source_only", "cdan", "mcc", "mdd", "mcd"])
 def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, method):
     cfg = make_cfg(*SMALL, f"method={method}")
     full = train(cfg, tmp_path / "full")
@@ -63,8 +63,8 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, method):
     b = ckpt.load(tmp_path / "cut" / "checkpoints" / "last.pt")
     assert state_equal(a["method"], b["method"])
     assert a["optimizers"]["feat"]["state"].keys() == b["optimizers"]["feat"]["state"].keys()
-    for k, s in a["optimizers"]["feat"]["state"].items():
-        assert torch.equal(s["momentum_buffer"], b["optimizers"]["feat"]["state"][k]["momentum_buffer"])
+    for k, s in a["optimizers"]["feat"]["state"].items():  # SGD's momentum buffers, Adam's moments and step
+        assert state_equal(s, b["optimizers"]["feat"]["state"][k])
     assert resumed["target_acc"] == full["target_acc"]
     steps = [json.loads(x)["step"] for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [3, 6]

@@ -167,6 +167,14 @@ class Stepper:
         self.backward(loss)
         self.apply(*groups)
 
+    def new_round(self) -> None:
+        """Let every group step again within this iteration (MCD steps its generator and classifiers in
+        several rounds). The fp16 scale is updated first, as at an iteration's end, so each optimizer step
+        unscales only the gradients of its own round."""
+        if self._stepped:
+            self.scaler.update()
+        self._stepped.clear()
+
     def end_iteration(self) -> None:
         if self._stepped:
             self.scaler.update()

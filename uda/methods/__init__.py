@@ -13,6 +13,8 @@ from uda.methods.dann import DANN
 from uda.methods.dsn import DSN
 from uda.methods.lsd import LSD
 from uda.methods.mcc import MCC
+from uda.methods.mcd import MCD
+from uda.methods.mdd import MDD
 from uda.methods.road import ROAD
 from uda.methods.source_only import SourceOnly
 
@@ -21,6 +23,8 @@ METHODS: dict[str, type[Method]] = {
     "dann": DANN,
     "cdan": CDAN,
     "mcc": MCC,
+    "mdd": MDD,
+    "mcd": MCD,
     "dsn": DSN,
     "adda": ADDA,
     "cyclegan": CycleGAN,

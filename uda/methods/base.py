@@ -38,7 +38,8 @@ class Optimizers(Protocol):
 
     ``step(loss, *groups)`` = ``zero(*groups)``, ``backward(loss)``, ``apply(*groups)``: zero those
     groups' gradients, backpropagate (scaled under fp16), step their optimizers. Each group steps at
-    most once per iteration; a non-finite loss skips the update.
+    most once per round; ``new_round()`` starts the next one (one round per iteration unless a method
+    asks, as MCD does); a non-finite loss skips the update.
     """
 
     def step(self, loss: torch.Tensor, *groups: str) -> None: ...
@@ -48,6 +49,8 @@ class Optimizers(Protocol):
     def backward(self, loss: torch.Tensor) -> None: ...
 
     def apply(self, *groups: str) -> None: ...
+
+    def new_round(self) -> None: ...
 
 
 class Method(nn.Module):

@@ -2,6 +2,7 @@
 statistics, the segmenters' parameter groups and head optimizer, and the warm-up stage plan."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import TYPE_CHECKING
 
@@ -60,6 +61,16 @@ def new_layer_overrides(groups: tuple[str, ...], head: "OptimizerConfig") -> dic
     """Layers new on a pretrained body ("neck", "cls", "disc") at ``head`` (backbone.head_lr_mult x the lr;
     1x for the digit nets)."""
     return {g: head for g in ("neck", "cls", "disc") if g in groups}
+
+
+def fresh_copy(module: nn.Module) -> nn.Module:
+    """A module of ``module``'s architecture with its own initialisation (MDD's adversarial head f',
+    MCD's second classifier): a deep copy whose layers are reset from the global RNG."""
+    twin = copy.deepcopy(module)
+    for layer in twin.modules():
+        if hasattr(layer, "reset_parameters"):
+            layer.reset_parameters()
+    return twin
 
 
 def head_optimizer(cfg: "TrainConfig") -> "OptimizerConfig":
