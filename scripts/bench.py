@@ -40,7 +40,7 @@ _SEG = ["data=digits_seg", "trainer.batch_size=16"]  # digits_seg_cpu's batch
 # that the evaluation the loop runs at each stage end is not timed: ADDA's adapt stage, CyCADA's task stage
 # (its translator is CycleGAN's, timed on its own) and ROAD's adapt stage are what the 200 timed steps run
 METHODS = {
-    "source_only": [], "dann": [], "cdan": [], "mcc": [], "mdd": [], "mcd": [], "dsn": [],
+    "source_only": [], "dann": [], "cdan": [], "mcc": [], "mdd": [], "mcd": [], "mean_teacher": [], "dsn": [],
     "adda": ["method.pretrain_steps=20"],
     "cyclegan": _GAN, "cycada": [*_GAN, "method.source_steps=10", "method.translate_steps=10",
                                  "method.feature_adapt=true"],

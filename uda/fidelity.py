@@ -52,6 +52,14 @@ PAPER: dict[str, dict[str, object]] = {
     # batch 128
     "mcd": {"method.num_k": 4, "optimizer.name": "adam", "optimizer.lr": 2e-4, "optimizer.weight_decay": 5e-4,
             "trainer.batch_size": 128},
+    # French et al. 2018 and the official Britefury/self-ensemble-visual-domain-adapt code: its confidence
+    # thresholding runs (threshold 0.96837722, no ramp-up), standardised images, affine 0.1, translation 2 px,
+    # noise 0.1, unsupervised weight 3, EMA 0.99, Adam 1e-3, batch 256
+    "mean_teacher": {
+        "method.confidence_thresh": 0.96837722, "method.teacher_alpha": 0.99, "method.unsup_weight": 3.0,
+        "method.standardise": True, "method.affine_std": 0.1, "method.translate": 2.0, "method.noise_std": 0.1,
+        "method.predict": "teacher", "optimizer.name": "adam", "optimizer.lr": 1e-3, "trainer.batch_size": 256,
+    },
     # Bousmalis et al. 2016, Sec. 4 / supplementary (optimizer, batch, similarity on h_c); the official code
     # (tensorflow/models domain_separation): weight decay 1e-6, its MNIST -> MNIST-M gamma_weight 0.251175
     "dsn": {

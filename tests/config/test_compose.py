@@ -47,7 +47,7 @@ def test_every_method_config_has_a_registered_class_and_back():
     get_method("dann")
     yaml_names = {p.stem for p in (Path(CONFIG_DIR) / "method").glob("*.yaml")}
     assert yaml_names == set(METHODS)
-    with pytest.raises(ConfigError, match="valid methods: adaptsegnet, adda, cdan, cycada, cyclegan, dann, dsn, lsd, mcc, mcd, mdd, road, source_only"):
+    with pytest.raises(ConfigError, match="valid methods: adaptsegnet, adda, cdan, cycada, cyclegan, dann, dsn, lsd, mcc, mcd, mdd, mean_teacher, road, source_only"):
         get_method("foo")
 
 

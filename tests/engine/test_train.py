@@ -50,7 +50,7 @@ def test_tensorboard_has_every_curve(tmp_path):
     assert lr == sorted(lr, reverse=True) and lr[0] < 0.01
 
 
-@pytest.mark.parametrize("method", ["dann", "source_only", "cdan", "mcc", "mdd", "mcd"])
+@pytest.mark.parametrize("method", ["dann", "source_only", "cdan", "mcc", "mdd", "mcd", "mean_teacher"])
 def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, method):
     cfg = make_cfg(*SMALL, f"method={method}")
     full = train(cfg, tmp_path / "full")

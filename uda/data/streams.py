@@ -33,3 +33,10 @@ class IndexStream:
             parts.append(self.permutation(epoch)[offset : offset + take])
             start, need = start + take, need - take
         return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def step_generator(seed: int, step: int, *, stream: int, rank: int = 0) -> torch.Generator:
+    """A CPU generator that is a function of (seed, step, stream, rank): random draws a method makes at a
+    step (mean teacher's augmentations) repeat exactly when a run resumes there, and differ across ranks."""
+    state = np.random.SeedSequence([seed, stream, step, rank]).generate_state(2)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))

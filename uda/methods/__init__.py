@@ -15,6 +15,7 @@ from uda.methods.lsd import LSD
 from uda.methods.mcc import MCC
 from uda.methods.mcd import MCD
 from uda.methods.mdd import MDD
+from uda.methods.mean_teacher import MeanTeacher
 from uda.methods.road import ROAD
 from uda.methods.source_only import SourceOnly
 
@@ -25,6 +26,7 @@ METHODS: dict[str, type[Method]] = {
     "mcc": MCC,
     "mdd": MDD,
     "mcd": MCD,
+    "mean_teacher": MeanTeacher,
     "dsn": DSN,
     "adda": ADDA,
     "cyclegan": CycleGAN,
