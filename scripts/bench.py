@@ -1,6 +1,6 @@
 """Steady-state training speed: `uda`'s loop vs the bare PyTorch step on in-memory tensors.
 
-    python scripts/bench.py                                   # all nine methods, fp32
+    python scripts/bench.py                                   # every method, fp32
     python scripts/bench.py --methods dann,dsn --settings fp32,bf16,fp32+cl,bf16+cl --out bench.json
     python scripts/bench.py --methods dann --settings fp32 --compile   # + torch.compile'd bare step
 

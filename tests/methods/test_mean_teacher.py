@@ -106,7 +106,8 @@ def test_mean_teacher_update_equals_a_reference_with_the_same_augmentations():
     # the teacher started as the student: 0.9 old + 0.1 new
     for p_t, p_old, p_new in zip(m.teacher.parameters(), params, new_student):
         assert torch.allclose(p_t, 0.9 * p_old.detach() + 0.1 * p_new.detach(), atol=1e-6)
-    assert out["loss/unsup"].item() == pytest.approx(((loss - F.cross_entropy(student(x_s), src.y)) / 2).item(), rel=1e-5)
+    unsup = (loss - F.cross_entropy(student(x_s), src.y)) / 2
+    assert out["loss/unsup"].item() == pytest.approx(unsup.item(), rel=1e-5)
 
 
 def test_mean_teacher_groups_the_teacher_moves_only_by_ema_and_augmentations_follow_the_step():

@@ -11,9 +11,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from uda.methods.base import Stage
+from uda.nets import build_backbone
 
 if TYPE_CHECKING:
     from uda.config import OptimizerConfig, TrainConfig
+    from uda.data.pairs import PairInfo
 
 SOURCE, TARGET = 0, 1  # the domain labels of every domain discriminator
 
@@ -52,15 +54,27 @@ def feature_groups(features: nn.Module) -> dict[str, list[nn.Parameter]]:
     return {"feat": features.pretrained_parameters()} | ({"neck": new} if new else {})
 
 
+def head_groups(features: nn.Module, **heads: nn.Module) -> dict[str, list[nn.Parameter]]:
+    """A feature extractor's groups (``feature_groups``) plus one group per head, by keyword:
+    ``head_groups(f, cls=c, disc=d)`` (DANN, CDAN), ``head_groups(f, cls=c1, cls2=c2)`` (MCD)."""
+    return feature_groups(features) | {name: list(head.parameters()) for name, head in heads.items()}
+
+
 def adversarial_groups(features: nn.Module, classifier: nn.Module, discriminator: nn.Module) -> dict[str, list[nn.Parameter]]:
     """The groups of a feature extractor + classifier + domain discriminator (DANN, CDAN)."""
-    return feature_groups(features) | {"cls": list(classifier.parameters()), "disc": list(discriminator.parameters())}
+    return head_groups(features, cls=classifier, disc=discriminator)
 
 
 def new_layer_overrides(groups: tuple[str, ...], head: "OptimizerConfig") -> dict[str, "OptimizerConfig"]:
-    """Layers new on a pretrained body ("neck", "cls", "disc") at ``head`` (backbone.head_lr_mult x the lr;
-    1x for the digit nets)."""
-    return {g: head for g in ("neck", "cls", "disc") if g in groups}
+    """Every group but the pretrained body "feat" (a bottleneck "neck", classifiers, discriminators,
+    adversarial heads) at ``head`` (backbone.head_lr_mult x the lr; 1x for the digit nets)."""
+    return {g: head for g in groups if g != "feat"}
+
+
+def classifier_nets(cfg: "TrainConfig", info: "PairInfo") -> tuple[nn.Module, nn.Module, int]:
+    """(features, classifier, feature width) of ``cfg.backbone`` for the pair ``info``."""
+    return build_backbone(cfg.backbone, in_channels=info.channels, image_size=info.image_size,
+                          num_classes=info.num_classes)
 
 
 def fresh_copy(module: nn.Module) -> nn.Module:

@@ -23,8 +23,8 @@ from uda.config.base import nonneg, positive
 from uda.config.method import MethodConfig
 from uda.config.optimizer import OptimizerConfig
 from uda.methods.base import Batch, Method
-from uda.methods.common import feature_groups, head_optimizer, new_layer_overrides, source_ce
-from uda.nets import build_backbone
+from uda.methods.common import (classifier_nets, feature_groups, head_groups, head_optimizer, new_layer_overrides,
+                               source_ce)
 
 
 @dataclass
@@ -67,13 +67,11 @@ class MCC(Method):
 
     @classmethod
     def from_config(cls, cfg, info):
-        features, classifier, _ = build_backbone(
-            cfg.backbone, in_channels=info.channels, image_size=info.image_size, num_classes=info.num_classes
-        )
+        features, classifier, _ = classifier_nets(cfg, info)
         return cls(cfg=cfg.method, features=features, classifier=classifier, head_optimizer=head_optimizer(cfg))
 
     def param_groups(self):
-        return feature_groups(self.features) | {"cls": list(self.classifier.parameters())}
+        return head_groups(self.features, cls=self.classifier)
 
     def optimizer_overrides(self):
         return new_layer_overrides(self.groups, self.head_optimizer)

@@ -20,15 +20,14 @@ from dataclasses import dataclass
 from enum import Enum
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from uda.config.base import positive
 from uda.config.method import MethodConfig
 from uda.config.optimizer import OptimizerConfig
 from uda.methods.base import Batch, Method
-from uda.methods.common import feature_groups, fresh_copy, head_optimizer, source_ce
-from uda.nets import build_backbone
+from uda.methods.common import (classifier_nets, feature_groups, fresh_copy, head_groups, head_optimizer,
+                               new_layer_overrides, source_ce)
 
 
 class Predict(str, Enum):
@@ -48,7 +47,8 @@ class MCDConfig(MethodConfig):
 
 
 def discrepancy(logits_1: torch.Tensor, logits_2: torch.Tensor) -> torch.Tensor:
-    """d(p1, p2) = mean_{i, k} |softmax(logits_1)_ik - softmax(logits_2)_ik| (Saito et al. 2018, Eq. 1). [N, K] -> scalar."""
+    """d(p1, p2) = mean_{i, k} |softmax(logits_1)_ik - softmax(logits_2)_ik| (Saito et al. 2018, Eq. 1).
+    [N, K], [N, K] -> a scalar."""
     return (torch.softmax(logits_1.float(), 1) - torch.softmax(logits_2.float(), 1)).abs().mean()
 
 
@@ -67,18 +67,15 @@ class MCD(Method):
 
     @classmethod
     def from_config(cls, cfg, info):
-        features, classifier, _ = build_backbone(
-            cfg.backbone, in_channels=info.channels, image_size=info.image_size, num_classes=info.num_classes
-        )
+        features, classifier, _ = classifier_nets(cfg, info)
         return cls(cfg=cfg.method, features=features, classifier=classifier, classifier2=fresh_copy(classifier),
                    head_optimizer=head_optimizer(cfg))
 
     def param_groups(self):
-        return feature_groups(self.features) | {"cls": list(self.classifier.parameters()),
-                                                "cls2": list(self.classifier2.parameters())}
+        return head_groups(self.features, cls=self.classifier, cls2=self.classifier2)
 
     def optimizer_overrides(self):
-        return {g: self.head_optimizer for g in ("neck", "cls", "cls2") if g in self.param_groups()}
+        return new_layer_overrides(tuple(self.param_groups()), self.head_optimizer)
 
     def _source_ce(self, f_s: torch.Tensor, y_s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         loss_1, acc_s = source_ce(self.classifier(f_s), y_s)

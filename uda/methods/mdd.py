@@ -26,8 +26,8 @@ from uda.config.method import MethodConfig
 from uda.config.optimizer import OptimizerConfig
 from uda.losses import grad_reverse, grl_lambda
 from uda.methods.base import Batch, Method
-from uda.methods.common import feature_groups, fresh_copy, head_optimizer, source_ce
-from uda.nets import build_backbone
+from uda.methods.common import (classifier_nets, feature_groups, fresh_copy, head_groups, head_optimizer,
+                               new_layer_overrides, source_ce)
 
 
 @dataclass
@@ -74,19 +74,16 @@ class MDD(Method):
 
     @classmethod
     def from_config(cls, cfg, info):
-        features, classifier, _ = build_backbone(
-            cfg.backbone, in_channels=info.channels, image_size=info.image_size, num_classes=info.num_classes
-        )
+        features, classifier, _ = classifier_nets(cfg, info)
         # f' has f's architecture, initialised on its own
         return cls(cfg=cfg.method, features=features, classifier=classifier, adv_classifier=fresh_copy(classifier),
                    head_optimizer=head_optimizer(cfg))
 
     def param_groups(self):
-        return feature_groups(self.features) | {"cls": list(self.classifier.parameters()),
-                                                "adv": list(self.adv_classifier.parameters())}
+        return head_groups(self.features, cls=self.classifier, adv=self.adv_classifier)
 
     def optimizer_overrides(self):
-        return {g: self.head_optimizer for g in ("neck", "cls", "adv") if g in self.groups}
+        return new_layer_overrides(self.groups, self.head_optimizer)
 
     def grl_lambda(self, step: int) -> float:
         return grl_lambda(step / self.cfg.grl_horizon, self.cfg.grl_alpha, self.cfg.trade_off)

@@ -21,7 +21,7 @@ from uda.config import CLASSIFICATION, SEGMENTATION, OptimizerConfig
 from uda.config.method import MethodConfig
 from uda.losses import seg_ce
 from uda.methods.base import Batch, Method
-from uda.methods.common import feature_groups, head_optimizer, seg_groups, source_ce
+from uda.methods.common import feature_groups, head_groups, head_optimizer, new_layer_overrides, seg_groups, source_ce
 from uda.nets import build_backbone
 from uda.nets.segmentation import build_segmenter
 
@@ -55,11 +55,10 @@ class SourceOnly(Method):
         return cls(cfg=cfg.method, features=features, classifier=classifier, head_optimizer=head_optimizer(cfg))
 
     def param_groups(self):
-        return feature_groups(self.features) | {"cls": list(self.classifier.parameters())}
+        return head_groups(self.features, cls=self.classifier)
 
     def optimizer_overrides(self):
-        # layers new on a pretrained body at backbone.head_lr_mult x the lr (1 for the digit nets)
-        return {g: self.head_optimizer for g in ("neck", "cls") if g in self.groups}
+        return new_layer_overrides(self.groups, self.head_optimizer)
 
     def update(self, src: Batch, tgt: Batch, step, opt):
         # 1) F+C step: cross-entropy on labelled source; the target batch is never looked at
