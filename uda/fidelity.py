@@ -34,6 +34,17 @@ _ADAPTSEGNET = {
     "method.disc_optimizer.betas": [0.9, 0.99], "method.disc_optimizer.schedule": "poly",
 }
 
+# Vu et al. 2019 and the official valeoai/ADVENT configs: multi-level, lambda_seg 0.1, lambda_adv and lambda_ent
+# 0.001 / 0.0002, the segmenter SGD 2.5e-4 poly 0.9, D Adam 1e-4 betas (0.9, 0.99) poly
+_ADVENT = {
+    "method.mode": "advent", "method.multi_level": True, "method.seg_aux_weight": 0.1, "method.adv_weight": 0.001,
+    "method.adv_aux_weight": 0.0002, "method.ent_weight": 0.001, "method.ent_aux_weight": 0.0002, "method.ndf": 64,
+    "optimizer.name": "sgd", "optimizer.lr": 2.5e-4, "optimizer.momentum": 0.9, "optimizer.weight_decay": 5e-4,
+    "optimizer.schedule": "poly", "optimizer.sched_power": 0.9,
+    "method.disc_optimizer.name": "adam", "method.disc_optimizer.lr": 1e-4,
+    "method.disc_optimizer.betas": [0.9, 0.99], "method.disc_optimizer.schedule": "poly",
+}
+
 PAPER: dict[str, dict[str, object]] = {
     "source_only": {},  # no paper: the same net and optimizer as the run's, on labelled source alone
     "dann": _DANN,
@@ -83,6 +94,7 @@ PAPER: dict[str, dict[str, object]] = {
         "method.semantic_weight": 1.0, "method.semantic_source": "predictions", "method.feature_adapt": True,
     },
     "adaptsegnet": _ADAPTSEGNET,
+    "advent": _ADVENT,
     # Chen et al. 2018: no official code; the paper's L2 distillation on target and a grid of region
     # classifiers behind gradient reversal (its weights are not given: ours)
     "road": {"method.teacher_norm": "student"},
@@ -109,6 +121,13 @@ PAPER_RECIPES: dict[str, dict[str, object]] = {
     "adaptsegnet_synthia_cityscapes": _ADAPTSEGNET | {"backbone.name": "deeplabv2", "optimizer.horizon": 250000,
                                                       "method.disc_optimizer.horizon": 250000,
                                                       "trainer.max_steps": 150000, "data.num_classes": 13},
+    # the official MAX_ITERS 250k (the poly horizon), EARLY_STOP 120k, batch 1 + 1
+    "advent_gta5_cityscapes": _ADVENT | {"backbone.name": "deeplabv2", "optimizer.horizon": 250000,
+                                         "method.disc_optimizer.horizon": 250000, "trainer.max_steps": 120000,
+                                         "trainer.batch_size": 1},
+    "advent_synthia_cityscapes": _ADVENT | {"backbone.name": "deeplabv2", "optimizer.horizon": 250000,
+                                            "method.disc_optimizer.horizon": 250000, "trainer.max_steps": 120000,
+                                            "trainer.batch_size": 1},
     "lsd_gta5_cityscapes": {"backbone.name": "fcn8s", "optimizer.lr": 1e-5, "method.gan_optimizer.lr": 2e-4},
     "lsd_synthia_cityscapes": {"backbone.name": "fcn8s", "optimizer.lr": 1e-5, "method.gan_optimizer.lr": 2e-4},
 }

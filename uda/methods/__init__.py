@@ -5,6 +5,7 @@ from __future__ import annotations
 from uda.errors import ConfigError
 from uda.methods.adaptsegnet import AdaptSegNet
 from uda.methods.adda import ADDA
+from uda.methods.advent import ADVENT
 from uda.methods.base import Batch, Method, Stage
 from uda.methods.cdan import CDAN
 from uda.methods.cycada import CyCADA
@@ -32,6 +33,7 @@ METHODS: dict[str, type[Method]] = {
     "cyclegan": CycleGAN,
     "cycada": CyCADA,
     "adaptsegnet": AdaptSegNet,
+    "advent": ADVENT,
     "road": ROAD,
     "lsd": LSD,
 }

@@ -35,9 +35,9 @@ from uda.config.method import MethodConfig
 from uda.config.optimizer import Schedule, adam
 from uda.losses import gan_loss, seg_ce
 from uda.methods.base import Batch, Method
-from uda.methods.common import SOURCE, TARGET, head_optimizer, seg_groups
+from uda.methods.common import SOURCE, head_optimizer, output_disc_loss, output_levels, pixel_accuracy, seg_groups
 from uda.nets import set_requires_grad
-from uda.nets.segmentation import OutputDiscriminator, SegNet, SegOut, build_segmenter, forward_pair, upsample
+from uda.nets.segmentation import OutputDiscriminator, SegNet, build_segmenter, forward_pair
 
 
 class GanLoss(str, Enum):
@@ -98,11 +98,6 @@ class AdaptSegNet(Method):
     def optimizer_overrides(self):
         return {"head": self.head_optimizer, "disc": self.cfg.disc_optimizer}
 
-    def _levels(self, out: SegOut, size: tuple[int, int]) -> list[torch.Tensor]:
-        """[main, aux] class scores (aux only for multi-level), upsampled to the input size."""
-        levels = [out.logits] + ([out.aux] if self.cfg.multi_level else [])
-        return [upsample(lv, size) for lv in levels]
-
     def update(self, src: Batch, tgt: Batch, step, opt):
         c, kind = self.cfg, self.cfg.gan.value
         discs = self._discs()
@@ -112,7 +107,8 @@ class AdaptSegNet(Method):
         # 1) D frozen: source segmentation loss
         set_requires_grad(discs, False)
         seg_s, seg_t = forward_pair(self.segmenter, src.x, tgt.x)
-        out_s, out_t = self._levels(seg_s, tuple(src.x.shape[-2:])), self._levels(seg_t, tuple(tgt.x.shape[-2:]))
+        out_s = output_levels(seg_s, tuple(src.x.shape[-2:]), c.multi_level)
+        out_t = output_levels(seg_t, tuple(tgt.x.shape[-2:]), c.multi_level)
         losses_seg = [seg_ce(o, src.y) for o in out_s]
         loss_seg = sum(w * lv for w, lv in zip(seg_w, losses_seg))
         # 2) target outputs labelled "source" by the frozen D: gradients reach the segmenter only
@@ -121,18 +117,13 @@ class AdaptSegNet(Method):
         opt.backward(loss_seg + loss_adv)
         # 3) D unfrozen: real labels on detached outputs, half source half target
         set_requires_grad(discs, True)
-        loss_d = torch.zeros((), device=src.x.device)
-        for d, o_s, o_t in zip(discs, out_s, out_t):
-            d_s = d(F.softmax(o_s.detach().float(), dim=1))
-            d_t = d(F.softmax(o_t.detach().float(), dim=1))
-            loss_d = loss_d + 0.5 * (gan_loss(d_s, SOURCE, kind) + gan_loss(d_t, TARGET, kind))
+        loss_d = output_disc_loss(discs, [F.softmax(o.detach().float(), dim=1) for o in out_s],
+                                  [F.softmax(o.detach().float(), dim=1) for o in out_t], kind)
         opt.backward(loss_d)
         # 4) one step of the segmenter and the discriminators
         opt.apply("seg", "head", "disc")
-        pixels = src.y != 255
-        acc = ((out_s[0].argmax(1) == src.y) & pixels).sum() / pixels.sum().clamp(min=1)
         stats = {"loss/seg": losses_seg[0].detach(), "loss/adv": losses_adv[0].detach(), "loss/disc": loss_d.detach(),
-                 "acc/source_pixels": acc.detach()}
+                 "acc/source_pixels": pixel_accuracy(out_s[0], src.y)}
         if c.multi_level:
             stats |= {"loss/seg_aux": losses_seg[1].detach(), "loss/adv_aux": losses_adv[1].detach()}
         return stats

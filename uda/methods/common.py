@@ -11,7 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from uda.methods.base import Stage
+from uda.losses import gan_loss
 from uda.nets import build_backbone
+from uda.nets.segmentation import SegOut, upsample
 
 if TYPE_CHECKING:
     from uda.config import OptimizerConfig, TrainConfig
@@ -40,6 +42,28 @@ def domain_accuracy(d_s: torch.Tensor, d_t: torch.Tensor) -> torch.Tensor:
     return (0.5 * ((d_s.argmax(1) == SOURCE).float().mean() + (d_t.argmax(1) == TARGET).float().mean())).detach()
 
 
+def output_levels(out: SegOut, size: tuple[int, int], multi_level: bool) -> list[torch.Tensor]:
+    """[main, aux] class scores of a segmenter's output (aux only when ``multi_level``), upsampled to ``size``
+    (AdaptSegNet, ADVENT)."""
+    return [upsample(lv, size) for lv in [out.logits] + ([out.aux] if multi_level else [])]
+
+
+def output_disc_loss(discs: list[nn.Module], maps_s: list[torch.Tensor], maps_t: list[torch.Tensor],
+                     kind: str = "bce") -> torch.Tensor:
+    """The output-space discriminators' loss, summed over levels: 1/2 L(D_i(m_s), source) + 1/2 L(D_i(m_t),
+    target) on detached maps (AdaptSegNet's softmax outputs, ADVENT's self-information maps)."""
+    loss = torch.zeros((), device=maps_s[0].device)
+    for d, m_s, m_t in zip(discs, maps_s, maps_t):
+        loss = loss + 0.5 * (gan_loss(d(m_s.detach()), SOURCE, kind) + gan_loss(d(m_t.detach()), TARGET, kind))
+    return loss
+
+
+def pixel_accuracy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The share of labelled pixels (y != 255) whose argmax class is right, detached: ``acc/source_pixels``."""
+    pixels = y != 255
+    return (((logits.argmax(1) == y) & pixels).sum() / pixels.sum().clamp(min=1)).detach()
+
+
 def seg_groups(segmenter: nn.Module) -> dict[str, list[nn.Parameter]]:
     """A segmenter's parameter groups: "seg" (the body) and "head" (the new classifier heads)."""
     return {"seg": segmenter.pretrained_parameters(), "head": segmenter.new_parameters()}
@@ -60,7 +84,8 @@ def head_groups(features: nn.Module, **heads: nn.Module) -> dict[str, list[nn.Pa
     return feature_groups(features) | {name: list(head.parameters()) for name, head in heads.items()}
 
 
-def adversarial_groups(features: nn.Module, classifier: nn.Module, discriminator: nn.Module) -> dict[str, list[nn.Parameter]]:
+def adversarial_groups(features: nn.Module, classifier: nn.Module,
+                       discriminator: nn.Module) -> dict[str, list[nn.Parameter]]:
     """The groups of a feature extractor + classifier + domain discriminator (DANN, CDAN)."""
     return head_groups(features, cls=classifier, disc=discriminator)
 
