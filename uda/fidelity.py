@@ -45,6 +45,15 @@ _ADVENT = {
     "method.disc_optimizer.betas": [0.9, 0.99], "method.disc_optimizer.schedule": "poly",
 }
 
+# Tranheden et al. 2021 and the official vikolss/DACS code: EMA min(1 - 1/(t+1), 0.99), confidence 0.968, the
+# mixed loss at weight 1, jitter 0.25 (p 0.8), blur p 0.5 sigma 0.15-1.15, SGD 2.5e-4 poly 0.9
+_DACS = {
+    "method.ema_max": 0.99, "method.confidence": 0.968, "method.unsup_weight": 1.0, "method.jitter": 0.25,
+    "method.jitter_p": 0.8, "method.blur_p": 0.5, "method.blur_sigma": [0.15, 1.15],
+    "optimizer.name": "sgd", "optimizer.lr": 2.5e-4, "optimizer.momentum": 0.9, "optimizer.weight_decay": 5e-4,
+    "optimizer.schedule": "poly", "optimizer.sched_power": 0.9,
+}
+
 PAPER: dict[str, dict[str, object]] = {
     "source_only": {},  # no paper: the same net and optimizer as the run's, on labelled source alone
     "dann": _DANN,
@@ -95,6 +104,7 @@ PAPER: dict[str, dict[str, object]] = {
     },
     "adaptsegnet": _ADAPTSEGNET,
     "advent": _ADVENT,
+    "dacs": _DACS,
     # Chen et al. 2018: no official code; the paper's L2 distillation on target and a grid of region
     # classifiers behind gradient reversal (its weights are not given: ours)
     "road": {"method.teacher_norm": "student"},
@@ -128,6 +138,11 @@ PAPER_RECIPES: dict[str, dict[str, object]] = {
     "advent_synthia_cityscapes": _ADVENT | {"backbone.name": "deeplabv2", "optimizer.horizon": 250000,
                                             "method.disc_optimizer.horizon": 250000, "trainer.max_steps": 120000,
                                             "trainer.batch_size": 1},
+    # the official 250k iterations (also the poly horizon), batch 2 + 2
+    "dacs_gta5_cityscapes": _DACS | {"backbone.name": "deeplabv2", "trainer.max_steps": 250000,
+                                     "trainer.batch_size": 2},
+    "dacs_synthia_cityscapes": _DACS | {"backbone.name": "deeplabv2", "trainer.max_steps": 250000,
+                                        "trainer.batch_size": 2},
     "lsd_gta5_cityscapes": {"backbone.name": "fcn8s", "optimizer.lr": 1e-5, "method.gan_optimizer.lr": 2e-4},
     "lsd_synthia_cityscapes": {"backbone.name": "fcn8s", "optimizer.lr": 1e-5, "method.gan_optimizer.lr": 2e-4},
 }

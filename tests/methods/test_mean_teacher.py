@@ -12,7 +12,8 @@ from torch import nn
 
 from uda.config import OptimizerConfig
 from uda.data.streams import step_generator
-from uda.methods.mean_teacher import (AUGMENT_STREAM, MeanTeacher, MeanTeacherConfig, ema_update, random_affine,
+from uda.methods.common import ema_update
+from uda.methods.mean_teacher import (AUGMENT_STREAM, MeanTeacher, MeanTeacherConfig, random_affine,
                                       self_ensembling_loss, standardise, warp)
 
 from helpers import build, changed, digit_batches, make_cfg, sgd_stepper, snapshot

@@ -9,6 +9,7 @@ from uda.methods.advent import ADVENT
 from uda.methods.base import Batch, Method, Stage
 from uda.methods.cdan import CDAN
 from uda.methods.cycada import CyCADA
+from uda.methods.dacs import DACS
 from uda.methods.cyclegan import CycleGAN
 from uda.methods.dann import DANN
 from uda.methods.dsn import DSN
@@ -34,6 +35,7 @@ METHODS: dict[str, type[Method]] = {
     "cycada": CyCADA,
     "adaptsegnet": AdaptSegNet,
     "advent": ADVENT,
+    "dacs": DACS,
     "road": ROAD,
     "lsd": LSD,
 }

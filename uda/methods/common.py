@@ -112,6 +112,14 @@ def fresh_copy(module: nn.Module) -> nn.Module:
     return twin
 
 
+@torch.no_grad()
+def ema_update(teacher: nn.Module, student: nn.Module, alpha: float) -> None:
+    """teacher <- alpha teacher + (1 - alpha) student, parameter by parameter; buffers untouched (the teacher's
+    batch statistics are its own). Mean teacher (French et al. 2018), DACS (Tranheden et al. 2021)."""
+    for p_t, p_s in zip(teacher.parameters(), student.parameters()):
+        p_t.mul_(alpha).add_(p_s.detach(), alpha=1 - alpha)
+
+
 def head_optimizer(cfg: "TrainConfig") -> "OptimizerConfig":
     """The optimizer of layers new on a pretrained body (heads, a bottleneck, domain classifiers): the run's,
     at ``backbone.head_lr_mult`` x its learning rate (DeepLab: 10; Office-31's ResNet recipe: 10)."""

@@ -37,8 +37,8 @@ from uda.config.optimizer import OptimizerConfig
 from uda.data.streams import step_generator
 from uda.errors import ConfigError
 from uda.methods.base import Batch, Method
-from uda.methods.common import (classifier_nets, feature_groups, head_groups, head_optimizer, new_layer_overrides,
-                               source_ce)
+from uda.methods.common import (classifier_nets, ema_update, feature_groups, head_groups, head_optimizer,
+                               new_layer_overrides, source_ce)
 
 AUGMENT_STREAM = 3  # after the source (1) and target (2) index streams
 
@@ -121,13 +121,6 @@ def self_ensembling_loss(p_stu: torch.Tensor, p_tea: torch.Tensor, *, threshold:
         bce = -(torch.log(avg + 1e-6) / k + (1 - 1 / k) * torch.log(1 - avg + 1e-6))
         loss = loss + cls_balance * bce.sum() * mask.mean()
     return loss, mask.mean()
-
-
-@torch.no_grad()
-def ema_update(teacher: nn.Module, student: nn.Module, alpha: float) -> None:
-    """teacher <- alpha teacher + (1 - alpha) student, parameter by parameter (buffers untouched)."""
-    for p_t, p_s in zip(teacher.parameters(), student.parameters()):
-        p_t.mul_(alpha).add_(p_s.detach(), alpha=1 - alpha)
 
 
 class MeanTeacher(Method):
