@@ -8,11 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from uda.engine import checkpoint as ckpt
-from uda.engine.loop import TrainingInterrupted, train
 from uda.methods.advent import entropy_loss, self_information
 
-from helpers import SEG_SMALL, ApplySpy, build_seg, joint, make_cfg, seg_batches, state_equal
+from helpers import SEG_SMALL, ApplySpy, build_seg, joint, make_cfg, resumes_exactly, seg_batches
 
 ADV = ["method=advent", "method.ndf=4"]
 
@@ -104,11 +102,5 @@ def test_advent_builds_the_official_defaults():
 
 @pytest.mark.parametrize("mode", ["advent", "minent"])
 def test_advent_runs_end_to_end_and_resumes_exactly(tmp_path, mnist_root, mode):
-    args = [*ADV, f"method.mode={mode}", *SEG_SMALL]
-    summary = train(make_cfg(*args), tmp_path / "ref")
+    summary = resumes_exactly([*ADV, f"method.mode={mode}", *SEG_SMALL], tmp_path, stop_after=4)
     assert 0 <= summary["target_miou"] <= 100
-    with pytest.raises(TrainingInterrupted):
-        train(make_cfg(*args), tmp_path / "cut", stop_after=4)
-    train(make_cfg(*args, "resume=true"), tmp_path / "cut")
-    a, b = (ckpt.load(tmp_path / d / "checkpoints" / "last.pt")["method"] for d in ("ref", "cut"))
-    assert state_equal(a, b)
