@@ -1,8 +1,8 @@
-"""mIoU and accuracy against hand computations (uda.metrics)."""
+"""mIoU, accuracy, per-class and mean class accuracy against hand computations (uda.metrics)."""
 import pytest
 import torch
 
-from uda.metrics import accuracy, confusion, iou, miou
+from uda.metrics import accuracy, class_accuracy, confusion, iou, mean_class_accuracy, miou, prediction_confusion
 
 K = 4
 
@@ -28,6 +28,12 @@ def test_miou_accumulates_the_confusion_over_batches_not_the_per_batch_means():
     assert miou(a + b) != pytest.approx((miou(a) + miou(b)) / 2)
 
 
-def test_accuracy_counts_over_all_batches():
-    batches = [(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0])), (torch.tensor([[0.0, 1.0]]), torch.tensor([1]))]
-    assert accuracy(lambda x: x, batches, prepare=lambda x: x) == pytest.approx(100 * 2 / 3)
+def test_accuracy_per_class_and_mean_class_accuracy_count_over_all_batches():
+    # labels 0, 0 | 1 (and class 2 without images); predictions 0, 1 | 1: 2 of 3 right overall, class 0 half,
+    # class 1 all, mean class accuracy (50 + 100) / 2 over the classes with images
+    batches = [(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), torch.tensor([0, 0])),
+               (torch.tensor([[0.0, 1.0, 0.0]]), torch.tensor([1]))]
+    cm = prediction_confusion(lambda x: x, batches, prepare=lambda x: x, num_classes=3)
+    assert accuracy(cm) == pytest.approx(100 * 2 / 3)
+    assert class_accuracy(cm, ("a", "b", "c")) == {"a": 50.0, "b": 100.0, "c": None}
+    assert mean_class_accuracy(cm) == pytest.approx(75.0)

@@ -217,10 +217,11 @@ def _data(args: list[str]) -> int:
     try:
         if ns.action == "list":
             print(f"data root: {root}")
+            width = max(map(len, LISTED))
             for name in LISTED:
                 state, detail = DOMAINS[name].status(root)
-                print(f"  {name:10s} {state:8s} {detail}")
-                print(f"  {'':10s} {'':8s} {DOMAINS[name].notes}")
+                print(f"  {name:{width}s} {state:8s} {detail}")
+                print(f"  {'':{width}s} {'':8s} {DOMAINS[name].notes}")
             return 0
         if not ns.name:
             parser.error(f"{ns.action} needs a domain name: {', '.join(LISTED)}")

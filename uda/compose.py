@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from uda.config import BACKBONES, ConfigError, DataConfig, OptimizerConfig, TrainConfig, TrainerConfig
+from uda.config.data import benchmark_pairs
 
 CONFIG_DIR = str(Path(__file__).resolve().parent / "configs")
 
@@ -26,6 +27,8 @@ def register_configs() -> None:
     for name, schema in BACKBONES.items():
         cs.store(group="schema/backbone", name=name, node=schema)
     cs.store(group="schema/data", name="data", node=DataConfig)
+    for name, pair in benchmark_pairs().items():  # data=officehome_art_clipart, data=domainnet_real_sketch, ...
+        cs.store(group="data", name=name, node=pair)
     cs.store(group="schema/optimizer", name="optimizer", node=OptimizerConfig)
     cs.store(group="schema/trainer", name="trainer", node=TrainerConfig)
 

@@ -146,3 +146,41 @@ PAPER_RECIPES: dict[str, dict[str, object]] = {
     "lsd_gta5_cityscapes": {"backbone.name": "fcn8s", "optimizer.lr": 1e-5, "method.gan_optimizer.lr": 2e-4},
     "lsd_synthia_cityscapes": {"backbone.name": "fcn8s", "optimizer.lr": 1e-5, "method.gan_optimizer.lr": 2e-4},
 }
+
+# Transfer-Learning-Library's published runs on the file-backed benchmarks (its examples/domain_adaptation/
+# image_classification/<method>.sh with the defaults of <method>.py): SGD with Nesterov momentum, the body at
+# 0.1 x the new layers' learning rate, lr (1 + gamma i)^-0.75 (our dann schedule, sched_alpha = gamma x steps),
+# epochs x iterations per epoch as steps. The differences that remain are in docs/fidelity.md#tllib-recipes.
+_TLLIB = {"optimizer.nesterov": True, "backbone.head_lr_mult": 10.0, "optimizer.schedule": "dann",
+          "backbone.dropout": 0.0}
+
+
+def _tllib(method: str, *, lr: float, gamma: float, wd: float, batch: int, steps: int, bottleneck: int,
+           depth: int, **extra: object) -> dict[str, object]:
+    return _TLLIB | {"method.name": method, "optimizer.lr": lr / 10, "optimizer.weight_decay": wd,
+                     "optimizer.sched_alpha": round(gamma * steps, 6), "trainer.max_steps": steps, "trainer.batch_size": batch,
+                     "backbone.bottleneck": bottleneck, "backbone.depth": depth} | extra
+
+
+for _bench, _depth, _ipe, _so_ipe in (("officehome", 50, 1000, 500), ("visda17", 101, 1000, 1000),
+                                      ("domainnet", 101, 2500, 2500)):
+    _wide = 1024 if _bench == "domainnet" else 256  # TLlib's --bottleneck-dim for DANN / CDAN on DomainNet
+    _dann_steps = 30 * _ipe
+    PAPER_RECIPES[f"source_only_{_bench}"] = _tllib(
+        "source_only", lr=0.01 if _bench == "domainnet" else 0.001, gamma=0.0003, wd=5e-4, batch=32,
+        steps=(5 if _bench == "officehome" else 20) * _so_ipe, bottleneck=0, depth=_depth)
+    PAPER_RECIPES[f"dann_{_bench}"] = _tllib(
+        "dann", lr=0.01, gamma=0.001, wd=1e-3, batch=32, steps=_dann_steps, bottleneck=_wide, depth=_depth,
+        **{"method.grl_gamma": _dann_steps / 1000, "method.disc_hidden": [1024, 1024],
+           "method.domain_reduction": "mean"})
+    PAPER_RECIPES[f"cdan_{_bench}"] = _tllib(
+        "cdan", lr=0.01, gamma=0.001, wd=1e-3, batch=32, steps=_dann_steps, bottleneck=_wide, depth=_depth,
+        **{"method.disc_hidden": [1024, 1024], "method.entropy_weighting": False,
+           "method.randomized": _bench == "domainnet"})
+PAPER_RECIPES["mcc_officehome"] = _tllib("mcc", lr=0.005, gamma=0.001, wd=1e-3, batch=36, steps=30000,
+                                         bottleneck=2048, depth=50, **{"method.temperature": 2.5})
+PAPER_RECIPES["mcc_visda17"] = _tllib("mcc", lr=0.002, gamma=0.001, wd=1e-3, batch=36, steps=30000, bottleneck=256,
+                                      depth=101, **{"method.temperature": 3.0})
+PAPER_RECIPES["mcc_domainnet"] = _tllib("mcc", lr=0.005, gamma=0.001, wd=1e-3, batch=32, steps=75000,
+                                        bottleneck=2048, depth=101,
+                                        **{"method.temperature": 2.0, "method.mcc_weight": 10.0})

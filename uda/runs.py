@@ -15,6 +15,8 @@ IGNORED_OVERRIDES = ("seed=", "method=", "data=", "resume=", "hydra.", "trainer.
                     "trainer.keep_every=")
 # what names a custom pair (in the pair's name, so not repeated in the setting)
 PAIR_OVERRIDES = ("data.source.path=", "data.target.path=")
+# pairs whose protocol reports the mean class accuracy (the mean of the per-class accuracies), not accuracy
+MEAN_CLASS_PAIRS = ("visda17",)
 
 
 @dataclass
@@ -36,11 +38,18 @@ class Run:
     def finished(self) -> bool:
         return self.summary is not None
 
+    def reported(self, row: dict[str, Any]) -> float:
+        """The target metric the report gives for an evaluation row or summary: accuracy or mIoU, or the mean
+        class accuracy for the pairs whose protocol reports it (``MEAN_CLASS_PAIRS``)."""
+        if self.data in MEAN_CLASS_PAIRS and "target_mean_class_acc" in row:
+            return row["target_mean_class_acc"]
+        return row[f"target_{metric_of(row)}"]
+
     def value(self, column: str) -> float | None:
         if column == "last":
-            return self.summary[f"target_{metric_of(self.summary)}"] if self.summary else None
+            return self.reported(self.summary) if self.summary else None
         row = select(self.rows, column)
-        return None if row is None else row[f"target_{metric_of(row)}"]
+        return None if row is None else self.reported(row)
 
 
 @dataclass
@@ -63,8 +72,11 @@ class Group:
 
     @property
     def metric(self) -> str:
-        """What the numbers are: "mIoU" for segmentation pairs, else "acc" (classification accuracy)."""
-        return "mIoU" if any(r.summary and metric_of(r.summary) == "miou" for r in self.runs) else "acc"
+        """What the numbers are: "mIoU" for segmentation pairs, "mean class acc" for ``MEAN_CLASS_PAIRS``, else
+        "acc" (classification accuracy)."""
+        if any(r.summary and metric_of(r.summary) == "miou" for r in self.runs):
+            return "mIoU"
+        return "mean class acc" if self.data in MEAN_CLASS_PAIRS else "acc"
 
     def values(self, column: str) -> list[float]:
         return [v for r in self.runs if (v := r.value(column)) is not None]

@@ -44,12 +44,15 @@ def test_npz_grayscale_source_and_rgb_folder_target_meet_one_network(tmp_path):
     src = write_npz(tmp_path / "a.npz")
     tgt = write_folder(tmp_path / "b")
     source, target, info = build_pair(cfg_for(src, tgt).data)
-    assert (info.channels, info.image_size, info.num_classes) == (1, 28, 3)  # all from the source
-    assert info.mean == (0.5,) and info.std == (0.5,)
-    assert target.train_x.shape[1:] == (1, 28, 28) and target.train_x.dtype == torch.uint8
+    # size and classes from the source, channels from the richer domain: the RGB target is not turned grey
+    assert (info.channels, info.image_size, info.num_classes) == (3, 28, 3)
+    assert info.mean == (0.5,) * 3 and info.std == (0.5,) * 3
+    assert target.train_x.shape[1:] == (3, 28, 28) and target.train_x.dtype == torch.uint8
+    assert source.train_x.shape[1:] == (3, 28, 28)  # the grayscale source repeated to RGB
+    assert torch.equal(source.train_x[:, 0], source.train_x[:, 2])
     assert source.train_x.shape[0] + source.val_x.shape[0] == 60 and target.test_x.shape[0] == 9
-    rgb = build_pair(cfg_for(src, tgt, "data.channels=3", "data.image_size=32").data)[1]
-    assert rgb.train_x.shape[1:] == (3, 32, 32) and rgb.train_x.shape[1:] == rgb.test_x.shape[1:]
+    grey = build_pair(cfg_for(src, tgt, "data.channels=1", "data.image_size=32").data)[1]
+    assert grey.train_x.shape[1:] == (1, 32, 32) and grey.train_x.shape[1:] == grey.test_x.shape[1:]
 
 
 def test_target_npz_may_omit_train_labels(tmp_path):

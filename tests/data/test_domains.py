@@ -13,7 +13,10 @@ def test_every_domain_has_a_task_a_loader_and_notes_and_uda_data_lists_all_but_c
         assert spec.name == name and spec.task in (CLASSIFICATION, SEGMENTATION) and callable(spec.load) and spec.notes
         assert (spec.classes is not None) == (spec.task == SEGMENTATION)
     assert set(LISTED) == set(DOMAINS) - {"custom"}
-    assert {n for n, s in DOMAINS.items() if s.files} == {"gta5", "synthia", "cityscapes"}
+    read_from_files = {"gta5", "synthia", "cityscapes", "visda17_train", "visda17_validation"}
+    read_from_files |= {f"officehome_{d}" for d in ("art", "clipart", "product", "realworld")}
+    read_from_files |= {f"domainnet_{d}" for d in ("clipart", "infograph", "painting", "quickdraw", "real", "sketch")}
+    assert {n for n, s in DOMAINS.items() if s.files} == read_from_files
 
 
 def test_an_unknown_domain_names_the_key_and_every_valid_one():

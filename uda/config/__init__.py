@@ -7,7 +7,7 @@ differs. The method schemas live next to their methods (``uda/methods/<name>.py`
 registers them all. This package imports neither torch nor torchvision.
 """
 from uda.config.backbone import (BACKBONES, BackboneConfig, DANNDigitsConfig, DeepLabV2Config, FCN8sConfig,
-                                 LeNetConfig, ResNetConfig, SegSmallConfig)
+                                 LeNetConfig, ResNetConfig, SegSmallConfig, TimmConfig)
 from uda.config.base import CLASSIFICATION, SEGMENTATION
 from uda.config.data import DataConfig, DomainConfig
 from uda.config.method import MethodConfig
@@ -19,6 +19,6 @@ from uda.errors import ConfigError, UserError
 __all__ = [
     "BACKBONES", "BackboneConfig", "CLASSIFICATION", "ConfigError", "DANNDigitsConfig", "DataConfig",
     "DeepLabV2Config", "Device", "DomainConfig", "FCN8sConfig", "LeNetConfig", "MethodConfig", "NonFinite",
-    "OptimName", "OptimizerConfig", "Precision", "Progress", "ResNetConfig", "SEGMENTATION", "Schedule",
+    "OptimName", "OptimizerConfig", "Precision", "Progress", "ResNetConfig", "SEGMENTATION", "Schedule", "TimmConfig",
     "Select", "SegSmallConfig", "TrainConfig", "TrainerConfig", "UserError", "validate",
 ]

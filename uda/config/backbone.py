@@ -80,6 +80,28 @@ class ResNetConfig(BackboneConfig):
 
 
 @dataclass
+class TimmConfig(BackboneConfig):
+    """Any timm model (Wightman, pytorch-image-models) to its pooled features | bottleneck FC + ReLU + dropout |
+    FC: the ResNet backbone's head on another body (ViTs, ConvNeXts, ...). Weights only from a local file."""
+
+    name: str = "timm"
+    model: str = MISSING  # a timm model name, e.g. vit_small_patch16_224, convnext_tiny (timm.list_models())
+    # a local file with the model's weights (a timm / torchvision-style state_dict or .safetensors, its
+    # classifier dropped); "" = random initialisation. Nothing is ever downloaded.
+    weights: str = ""
+    bottleneck: int = 256  # 0 = the classifier reads the pooled features directly
+    dropout: float = 0.5
+
+    def check(self) -> None:
+        if not self.model:
+            raise ConfigError("backbone.model is required for backbone=timm: a timm model name, e.g. "
+                              "backbone.model=vit_small_patch16_224 (timm.list_models() lists them)")
+        nonneg(self.bottleneck, "backbone.bottleneck")
+        unit_interval(self.dropout, "backbone.dropout")
+        _check_weights(self.weights)
+
+
+@dataclass
 class SegSmallConfig(BackboneConfig):
     """A small fully convolutional segmenter for digits_seg (a miniature DeepLab): conv blocks (two 3x3
     convs + BN + ReLU), 2x2 max-pool before each block but the first and the last, the last block dilated;
@@ -128,7 +150,7 @@ class FCN8sConfig(BackboneConfig):
 
 # name (configs/backbone/<name>.yaml) -> schema
 BACKBONES: dict[str, type[BackboneConfig]] = {c.name: c for c in (
-    DANNDigitsConfig, LeNetConfig, ResNetConfig, SegSmallConfig, DeepLabV2Config, FCN8sConfig)}
+    DANNDigitsConfig, LeNetConfig, ResNetConfig, TimmConfig, SegSmallConfig, DeepLabV2Config, FCN8sConfig)}
 
 
 def backbones_for(task: str) -> list[str]:

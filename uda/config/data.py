@@ -16,8 +16,11 @@ class DomainConfig:
     # a built-in domain (uda data list), or "custom": your own data at `path`
     name: str = MISSING
     # custom: an ImageFolder tree (train/<class>/..., test/<class>/...) or an .npz file with
-    # x_train, y_train, x_test, y_test (uint8 N x H x W [x C]; a target's y_train may be absent)
+    # x_train, y_train, x_test, y_test (uint8 N x H x W [x C]; a target's y_train may be absent), or a
+    # list file (.txt, one "relative/path.jpg label" per line, paths relative to its folder), read from files
     path: str = ""
+    # a custom list file's test split, another list ("" = the same list: train and test are the whole domain)
+    test_path: str = ""
 
 
 @dataclass
@@ -56,6 +59,9 @@ class DataConfig:
     target_size: list[int] = field(default_factory=list)
     # DataLoader worker processes for file-backed domains (0 = read in the training process)
     workers: int = 0
+    # DomainNet: read <domain>_train<suffix>.txt and <domain>_test<suffix>.txt (e.g. the lists of the 126-class
+    # subset you supply; data.num_classes 0 takes the count from the lists)
+    list_suffix: str = ""
 
     @property
     def task(self) -> str:
@@ -74,7 +80,7 @@ class DataConfig:
             spec(dom.name, f"data.{role}.name")
             if dom.name == "custom" and not dom.path:
                 raise ConfigError(f"data.{role}.path is required for a custom domain: an ImageFolder directory "
-                                  f"(train/, test/) or an .npz file")
+                                  f"(train/, test/), an .npz file or a .txt list file")
         for key in ("mean", "std"):
             values = getattr(self, key)
             if values and self.channels and len(values) != self.channels:
@@ -91,7 +97,7 @@ class DataConfig:
             if size and (len(size) != 2 or any(v <= 0 for v in size)):
                 raise ConfigError(f"data.{key} must be [height, width] with positive values, got {list(size)}")
             dom = getattr(self, key.split("_")[0])
-            if DOMAINS[dom.name].files and not size:
+            if DOMAINS[dom.name].files and DOMAINS[dom.name].task == SEGMENTATION and not size:
                 raise ConfigError(f"data.{key} ([height, width]) is required for the file-backed domain {dom.name}")
         for key in ("workers", "val_size", "load_size"):
             if getattr(self, key) < 0:
@@ -103,3 +109,25 @@ class DataConfig:
                               f"crops are taken from the stored images")
         if self.augment and self.task == SEGMENTATION:
             raise ConfigError("data.augment (random crop + flip of images only) is not available for segmentation pairs")
+
+
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+def benchmark_pairs() -> dict[str, DataConfig]:
+    """The pairs of the file-backed benchmarks, one per ordered pair of their domains (registered as
+    ``data=<name>`` by ``uda.compose``): ``officehome_<s>_<t>`` (12) and ``domainnet_<s>_<t>`` (30). Images are
+    stored at 256 x 256 and the network sees 224 crops (random + flip for training, central for evaluation),
+    ImageNet normalisation, as Transfer-Learning-Library's runs. Office-Home trains and tests on whole domains
+    (no held-out split); DomainNet has train / test lists, and its class count comes from them (345, or the 126
+    of the subset's lists with ``data.list_suffix``). ``data=visda17`` is a YAML file (one pair)."""
+    def pair(kind: str, s: str, t: str, **kw) -> tuple[str, DataConfig]:
+        name = f"{kind}_{s}_{t}"
+        return name, DataConfig(name=name, source=DomainConfig(f"{kind}_{s}"), target=DomainConfig(f"{kind}_{t}"),
+                                image_size=224, load_size=256, augment=True, channels=3, mean=list(IMAGENET_MEAN),
+                                std=list(IMAGENET_STD), **kw)
+
+    office = [d.removeprefix("officehome_") for d in DOMAINS if d.startswith("officehome_")]
+    net = [d.removeprefix("domainnet_") for d in DOMAINS if d.startswith("domainnet_")]
+    return dict([pair("officehome", s, t, num_classes=65, val_size=0) for s in office for t in office if s != t]
+                + [pair("domainnet", s, t) for s in net for t in net if s != t])

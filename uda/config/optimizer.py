@@ -26,6 +26,7 @@ class OptimizerConfig:
     name: OptimName = OptimName.sgd
     lr: float = 0.01
     momentum: float = 0.9
+    nesterov: bool = False  # SGD: Nesterov momentum (Transfer-Learning-Library's runs use it)
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     schedule: Schedule = Schedule.dann
@@ -47,6 +48,9 @@ class OptimizerConfig:
         positive(self.lr, f"{key}.lr")
         unit_interval(self.momentum, f"{key}.momentum")
         nonneg(self.weight_decay, f"{key}.weight_decay")
+        if self.nesterov and (self.name != OptimName.sgd or self.momentum <= 0):
+            raise ConfigError(f"{key}.nesterov needs {key}.name=sgd with momentum > 0, got {self.name.value} with "
+                              f"momentum {self.momentum}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ConfigError(f"{key}.betas must be two numbers in [0, 1), got {self.betas}")
         positive(self.sched_step_size, f"{key}.sched_step_size")

@@ -1,4 +1,5 @@
-"""Data root, checksums and atomic writes shared by the dataset builders."""
+"""Data root, checksums, cached builds and image decoding shared by the dataset readers (torch is imported
+only inside the functions that need it: ``uda.data.domains`` imports this module)."""
 from __future__ import annotations
 
 import hashlib
@@ -59,3 +60,22 @@ def read_build(cache: Path, version: int) -> dict | None:
     if data.get("version") != version:
         return None
     return {"train": tuple(data["train"]), "test": tuple(data["test"])}
+
+
+def decode(path: Path, mode_name: str) -> "torch.Tensor":
+    """The decoded image file (torchvision's decoder, ``ImageReadMode.<mode_name>``); DataError if unreadable."""
+    from torchvision.io import ImageReadMode, decode_image, read_file
+
+    try:
+        return decode_image(read_file(str(path)), getattr(ImageReadMode, mode_name))
+    except RuntimeError as e:
+        raise DataError(f"{path}: not a readable image ({e}); delete or replace the file") from e
+
+
+def read_image(path: Path) -> "torch.Tensor":
+    """uint8 [3, H, W]; grayscale and RGBA files are converted to RGB by torchvision's decoder."""
+    import torch
+    from torchvision.transforms.v2 import functional as TF
+
+    img = decode(path, "RGB")
+    return img if img.dtype == torch.uint8 else TF.to_dtype(img, torch.uint8, scale=True)

@@ -1,9 +1,13 @@
-"""Your own domains: an ImageFolder tree or an .npz file, read into uint8 tensors.
+"""Your own domains: an ImageFolder tree or an .npz file, read into uint8 tensors, or a list file read from
+files at each step.
 
 - ImageFolder (torchvision's class): ``<path>/train/<class>/*.png|jpg...`` and ``<path>/test/<class>/...``;
   classes are the sub-folder names, sorted.
 - ``.npz`` with ``x_train``, ``y_train``, ``x_test``, ``y_test``: uint8 images N x H x W (grayscale) or
   N x H x W x C (C = 1 or 3), integer labels. A target domain may omit ``y_train`` (never used).
+- a list file ``<path>.txt``: one ``relative/path.jpg label`` per line, paths relative to the list's folder
+  (the format of DomainNet and Transfer-Learning-Library); ``data.<role>.test_path`` names the test split's
+  list ("" = the same list). See ``uda.data.image_files``.
 Images are resized to the pair's size as they are read (torchvision's resize, antialiased).
 """
 from __future__ import annotations
@@ -104,16 +108,34 @@ def load_image_folder(path: Path, *, size: int | None) -> tuple[dict[str, tuple[
     return splits, classes
 
 
-def load_custom(path_str: str, *, role: str, size: int | None):
-    """(splits, class names or None) for a custom domain at ``path_str``."""
+def load_list(path: Path, test_path: str, *, role: str):
+    """A list-file domain, read from files: train from ``path``, test from ``test_path`` ("" = the same list:
+    the whole domain, the Office protocol); paths in each list are relative to the list's folder."""
+    from uda.data.image_files import FileSplits, read_list
+
+    train = read_list(path, base=path.parent, what=f"data.{role}.path")
+    if not test_path:
+        return FileSplits(train, train)
+    test_file = Path(test_path).expanduser()
+    return FileSplits(train, read_list(test_file, base=test_file.parent, what=f"data.{role}.test_path"))
+
+
+def load_custom(path_str: str, *, role: str, size: int | None, test_path: str = ""):
+    """(splits, class names or None) for a custom domain at ``path_str`` held in memory, or
+    ``FileSplits`` for a list file (read from files at each step)."""
     path = Path(path_str).expanduser()
     if not path.exists():
-        raise DataError(f"data.{role}.path: {path} does not exist (an ImageFolder directory or an .npz file)")
+        raise DataError(f"data.{role}.path: {path} does not exist (an ImageFolder directory, an .npz file or a "
+                        f".txt list file)")
+    if test_path and path.suffix != ".txt":
+        raise DataError(f"data.{role}.test_path is for list files; {path} is not one (its test split is its own)")
     if path.is_dir():
         return load_image_folder(path, size=size)
     if path.suffix == ".npz":
         return load_npz(path, role=role)
-    raise DataError(f"data.{role}.path: {path} is neither a directory (ImageFolder) nor an .npz file")
+    if path.suffix == ".txt":
+        return load_list(path, test_path, role=role)
+    raise DataError(f"data.{role}.path: {path} is neither a directory (ImageFolder), an .npz file nor a .txt list")
 
 
 def num_classes(splits, classes: list[str] | None) -> int:

@@ -8,11 +8,12 @@ int64 class ids [N], or per-pixel classes [N, H, W] with 255 = ignore for segmen
 
 * ``TensorDomain``: small datasets held as tensors (on the GPU when there is one); a batch is gathered
   by index.
-* ``FileDomain``: large segmentation datasets (GTA5, SYNTHIA, Cityscapes) read by a DataLoader in the
-  same seeded order, with ``data.workers`` processes.
+* ``FileDomain``: large datasets (GTA5, SYNTHIA, Cityscapes; Office-Home, VisDA-2017, DomainNet, list files)
+  read by a DataLoader in the same seeded order, with ``data.workers`` processes.
 """
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
@@ -121,13 +122,19 @@ class _StepBatches:
 
 @dataclass
 class FileDomain(Domain):
-    """A segmentation domain read from files: ``train`` and ``test`` are Datasets of (uint8 image, labels).
-    No in-memory validation split (``val`` is None), so the selection scores that need one are skipped."""
+    """A domain read from files: ``train`` and ``test`` are Datasets of (uint8 image, labels). Segmentation
+    (GTA5, SYNTHIA, Cityscapes) has no in-memory validation split, so the selection scores that need one are
+    skipped, and tests one image at a time; classification (Office-Home, VisDA-2017, DomainNet, list files)
+    keeps its held-out validation images in memory (``val``) and tests in batches (``test_batch_size`` None)."""
 
     name: str
     train: "Dataset"
     test: "Dataset"
     classes: tuple[str, ...] = ()
+    val: Images | None = None
+    # test images per batch: 1 for segmentation (full-size Cityscapes labels differ from the resized input);
+    # None = the evaluation batch size
+    test_batch_size: int | None = 1
 
     @property
     def train_size(self) -> int:
@@ -147,12 +154,18 @@ class FileDomain(Domain):
         return iter(loader)
 
     def test_batches(self, batch_size: int, device: torch.device | None = None, workers: int = 0) -> Iterator[Images]:
-        """One image at a time (full-size Cityscapes labels differ from the resized input)."""
         from torch.utils.data import DataLoader
 
-        for x, y in DataLoader(self.test, batch_size=1, shuffle=False, num_workers=workers):
+        size = self.test_batch_size or batch_size
+        for x, y in DataLoader(self.test, batch_size=size, shuffle=False, num_workers=workers):
             yield x.to(device), y.to(device)
 
     def first_test_images(self, n: int) -> Images:
         items = [self.test[i] for i in range(min(n, len(self.test)))]
         return torch.stack([a for a, _ in items]), torch.stack([b for _, b in items])
+
+    def to(self, device: torch.device) -> "FileDomain":
+        """The files stay where they are; the held-out validation images move to ``device``."""
+        if self.val is None:
+            return self
+        return dataclasses.replace(self, val=tuple(t.to(device) for t in self.val))

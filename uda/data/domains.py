@@ -26,8 +26,9 @@ class DomainSpec:
     name: str
     task: str  # CLASSIFICATION (a label per image, accuracy) | SEGMENTATION (per pixel, 255 ignored, mIoU)
     notes: str  # what the files are and where they go (uda data list)
-    # in memory (files=False): load(root, data_cfg, role, cache) -> ({"train": (x, y), "test": (x, y)}, class
-    # names or None); read from files (True): load(root, data_cfg, role) -> FileDomain
+    # classification: load(root, data_cfg, role, cache) -> ({"train": (x, y), "test": (x, y)}, class names or
+    # None) for a domain held in memory, or uda.data.image_files.FileSplits for one read from files (files=True;
+    # custom: a list file); segmentation read from files: load(root, data_cfg, role) -> FileDomain
     load: Callable[..., Any]
     files: bool = False
     # segmentation: the class names, in train-id order, for data.num_classes
@@ -139,7 +140,7 @@ def _digits_prepare(name, root):
 def _office(name, root, cfg, role, cache):
     from uda.data.office31 import load_office
 
-    return load_office(root, name, size=cfg.load_size or cfg.image_size), None
+    return load_office(root, name, size=cfg.load_size or cfg.image_size)
 
 
 def _office_status(name, root):
@@ -212,11 +213,48 @@ def _seg_files_status(name, root):
         return "missing", str(e)
 
 
+# ------------------------------------------------------------------------- Office-Home, VisDA, DomainNet
+# where the file-backed classification benchmarks are published (uda data list, and the errors of their readers)
+PUBLISHED = {
+    "officehome": "OfficeHomeDataset_10072016.zip from https://www.hemanthdv.org/officeHomeDataset.html",
+    "visda17": "train.tar and validation.tar of the classification track, "
+               "https://github.com/VisionLearningGroup/taskcv-2017-public/tree/master/classification",
+    "domainnet": "the per-domain zips and <domain>_train.txt / <domain>_test.txt from https://ai.bu.edu/M3SDA/",
+}
+
+
+def _bench(kind, name, root, cfg, role, cache):
+    from uda.data import benchmarks
+
+    if kind == "domainnet":
+        return benchmarks.load_domainnet(root, name, cfg.list_suffix)
+    return {"officehome": benchmarks.load_officehome, "visda17": benchmarks.load_visda17}[kind](root, name)
+
+
+def _bench_verify(kind, name, root):
+    from uda.data import benchmarks
+
+    return getattr(benchmarks, f"verify_{kind}")(root, name)
+
+
+def _bench_status(kind, name, root):
+    from uda.data import benchmarks
+
+    return benchmarks.status(getattr(benchmarks, f"describe_{kind}"), root, name)
+
+
+def _bench_spec(kind: str, name: str, notes: str) -> DomainSpec:
+    check = partial(_bench_verify, kind, name)
+    return DomainSpec(f"{kind}_{name}", CLASSIFICATION, notes, partial(_bench, kind, name), files=True,
+                      status=partial(_bench_status, kind, name), verify=check, prepare=check)
+
+
 # ----------------------------------------------------------------------------------------------- custom
 def _custom(root, cfg, role, cache):
     from uda.data.custom import load_custom
 
-    return load_custom(getattr(cfg, role).path, role=role, size=cfg.image_size or None)
+    dom = getattr(cfg, role)
+    return load_custom(dom.path, role=role, size=cfg.image_size or None, test_path=dom.test_path)
 
 
 def _digits_spec(name: str, notes: str) -> DomainSpec:
@@ -266,8 +304,18 @@ DOMAINS: dict[str, DomainSpec] = {spec.name: spec for spec in (
     _seg_files_spec("cityscapes", "Cityscapes: cityscapes/leftImg8bit/{train,val}/<city>/, cityscapes/gtFine/"
                                   "{train,val}/<city>/ from https://www.cityscapes-dataset.com "
                                   "(leftImg8bit_trainvaltest.zip, gtFine_trainvaltest.zip)"),
-    DomainSpec("custom", CLASSIFICATION, "your own data at data.<role>.path: an ImageFolder tree (train/, test/) "
-               "or an .npz file", _custom),
+    *(_bench_spec("officehome", name, f"Office-Home {folder}: officehome/{folder}/<class>/*.jpg, from "
+                  f"{PUBLISHED['officehome']}") for name, folder in
+      (("art", "Art"), ("clipart", "Clipart"), ("product", "Product"), ("realworld", "Real_World"))),
+    _bench_spec("visda17", "train", "VisDA-2017 synthetic (source): visda17/train/<class>/*.jpg + image_list.txt, from "
+                + PUBLISHED["visda17"]),
+    _bench_spec("visda17", "validation", "VisDA-2017 real (target): visda17/validation/<class>/*.jpg + "
+                "image_list.txt, from " + PUBLISHED["visda17"]),
+    *(_bench_spec("domainnet", name, f"DomainNet {name}: domainnet/{name}/<class>/*.jpg + domainnet/{name}_train.txt, "
+                  f"{name}_test.txt, from {PUBLISHED['domainnet']}")
+      for name in ("clipart", "infograph", "painting", "quickdraw", "real", "sketch")),
+    DomainSpec("custom", CLASSIFICATION, "your own data at data.<role>.path: an ImageFolder tree (train/, test/), "
+               "an .npz file, or a list file (.txt: 'relative/path.jpg label' per line, read from files)", _custom),
 )}
 LISTED = tuple(name for name, spec in DOMAINS.items() if spec.status is not None)  # what uda data knows
 

@@ -18,15 +18,16 @@ def folder(root: Path, name: str) -> Path:
 
 
 def load_office(root: Path, name: str, *, size: int):
-    """{"train": (x, y), "test": (x, y)}, both the whole domain, images stored at ``size`` x ``size``."""
+    """({"train": (x, y), "test": (x, y)}, class names): both splits the whole domain, images stored at
+    ``size`` x ``size``."""
     from uda.data.custom import read_folder
 
     images = folder(root, name)
     if not images.is_dir():
         raise DataError(f"office31/{name}: missing {images}/<class>/*.jpg (the Office-31 release, "
                         f"domain_adaptation_images.tar.gz, unpacked into {Path(root) / 'office31'})")
-    x, y, _ = read_folder(images, size=size)
-    return {"train": (x, y), "test": (x, y)}
+    x, y, classes = read_folder(images, size=size)
+    return {"train": (x, y), "test": (x, y)}, classes
 
 
 def status(root: Path, name: str) -> tuple[str, str]:

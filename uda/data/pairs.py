@@ -12,6 +12,7 @@ from uda.config.base import CLASSIFICATION, SEGMENTATION
 from uda.data.common import data_root
 from uda.data.domain import Domain, TensorDomain
 from uda.data.domains import DOMAINS, spec
+from uda.data.image_files import FileSplits, file_domain
 from uda.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -59,8 +60,9 @@ def _harmonise(x: torch.Tensor, channels: int, size: int) -> torch.Tensor:
     raise ConfigError(f"cannot turn {x.shape[1]}-channel images into {channels} channels")
 
 
-def _raw(role: str, cfg: "DataConfig", cache: dict) -> tuple[Splits, list[str] | None]:
-    """A memory domain's splits as its reader gives them (with class folder names for custom ImageFolders)."""
+def _raw(role: str, cfg: "DataConfig", cache: dict) -> "tuple[Splits, list[str] | None] | FileSplits":
+    """A classification domain as its reader gives it: a memory domain's splits (with class folder names where
+    it has folders), or a file-backed domain's samples (``FileSplits``)."""
     return spec(getattr(cfg, role).name, f"data.{role}.name").load(data_root(cfg.root), cfg, role, cache)
 
 
@@ -104,27 +106,48 @@ def _build_file_pair(cfg: "DataConfig") -> tuple[Domain, Domain, PairInfo]:
     return doms[0], doms[1], info
 
 
+def _channels(raw) -> int:
+    """A domain's own channel count: its images' (memory), 3 for files (decoded as RGB)."""
+    return 3 if isinstance(raw, FileSplits) else int(raw[0]["train"][0].shape[1])
+
+
+def _classes_of(raw) -> list[str] | None:
+    return list(raw.train.classes) if isinstance(raw, FileSplits) else raw[1]
+
+
+def _count_classes(raw) -> int:
+    if isinstance(raw, FileSplits):
+        return max(len(raw.train.classes), max(raw.test.labels) + 1)
+    from uda.data.custom import num_classes
+
+    return num_classes(*raw)
+
+
 def build_pair(cfg: "DataConfig") -> tuple[Domain, Domain, PairInfo]:
-    """Both domains, harmonised to one image size and channel count; 0 in the config = the source's."""
-    if spec(cfg.source.name).files or spec(cfg.target.name).files:
+    """Both domains, harmonised to one image size and channel count; 0 in the config = the source's size and
+    the richer channel count of the two (RGB if either is RGB, so that an RGB domain is never turned grey)."""
+    if cfg.task == SEGMENTATION and (spec(cfg.source.name).files or spec(cfg.target.name).files):
         return _build_file_pair(cfg)
     cache: dict = {}
-    s_splits, s_classes = _raw("source", cfg, cache)
-    t_splits, t_classes = _raw("target", cfg, cache)
-    x0 = s_splits["train"][0]
-    if not cfg.image_size and x0.shape[-1] != x0.shape[-2]:
-        raise ConfigError(f"the source images are {x0.shape[-2]}x{x0.shape[-1]}: set data.image_size to resize "
-                          f"both domains to a square size")
-    channels = cfg.channels or int(x0.shape[1])
-    size = cfg.image_size or int(x0.shape[-1])
+    raw = {role: _raw(role, cfg, cache) for role in ("source", "target")}  # (splits, class names) or FileSplits
+    if cfg.image_size:
+        size = cfg.image_size
+    elif isinstance(raw["source"], FileSplits):
+        raise ConfigError(f"data.image_size is required for {cfg.source.path or cfg.source.name}, read from files "
+                          f"(e.g. data.image_size=224 data.load_size=256)")
+    else:
+        x0 = raw["source"][0]["train"][0]
+        if x0.shape[-1] != x0.shape[-2]:
+            raise ConfigError(f"the source images are {x0.shape[-2]}x{x0.shape[-1]}: set data.image_size to resize "
+                              f"both domains to a square size")
+        size = int(x0.shape[-1])
+    channels = cfg.channels or max(_channels(r) for r in raw.values())
     stored = max(cfg.load_size, size)  # crops of `size` are taken from images stored at this size
+    s_classes, t_classes = _classes_of(raw["source"]), _classes_of(raw["target"])
     if cfg.num_classes:
         n_classes = cfg.num_classes
     else:
-        from uda.data.custom import num_classes
-
-        n_classes = num_classes(s_splits, s_classes)
-        n_t = num_classes(t_splits, t_classes)
+        n_classes, n_t = _count_classes(raw["source"]), _count_classes(raw["target"])
         if (t_classes is not None and s_classes is not None and n_t != n_classes) or n_t > n_classes:
             raise ConfigError(f"class counts differ: source {cfg.source.path or cfg.source.name} has {n_classes} "
                               f"classes, target {cfg.target.path or cfg.target.name} has {n_t}")
@@ -135,12 +158,32 @@ def build_pair(cfg: "DataConfig") -> tuple[Domain, Domain, PairInfo]:
     std = list(cfg.std) or [0.5] * channels
     if len(mean) != channels or len(std) != channels:
         raise ConfigError(f"data.mean / data.std need one value per channel ({channels}), got {mean} / {std}")
-    source = _finish(cfg.source.name, s_splits, cfg, channels, stored, n_classes)
-    target = _finish(cfg.target.name, t_splits, cfg, channels, stored, n_classes)
+    source, target = (_domain(getattr(cfg, role).name, raw[role], cfg, channels, stored, n_classes)
+                      for role in ("source", "target"))
     task = spec(cfg.source.name).task
+    names = _class_names(cfg) if task == SEGMENTATION else _classification_names(s_classes or t_classes, n_classes)
     info = PairInfo(cfg.name, cfg.source.name, cfg.target.name, channels, size, n_classes, tuple(mean), tuple(std),
-                    task=task, class_names=_class_names(cfg) if task == SEGMENTATION else ())
+                    task=task, class_names=names)
     return source, target, info
+
+
+def _domain(name: str, raw, cfg: "DataConfig", channels: int, stored: int, n_classes: int) -> Domain:
+    """A memory domain's TensorDomain (``_finish``), or a FileDomain reading a file-backed one's images."""
+    if not isinstance(raw, FileSplits):
+        return _finish(name, raw[0], cfg, channels, stored, n_classes)
+    top = max(max(raw.train.labels), max(raw.test.labels))
+    if top >= n_classes:
+        raise ConfigError(f"domain {name!r} has label {top} but the pair has {n_classes} classes (data.num_classes)")
+    return file_domain(name, raw, size=stored, channels=channels, val_size=cfg.val_size,
+                       train_subset=cfg.train_subset, test_subset=cfg.test_subset)
+
+
+def _classification_names(names: list[str] | None, n_classes: int) -> tuple[str, ...]:
+    """The class names of a classification pair: the source's folders or lists (the target's when the source
+    has none), else the labels themselves ("0", "1", ...: the digits); labels beyond the named ones (a pair
+    of more classes than a domain's folders) are named by themselves."""
+    names = list(names or [])[:n_classes]
+    return tuple(names + [str(k) for k in range(len(names), n_classes)])
 
 
 class Normalize:
@@ -158,6 +201,10 @@ class Normalize:
             x = center_crop(x, self.crop)
         x = x.float().mul_(self.scale).sub_(self.shift)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def undo(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised images back to [0, 1] (for pictures): (x + mean / std) * std = x * std + mean."""
+        return ((x.float() + self.shift) / (255.0 * self.scale)).clamp(0, 1)
 
 
 def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:

@@ -22,7 +22,7 @@ import torch
 from cityscapesscripts.helpers.labels import labels as CITYSCAPES_LABELS
 from torch.utils.data import Dataset
 
-from uda.data.common import DataError
+from uda.data.common import DataError, decode, read_image
 from uda.data.domain import FileDomain
 from uda.errors import ConfigError
 
@@ -74,27 +74,10 @@ def synthia_lut(num_classes: int) -> torch.Tensor:
     return _lut(SYNTHIA_NAMES, _classes(num_classes, (16, 13), "SYNTHIA"))
 
 
-def _decode(path: Path, mode_name: str) -> torch.Tensor:
-    from torchvision.io import ImageReadMode, decode_image, read_file
-
-    try:
-        return decode_image(read_file(str(path)), getattr(ImageReadMode, mode_name))
-    except RuntimeError as e:
-        raise DataError(f"{path}: not a readable image ({e}); delete or replace the file") from e
-
-
-def read_image(path: Path) -> torch.Tensor:
-    """uint8 [3, H, W]; grayscale and RGBA files are converted to RGB by torchvision's decoder."""
-    from torchvision.transforms.v2 import functional as TF
-
-    img = _decode(path, "RGB")
-    return img if img.dtype == torch.uint8 else TF.to_dtype(img, torch.uint8, scale=True)
-
-
 def read_label_ids(path: Path) -> torch.Tensor:
     """[1, H, W] label ids of a Cityscapes ``*_labelIds.png`` or a GTA5 label (8-bit gray or palette PNG:
     decoded UNCHANGED, a palette PNG gives its indices, which are the ids)."""
-    ids = _decode(path, "UNCHANGED")
+    ids = decode(path, "UNCHANGED")
     if ids.shape[0] != 1:
         raise DataError(f"{path}: a label-id PNG has one channel (gray or palette), this one has {ids.shape[0]}; "
                         f"colour-coded label images are not label ids")
@@ -103,7 +86,7 @@ def read_label_ids(path: Path) -> torch.Tensor:
 
 def read_synthia_ids(path: Path) -> torch.Tensor:
     """[1, H, W] class ids of a SYNTHIA ``GT/LABELS`` 16-bit PNG: its first (R) channel (uint16 from torchvision)."""
-    return _decode(path, "UNCHANGED")[:1]
+    return decode(path, "UNCHANGED")[:1]
 
 
 class SegFiles(Dataset):

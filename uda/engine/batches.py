@@ -12,7 +12,7 @@ from typing import Iterator
 
 import torch
 
-from uda.data.domain import Domain
+from uda.data.domain import Domain, rank_slice
 from uda.data.pairs import Normalize, random_crop_flip
 from uda.data.streams import IndexStream
 from uda.methods.base import Batch
@@ -28,21 +28,38 @@ class PairBatches:
                  per_pixel: bool):
         self.seed, self.world, self.rank, self.step = seed, world, rank, start
         self.device, self.prepare, self.augment_size, self.per_pixel = device, prepare, augment_size, per_pixel
-        streams = [IndexStream(d.train_size, batch * world, seed=seed, stream=s)
-                   for d, s in ((source, SOURCE_STREAM), (target, TARGET_STREAM))]
-        self.source: Iterator = source.step_batches(streams[0], start, end, rank=rank, batch=batch, workers=workers)
-        self.target: Iterator = target.step_batches(streams[1], start, end, rank=rank, batch=batch, workers=workers)
+        self.streams = [IndexStream(d.train_size, batch * world, seed=seed, stream=s)
+                        for d, s in ((source, SOURCE_STREAM), (target, TARGET_STREAM))]
+        self.domains, self.batch = (source, target), batch
+        self.source: Iterator = source.step_batches(self.streams[0], start, end, rank=rank, batch=batch, workers=workers)
+        self.target: Iterator = target.step_batches(self.streams[1], start, end, rank=rank, batch=batch, workers=workers)
 
     def __iter__(self):
         return self
 
+    def _augment(self, x_s: torch.Tensor, x_t: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.augment_size:  # crops and flips drawn from (seed, step): a resumed run sees the same ones
+            gen = torch.Generator().manual_seed((self.seed * 1_000_003 + step) * self.world + self.rank)
+            x_s, x_t = random_crop_flip(x_s, self.augment_size, gen), random_crop_flip(x_t, self.augment_size, gen)
+        return x_s, x_t
+
     def __next__(self) -> tuple[Batch, Batch]:
         (x_s, y_s), (x_t, _) = next(self.source), next(self.target)
-        if self.augment_size:  # crops and flips drawn from (seed, step): a resumed run sees the same ones
-            gen = torch.Generator().manual_seed((self.seed * 1_000_003 + self.step) * self.world + self.rank)
-            x_s, x_t = random_crop_flip(x_s, self.augment_size, gen), random_crop_flip(x_t, self.augment_size, gen)
+        x_s, x_t = self._augment(x_s, x_t, self.step)
         self.step += 1
         y_s = y_s.to(self.device, non_blocking=True)
         src = Batch(self.prepare(x_s.to(self.device, non_blocking=True)), y_s.long() if self.per_pixel else y_s)
         tgt = Batch(self.prepare(x_t.to(self.device, non_blocking=True)), None)  # target labels never enter training
         return src, tgt
+
+    def first_images(self, n: int = 16) -> dict[str, torch.Tensor]:
+        """The first ``n`` source and target images of the next step's batches as the network sees them (resized,
+        channel-converted, cropped and flipped, normalised), mapped back to [0, 1] for a picture; [N, C, H, W].
+        Read beside the batch iterators, which they leave untouched."""
+        out = {}
+        idx = [rank_slice(st.indices(self.step), self.rank, self.batch)[:n] for st in self.streams]
+        x_s, x_t = (dom.train_batch(i)[0] for dom, i in zip(self.domains, idx))
+        for role, x in zip(("source", "target"), self._augment(x_s, x_t, self.step)):
+            out[f"train/{role}"] = self.prepare.undo(self.prepare(x.to(self.device)))
+        return out
+

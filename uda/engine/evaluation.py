@@ -20,7 +20,8 @@ from uda import selection
 from uda.config import SEGMENTATION
 from uda.data.domain import Domain, batches_of
 from uda.engine.logging import write_images
-from uda.metrics import accuracy, confusion, iou_dict, miou
+from uda.metrics import (accuracy, class_accuracy, confusion, iou_dict, mean_class_accuracy, miou,
+                         prediction_confusion)
 from uda.nets.seg_base import upsample
 
 if TYPE_CHECKING:
@@ -54,11 +55,17 @@ def mixval_predictions(method: "Method", x: torch.Tensor, a: torch.Tensor, b: to
 
 @torch.no_grad()
 def classification_scores(method: "Method", source: Domain, target: Domain, *, prepare, batch_size: int,
-                          device: torch.device, workers: int = 0) -> dict[str, float]:
-    """Test accuracies, and from the held-out splits every label-free score of ``uda.selection``:
-    source_val_acc, target_entropy, snd, dev, iwcv, target_im, target_bnm, mixval, target_mano."""
-    out = {f"{role}_acc": accuracy(method.predict, dom.test_batches(batch_size, device, workers), prepare=prepare)
-           for role, dom in (("source", source), ("target", target))}
+                          class_names: tuple[str, ...], device: torch.device, workers: int = 0) -> dict[str, Any]:
+    """Test accuracy, per-class accuracy (class name -> %) and mean class accuracy of both domains, and from
+    the held-out splits every label-free score of ``uda.selection``: source_val_acc, target_entropy, snd, dev,
+    iwcv, target_im, target_bnm, mixval, target_mano."""
+    out: dict[str, Any] = {}
+    for role, dom in (("source", source), ("target", target)):
+        cm = prediction_confusion(method.predict, dom.test_batches(batch_size, device, workers), prepare=prepare,
+                                  num_classes=len(class_names))
+        out[f"{role}_acc"] = accuracy(cm)
+        out[f"{role}_mean_class_acc"] = mean_class_accuracy(cm)
+        out[f"{role}_class_acc"] = class_accuracy(cm, class_names)
     if source.val is None or target.val is None or len(source.val[0]) < 2 or len(target.val[0]) < 2:
         return out
     (x_sv, y_sv), x_tv = source.val, target.val[0]  # the target's validation labels are never read
@@ -137,8 +144,8 @@ def evaluate_pair(method: "Method", source: Domain, target: Domain, info: "PairI
         return segmentation_scores(method, source, target, prepare=prepare, batch_size=batch_size,
                                    num_classes=info.num_classes, class_names=info.class_names, device=device,
                                    workers=workers)
-    return classification_scores(method, source, target, prepare=prepare, batch_size=batch_size, device=device,
-                                 workers=workers)
+    return classification_scores(method, source, target, prepare=prepare, batch_size=batch_size,
+                                 class_names=info.class_names, device=device, workers=workers)
 
 
 # ------------------------------------------------------------------------------------------ grids
@@ -177,7 +184,7 @@ def pictures(method: "Method", source: Domain, target: Domain, info: "PairInfo",
     n = 4 if seg else 8
     grids = method.images(*(prepare(d.first_test_images(n)[0].to(device)) for d in (source, target)))
     for name, imgs in grids.items():  # back from the normalised space to [0, 1]
-        out[name] = ((imgs.float() + prepare.shift) / (255.0 * prepare.scale)).clamp(0, 1)
+        out[name] = prepare.undo(imgs)
     return out
 
 
@@ -238,11 +245,12 @@ class Evaluator:
     def _scalars(self, res: dict[str, Any], done: int) -> None:
         metric = self.info.metric
         for k, v in res.items():
-            if k in (f"source_{metric}", f"target_{metric}"):
+            if k in (f"source_{metric}", f"target_{metric}", "source_mean_class_acc", "target_mean_class_acc"):
                 self.writer.add_scalar(f"eval/{k}", v, done)
-            elif k.endswith("_iou") and isinstance(v, dict):
+            elif k.endswith(("_iou", "_class_acc")) and isinstance(v, dict):  # per class: iou_target/road, ...
+                kind, role = ("iou", k[: -len("_iou")]) if k.endswith("_iou") else ("class_acc", k[: -len("_class_acc")])
                 for name, value in v.items():
                     if value is not None:
-                        self.writer.add_scalar(f"iou_{k[: -len('_iou')]}/{name}", value, done)
+                        self.writer.add_scalar(f"{kind}_{role}/{name}", value, done)
             elif k != "step" and isinstance(v, float):
                 self.writer.add_scalar(f"select/{k}", v, done)

@@ -23,7 +23,7 @@ from uda.engine import dist
 from uda.engine.batches import PairBatches
 from uda.engine.evaluation import BestCheckpoint, Evaluator
 from uda.engine.guards import NonFiniteGuard, NonFiniteLoss, RankCheck, check_free_space, check_writable, on_main
-from uda.engine.logging import ProgressDisplay, TrainLog, tensorboard
+from uda.engine.logging import ProgressDisplay, TrainLog, tensorboard, write_images
 from uda.engine.runtime import (Stepper, autocast, build_optimizers, lr_factors, plan_stages, resolve_device,
                                 resolve_precision, seed_everything, stage_ends)
 from uda.engine.signals import StopFlag, TrainingInterrupted
@@ -34,6 +34,10 @@ from uda.methods import Method, get_method
 __all__ = ["NonFiniteLoss", "TrainingInterrupted", "train"]
 
 log = logging.getLogger("uda")
+
+# summary.json's per-class results beside the metric, by metric
+PER_CLASS = {"acc": ("source_mean_class_acc", "target_mean_class_acc", "source_class_acc", "target_class_acc"),
+             "miou": ("source_iou", "target_iou")}
 
 
 @dataclass
@@ -116,6 +120,8 @@ def _start(cfg: TrainConfig, run_dir: Path, counters: Counters) -> Run:
     batches = PairBatches(source, target, seed=cfg.seed, batch=tr.batch_size, world=dist.world(), rank=dist.rank(),
                           start=start, end=tr.max_steps, workers=cfg.data.workers, device=device, prepare=prepare,
                           augment_size=info.image_size if cfg.data.augment else None, per_pixel=info.metric == "miou")
+    if dist.is_main() and not resume:  # what the data became: one grid of training images, as the network sees them
+        write_images(writer, run_dir, batches.first_images(), start)
     evaluator = Evaluator(method=method, source=source, target=target, info=info, prepare=prepare, device=device,
                           autocast=partial(autocast, device, precision), batch_size=tr.eval_batch_size,
                           workers=cfg.data.workers, writer=writer, run_dir=run_dir, stage_ends=ends, best=best,
@@ -196,7 +202,10 @@ def _summary(run: Run, last: dict[str, Any] | None, loop_images_per_s: float | N
     return {
         "method": cfg.method.name, "data": cfg.data.name, "seed": cfg.seed, "steps": cfg.trainer.max_steps,
         f"source_{m}": last[f"source_{m}"], f"target_{m}": last[f"target_{m}"],
-        **({"source_iou": last["source_iou"], "target_iou": last["target_iou"]} if m == "miou" else {}),
+        **{k: last[k] for k in PER_CLASS[m] if k in last},  # (absent from rows of runs older than them)
+        # the pair as resolved: what the network saw (a custom pair's size, channels and classes are derived)
+        "pair": {"image_size": run.info.image_size, "channels": run.info.channels,
+                 "num_classes": run.info.num_classes, "class_names": list(run.info.class_names)},
         "checkpoint": "last (no model selection; target labels are used only for this report)",
         # the evaluation each criterion picks; only "oracle" reads target labels (for reference)
         "selected": selected(rows, m), "select": cfg.trainer.select.value, "best_checkpoint": dict(run.best.best),

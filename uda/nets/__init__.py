@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from uda.config import BackboneConfig, DANNDigitsConfig, LeNetConfig, ResNetConfig
+from uda.config import BACKBONES, BackboneConfig, DANNDigitsConfig, LeNetConfig, ResNetConfig, TimmConfig
 from uda.errors import ConfigError
 from uda.nets.digits import DANNDigitsFeatures, LeNetFeatures, mlp
 
@@ -33,4 +33,8 @@ def build_backbone(cfg: BackboneConfig, *, in_channels: int, image_size: int, nu
         from uda.nets.resnet import build_resnet
 
         return build_resnet(cfg, in_channels=in_channels, num_classes=num_classes)
-    raise ConfigError(f"unknown backbone {cfg.name!r}; valid backbones: dann_mnist, lenet, resnet50")
+    if isinstance(cfg, TimmConfig):
+        from uda.nets.timm_body import build_timm
+
+        return build_timm(cfg, in_channels=in_channels, image_size=image_size, num_classes=num_classes)
+    raise ConfigError(f"unknown backbone {cfg.name!r}; valid backbones: {', '.join(BACKBONES)}")

@@ -12,8 +12,17 @@ from uda.errors import ConfigError
 WIDTH = {18: 512, 34: 512, 50: 2048, 101: 2048}
 
 
+def _torch_load(file: Path):
+    try:  # memory-mapped: no second copy of a 0.5 GB VGG file in memory
+        return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as e:  # files in the pre-1.6 (non-zip) format cannot be memory-mapped
+        if "mmap" not in str(e):
+            raise
+        return torch.load(file, map_location="cpu", weights_only=True)
+
+
 def load_local_weights(net: nn.Module, path: str, *, ignore: tuple[str, ...], hint: str) -> None:
-    """Load a local torchvision ImageNet state_dict into ``net`` (a torchvision model).
+    """Load a local ImageNet state_dict (torch file or .safetensors) into ``net`` (a torchvision or timm model).
 
     Keys starting with ``ignore`` (the 1000-way ImageNet classifier) are skipped on both sides, as are
     BatchNorm's ``num_batches_tracked`` counters (``FrozenBatchNorm2d`` has none; old files lack them).
@@ -21,12 +30,12 @@ def load_local_weights(net: nn.Module, path: str, *, ignore: tuple[str, ...], hi
     """
     file = Path(path).expanduser()
     try:
-        try:  # memory-mapped: no second copy of a 0.5 GB VGG file in memory
-            state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as e:  # files in the pre-1.6 (non-zip) format cannot be memory-mapped
-            if "mmap" not in str(e):
-                raise
-            state = torch.load(file, map_location="cpu", weights_only=True)
+        if file.suffix == ".safetensors":  # timm's format (safetensors ships with timm)
+            from safetensors.torch import load_file
+
+            state = load_file(str(file))
+        else:
+            state = _torch_load(file)
     except Exception as e:  # noqa: BLE001 -- missing, unreadable or unsafe file
         why = f"{type(e).__name__}: {str(e)[:200]}".splitlines()[0]
         raise ConfigError(f"backbone.weights: cannot load {file} as a state_dict ({why})") from e
