@@ -14,7 +14,7 @@ from uda.data.common import DataError
 from uda.data.domain import FileDomain
 from uda.data.pairs import build_pair
 
-from helpers import make_cfg, run_cli
+from helpers import make_cfg, resumes_exactly, run_cli
 
 CLASSES = ("Alarm_Clock", "Bike", "Candles")
 SMALL = ("data.image_size=16", "data.load_size=20")
@@ -163,6 +163,27 @@ def test_dann_on_officehome_files_end_to_end(officehome, tmp_path, backbone):
     rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 2 and set(rows[-1]["target_class_acc"]) >= set(CLASSES)
     assert (run / "checkpoints" / "last.pt").is_file()
+
+
+@pytest.mark.parametrize("layout", ["visda", "domainnet"])
+def test_source_only_on_the_list_layouts_end_to_end(layout, request, tmp_path):
+    root = request.getfixturevalue(layout)
+    data = {"visda": "data=visda17", "domainnet": "data=domainnet_real_clipart"}[layout]
+    run = tmp_path / "run"
+    res = run_cli("train", "method=source_only", data, "backbone=resnet50", "backbone.depth=18", f"data.root={root}",
+                  *SMALL, "data.val_size=2", "trainer.max_steps=2", "trainer.batch_size=4", "trainer.eval_every=2",
+                  "trainer.progress=none", f"hydra.run.dir={run}", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert 0 <= summary["target_mean_class_acc"] <= 100 and summary["pair"]["image_size"] == 16
+
+
+def test_a_file_backed_run_resumes_exactly(officehome, tmp_path):
+    """The DataLoader reads the streams' indices and the crops come from (seed, step): a run stopped after
+    2 steps and resumed ends with the networks of the uninterrupted one."""
+    resumes_exactly(["+experiment=dann_officehome", "backbone.depth=18", f"data.root={officehome}", *SMALL,
+                     "trainer.max_steps=4", "trainer.batch_size=4", "trainer.eval_every=2",
+                     "trainer.checkpoint_every=2", "trainer.progress=none"], tmp_path, stop_after=2)
 
 
 def test_per_class_accuracy_equals_a_hand_count(officehome):

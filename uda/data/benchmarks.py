@@ -46,17 +46,12 @@ def load_officehome(root: Path, name: str) -> FileSplits:
     return FileSplits(whole, whole)
 
 
-def describe_officehome(root: Path, name: str) -> str:
-    whole = load_officehome(root, name).train
-    return f"{officehome_folder(root, name)}: {len(whole.classes)} class folders, {len(whole)} images"
-
-
-def verify_officehome(root: Path, name: str) -> str:
-    whole = load_officehome(root, name).train
-    if len(whole.classes) != OFFICEHOME_CLASSES:
-        raise DataError(f"officehome/{name}: {len(whole.classes)} class folders in {officehome_folder(root, name)}, "
-                        f"the release has {OFFICEHOME_CLASSES}")
-    return f"officehome/{name}: {OFFICEHOME_CLASSES} classes, {len(whole)} images (no published checksum)"
+def describe_officehome(root: Path, name: str, *, strict: bool = False) -> str:
+    """What is on disk; ``strict`` (``uda data verify``): DataError unless the release's 65 class folders."""
+    whole, folder = load_officehome(root, name).train, officehome_folder(root, name)
+    _check(strict, len(whole.classes), OFFICEHOME_CLASSES, f"officehome/{name}: {len(whole.classes)} class folders "
+                                                           f"in {folder}")
+    return f"{folder}: {len(whole.classes)} class folders, {len(whole)} images"
 
 
 # ------------------------------------------------------------------------------------------ VisDA-2017
@@ -72,18 +67,12 @@ def load_visda17(root: Path, name: str) -> FileSplits:
     return FileSplits(whole, whole)
 
 
-def describe_visda17(root: Path, name: str) -> str:
-    whole = load_visda17(root, name).train
-    return f"{visda_list(root, name)}: {len(whole)} images, {max(whole.labels) + 1} classes"
-
-
-def verify_visda17(root: Path, name: str) -> str:
+def describe_visda17(root: Path, name: str, *, strict: bool = False) -> str:
+    """What is listed (every listed image present); ``strict``: DataError unless labels 0..11."""
     whole = load_visda17(root, name).train
     n_classes = max(whole.labels) + 1
-    if n_classes != VISDA_CLASSES:
-        raise DataError(f"visda17/{name}: labels 0..{n_classes - 1} in {visda_list(root, name)}, the release has "
-                        f"{VISDA_CLASSES} classes")
-    return f"visda17/{name}: {len(whole)} images listed and present, {VISDA_CLASSES} classes (no published checksum)"
+    _check(strict, n_classes, VISDA_CLASSES, f"visda17/{name}: labels 0..{n_classes - 1} in {visda_list(root, name)}")
+    return f"{visda_list(root, name)}: {len(whole)} images, {n_classes} classes"
 
 
 # ------------------------------------------------------------------------------------------- DomainNet
@@ -98,15 +87,22 @@ def load_domainnet(root: Path, name: str, suffix: str = "") -> FileSplits:
                         for split in ("train", "test")))
 
 
-def describe_domainnet(root: Path, name: str) -> str:
+def describe_domainnet(root: Path, name: str, *, strict: bool = False) -> str:
+    """The lists and their images (every listed image present). The class count is not checked, also when
+    ``strict``: the lists of the 126-class subset are a DomainNet too."""
     splits = load_domainnet(root, name)
     return (f"{domainnet_list(root, name, 'train')}: {len(splits.train)} train, {len(splits.test)} test images, "
             f"{max(splits.train.labels) + 1} classes")
 
 
-def verify_domainnet(root: Path, name: str) -> str:
-    """The lists and their images (the class count is not checked: the 126-class subset is a DomainNet too)."""
-    return describe_domainnet(root, name) + ", every listed image present (no published checksum)"
+def _check(strict: bool, found: int, expected: int, what: str) -> None:
+    if strict and found != expected:
+        raise DataError(f"{what}; the release has {expected} classes")
+
+
+def verify(describe, root: Path, name: str) -> str:
+    """``uda data verify`` / ``prepare`` (nothing to download): ``describe`` strictly, or a DataError."""
+    return f"{describe(root, name, strict=True)}; layout checked (no published checksum)"
 
 
 def status(describe, root: Path, name: str) -> tuple[str, str]:

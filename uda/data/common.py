@@ -6,8 +6,12 @@ import hashlib
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from uda.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 
 class DataError(UserError):

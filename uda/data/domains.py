@@ -234,7 +234,7 @@ def _bench(kind, name, root, cfg, role, cache):
 def _bench_verify(kind, name, root):
     from uda.data import benchmarks
 
-    return getattr(benchmarks, f"verify_{kind}")(root, name)
+    return benchmarks.verify(getattr(benchmarks, f"describe_{kind}"), root, name)
 
 
 def _bench_status(kind, name, root):

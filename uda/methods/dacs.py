@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
-from torch import nn
 
 from uda.config import SEGMENTATION, OptimizerConfig
 from uda.config.base import nonneg, unit_interval

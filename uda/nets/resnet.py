@@ -84,10 +84,16 @@ def build_resnet(cfg: ResNetConfig, *, in_channels: int, num_classes: int) -> tu
     if cfg.weights:
         load_weights(net, cfg.weights)
     net.fc = nn.Identity()
-    width = WIDTH[cfg.depth]
-    if cfg.bottleneck:
-        features = ResNetFeatures(net, nn.Linear(width, cfg.bottleneck), nn.ReLU(inplace=True), nn.Dropout(cfg.dropout))
-        width = cfg.bottleneck
+    return with_head(net, WIDTH[cfg.depth], bottleneck=cfg.bottleneck, dropout=cfg.dropout, num_classes=num_classes)
+
+
+def with_head(body: nn.Module, width: int, *, bottleneck: int, dropout: float,
+              num_classes: int) -> tuple[nn.Module, nn.Module, int]:
+    """(body [+ bottleneck FC + ReLU + dropout], linear classifier, feature width): the head every pretrained
+    classification body gets (torchvision ResNets, timm models); ``bottleneck`` 0 = none."""
+    if bottleneck:
+        features = ResNetFeatures(body, nn.Linear(width, bottleneck), nn.ReLU(inplace=True), nn.Dropout(dropout))
+        width = bottleneck
     else:
-        features = ResNetFeatures(net)
+        features = ResNetFeatures(body)
     return features, nn.Linear(width, num_classes), width

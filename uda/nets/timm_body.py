@@ -10,7 +10,7 @@ from torch import nn
 
 from uda.config import TimmConfig
 from uda.errors import ConfigError
-from uda.nets.resnet import ResNetFeatures, load_local_weights
+from uda.nets.resnet import load_local_weights, with_head
 
 
 def _create(name: str, *, in_channels: int, image_size: int) -> nn.Module:
@@ -42,10 +42,4 @@ def build_timm(cfg: TimmConfig, *, in_channels: int, image_size: int, num_classe
         heads = (heads,) if isinstance(heads, str) else tuple(heads)
         load_local_weights(body, cfg.weights, ignore=tuple(f"{h}." for h in heads),
                            hint=f"timm's {cfg.model}; check backbone.model")
-    width = body.num_features
-    if cfg.bottleneck:
-        features = ResNetFeatures(body, nn.Linear(width, cfg.bottleneck), nn.ReLU(inplace=True), nn.Dropout(cfg.dropout))
-        width = cfg.bottleneck
-    else:
-        features = ResNetFeatures(body)
-    return features, nn.Linear(width, num_classes), width
+    return with_head(body, body.num_features, bottleneck=cfg.bottleneck, dropout=cfg.dropout, num_classes=num_classes)
