@@ -194,3 +194,14 @@ def test_figure_keeps_a_very_long_label_inside(tmp_path):
     groups = group_runs(find_runs([tmp_path / "r"]))
     png = figures.plot_pair("a_pair_with_a_rather_long_name_" * 3, groups, tmp_path)
     assert _border_is_white(png)
+
+
+def test_visda_is_reported_by_mean_class_accuracy(tmp_path):
+    """VisDA-2017's protocol: the report's numbers are the mean class accuracy, not the accuracy."""
+    for seed, (acc, mca) in enumerate([(70.0, 50.0), (72.0, 54.0)]):
+        d = tmp_path / f"{seed}_dann_seed{seed}"
+        _fake_run(d, "dann", seed, [60.0, acc], data="visda17", scores={"target_mean_class_acc": [40.0, mca]})
+        summary = json.loads((d / "summary.json").read_text()) | {"target_mean_class_acc": mca}
+        (d / "summary.json").write_text(json.dumps(summary))
+    row = report([tmp_path], tmp_path / "out")["rows"][0]
+    assert row["metric"] == "mean class acc" and row["last"] == cell(52, math.sqrt(8), 2)  # 50, 54, not 70, 72
