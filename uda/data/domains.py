@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from uda.data.common import DataError
+from uda.data.published import PUBLISHED
 
 # the two tasks: a pair (from its domains), a backbone and a method each declare theirs, and validation
 # matches them (uda.config re-exports these)
@@ -214,13 +215,6 @@ def _seg_files_status(name, root):
 
 
 # ------------------------------------------------------------------------- Office-Home, VisDA, DomainNet
-# where the file-backed classification benchmarks are published (uda data list, and the errors of their readers)
-PUBLISHED = {
-    "officehome": "OfficeHomeDataset_10072016.zip from https://www.hemanthdv.org/officeHomeDataset.html",
-    "visda17": "train.tar and validation.tar of the classification track, "
-               "https://github.com/VisionLearningGroup/taskcv-2017-public/tree/master/classification",
-    "domainnet": "the per-domain zips and <domain>_train.txt / <domain>_test.txt from https://ai.bu.edu/M3SDA/",
-}
 
 
 def _bench(kind, name, root, cfg, role, cache):
