@@ -53,9 +53,10 @@ class PairBatches:
         return src, tgt
 
     def first_images(self, n: int = 16) -> dict[str, torch.Tensor]:
-        """The first ``n`` source and target images of the next step's batches as the network sees them (resized,
-        channel-converted, cropped and flipped, normalised), mapped back to [0, 1] for a picture; [N, C, H, W].
-        Read beside the batch iterators, which they leave untouched."""
+        """The first ``n`` source and target images of the next step's batches as the network sees such images
+        (resized, channel-converted, randomly cropped and flipped as in training, normalised), mapped back to
+        [0, 1] for a picture; [N, C, H, W]. Read beside the batch iterators, which they leave untouched (the
+        crops are drawn for these n images, so they need not be the step's own)."""
         out = {}
         idx = [rank_slice(st.indices(self.step), self.rank, self.batch)[:n] for st in self.streams]
         x_s, x_t = (dom.train_batch(i)[0] for dom, i in zip(self.domains, idx))
