@@ -1,7 +1,7 @@
 """Steady-state training speed: `uda`'s loop vs the bare PyTorch step on in-memory tensors.
 
     python scripts/bench.py                                   # every method, fp32
-    python scripts/bench.py --methods dann,dsn --settings fp32,bf16,fp32+cl,bf16+cl --out bench.json
+    python scripts/bench.py --methods dann,dsn --settings fp32,bf16,fp32+cl,bf16+cl,auto --out bench.json
     python scripts/bench.py --methods dann --settings fp32 --compile   # + torch.compile'd bare step
 
 For each method and setting it measures, after ``--warmup`` steps:
@@ -15,7 +15,10 @@ For each method and setting it measures, after ``--warmup`` steps:
   progress display off): images/s of the wall clock between the first and the last logging point
   (``loop_images_per_s`` in summary.json; evaluations and checkpoints fall outside that window).
 
-and prints ratio = framework / bare (1.0 = no overhead) as a table; ``--out`` writes the rows as JSON.
+and prints ratio = framework / bare (1.0 = no overhead) as a table, under the CPU's model and capability
+(a table from one machine is not true of another: bf16 is several times slower than fp32 on a CPU without
+native bf16); ``auto`` is what ``trainer.precision=auto trainer.channels_last=auto`` pick here, and its row
+says what that was. ``--out`` writes the rows as JSON.
 Both run the same step indices (so a multi-stage method spends the same steps in each stage): ``METHODS``
 gives each method's pair, stage lengths that end inside the untimed warm-up (the loop evaluates at each
 stage end, which is not per-step overhead), and the sizes of the CPU recipes for the GAN methods.
@@ -33,7 +36,8 @@ from pathlib import Path
 import torch
 
 SETTINGS = {"fp32": ("fp32", False), "bf16": ("bf16", False), "fp32+cl": ("fp32", True), "bf16+cl": ("bf16", True),
-            "fp16": ("fp16", False), "fp16+cl": ("fp16", True)}  # fp16 (with gradient scaling): CUDA
+            "fp16": ("fp16", False), "fp16+cl": ("fp16", True),  # fp16 (with gradient scaling): CUDA
+            "auto": ("auto", "auto")}  # what trainer.precision / channels_last = auto pick on this machine
 _GAN = ["trainer.batch_size=32", "method.ngf=16", "method.n_blocks=3"]  # cycada_mnist_mnistm_cpu's translator
 _SEG = ["data=digits_seg", "trainer.batch_size=16"]  # digits_seg_cpu's batch
 # method -> overrides: its pair, and stage boundaries inside the untimed warm-up (the default 40 steps), so
@@ -46,16 +50,18 @@ METHODS = {
                                  "method.feature_adapt=true"],
     "adaptsegnet": _SEG, "advent": _SEG, "dacs": _SEG, "road": [*_SEG, "method.warmup_steps=20"],
     "lsd": [*_SEG, "method.ngf=16", "method.ndf=16"],
+    "source_only_seg": _SEG,  # digits_seg_cpu's source-only segmenter
 }
+METHOD_OF = {"source_only_seg": "source_only"}  # a row name that is not the method's own
 
 
-def compose(method: str, precision: str, channels_last: bool, batch: int | None, steps: int, log_every: int,
+def compose(method: str, precision: str, channels_last: bool | str, batch: int | None, steps: int, log_every: int,
             threads: int, device: str = "cpu"):
     """The method's config for ``steps`` steps with logging points every ``log_every`` (evaluation at the end)."""
     from uda.compose import compose as uda_compose
     from uda.config import validate
 
-    overrides = [f"method={method}", f"trainer.precision={precision}",
+    overrides = [f"method={METHOD_OF.get(method, method)}", f"trainer.precision={precision}",
                  f"trainer.channels_last={str(channels_last).lower()}", f"trainer.max_steps={steps}",
                  f"trainer.eval_every={steps}", f"trainer.checkpoint_every={steps}", f"trainer.log_every={log_every}",
                  "trainer.progress=none", f"trainer.threads={threads}", "data.test_subset=500", f"device={device}",
@@ -71,6 +77,7 @@ def bare_step_rate(cfg, steps: int, warmup: int, compiled: bool) -> float:
     """images/s of method.update on one fixed in-memory batch (2 x batch_size images per step)."""
     from uda.config import Precision
     from uda.data.pairs import Normalize, build_pair
+    from uda.engine.precision import choose
     from uda.engine.runtime import Stepper, autocast, build_optimizers
     from uda.methods import Batch, get_method
 
@@ -79,17 +86,18 @@ def bare_step_rate(cfg, steps: int, warmup: int, compiled: bool) -> float:
     source, target = source.to(device), target.to(device)
     torch.manual_seed(0)
     method = get_method(cfg.method.name).from_config(cfg, info).to(device)
-    mf = torch.channels_last if cfg.trainer.channels_last else torch.contiguous_format
+    choice = choose(cfg, device)  # the trainer's resolution of auto (and of explicit settings)
+    mf = torch.channels_last if choice.channels_last else torch.contiguous_format
     method = method.to(memory_format=mf)
     if compiled:
         for child in method.children():
             child.compile()
     _, opts = build_optimizers(method, cfg.optimizer)
-    precision = Precision(cfg.trainer.precision.value)
+    precision = choice.precision
     scaler = torch.amp.GradScaler(device.type, enabled=precision == Precision.fp16)
     stepper = Stepper(opts, scaler, device.type)
     B = cfg.trainer.batch_size
-    prepare = Normalize(info.mean, info.std, device, cfg.trainer.channels_last, crop=info.image_size)
+    prepare = Normalize(info.mean, info.std, device, choice.channels_last, crop=info.image_size)
     src, tgt = Batch(prepare(source.train_x[:B]), source.train_y[:B].long()), Batch(prepare(target.train_x[:B]), None)
     method.train()
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -144,7 +152,14 @@ def main() -> None:
     if args.steps % args.warmup:
         ap.error("--steps must be a multiple of --warmup (the loop is timed between logging points)")
     torch.set_num_threads(args.threads)
+    from uda.engine.precision import choose, cpu
 
+    here = cpu()
+    machine = (f"CPU: {here}, native bf16: {', '.join(here.bf16) or 'none'}; {args.threads} threads; "
+               f"torch {torch.__version__}")
+    if args.device == "cuda":
+        machine = f"GPU: {torch.cuda.get_device_name()}; {machine}"
+    print(machine, flush=True)
     rows = []
     for method in args.methods.split(","):
         for setting in settings:
@@ -158,7 +173,9 @@ def main() -> None:
                 loop, step_only = max(loop, lo), max(step_only, st)
             if args.compile:
                 compiled = bare_step_rate(cfg, args.steps, args.warmup, compiled=True)
-            row = {"method": method, "setting": setting, "device": args.device, "precision": precision, "channels_last": cl,
+            choice = choose(cfg, torch.device(args.device))
+            row = {"method": method, "setting": setting, "device": args.device, "precision": choice.precision.value,
+                   "channels_last": choice.channels_last, "cpu": str(cpu()),
                    "batch_size": cfg.trainer.batch_size, "threads": args.threads, "steps": args.steps,
                    "bare_img_s": round(bare, 1), "framework_img_s": loop, "framework_step_img_s": step_only,
                    "ratio": round(loop / bare, 3), "compiled_bare_img_s": compiled and round(compiled, 1),
@@ -166,11 +183,17 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
 
-    print("\n| method | setting | bare img/s | framework img/s | ratio |" + (" compiled bare img/s |" if args.compile else ""))
-    print("|---|---|---|---|---|" + ("---|" if args.compile else ""))
+    print(f"\n{machine}\n")
+    print("| method | setting | bare img/s | framework img/s | ratio |" + (" compiled bare img/s |" * args.compile))
+    print("|---|---|---|---|---|" + ("---|" * args.compile))
     for r in rows:
         extra = f" {r['compiled_bare_img_s']} |" if args.compile else ""
-        print(f"| {r['method']} | {r['setting']} | {r['bare_img_s']:.0f} | {r['framework_img_s']:.0f} | "
+        setting = r["setting"]
+        if setting == "auto":  # what auto picked, and how it compares with the fastest row of this method
+            fastest = max(o["framework_img_s"] for o in rows if o["method"] == r["method"])
+            setting = (f"auto = {r['precision']}{'+cl' if r['channels_last'] else ''}, "
+                       f"{r['framework_img_s'] / fastest:.2f} of the fastest")
+        print(f"| {r['method']} | {setting} | {r['bare_img_s']:.0f} | {r['framework_img_s']:.0f} | "
               f"{r['ratio']:.2f} |{extra}")
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=2) + "\n")

@@ -92,6 +92,7 @@ def test_a_launcher_whose_plugin_is_missing_names_the_extra(monkeypatch, capsys)
     ("method=foo", ["method/foo", "dann", "source_only"]),
     ("trainer.max_steps=abc", ["trainer.max_steps", "abc"]),
     ("trainer.precision=fp8", ["fp8", "fp32, bf16, fp16"]),
+    ("trainer.channels_last=maybe", ["trainer.channels_last", "maybe", "auto, true or false"]),
     ("device=tpu", ["tpu", "auto, cpu, cuda"]),
     ("method.foo=1", ["foo", "DANNConfig"]),
 ])

@@ -48,12 +48,14 @@ class Evaluation:
     info: Any
     method: Any
     prepare: Any
+    precision: Any  # the autocast precision trainer.precision resolves to here (uda.engine.precision)
 
 
 def prepare_eval(run_dir: Path, data: str | None = None, overrides: list[str] | None = None) -> Evaluation:
     """The run's config (recomposed), its pair on the device and a fresh method to load checkpoints into."""
     cfg = run_config(Path(run_dir), data, overrides)
     from uda.data.pairs import Normalize, build_pair
+    from uda.engine.precision import choose
     from uda.engine.runtime import resolve_device
     from uda.methods import get_method
 
@@ -61,7 +63,8 @@ def prepare_eval(run_dir: Path, data: str | None = None, overrides: list[str] | 
     source, target, info = build_pair(cfg.data)
     method = get_method(cfg.method.name).from_config(cfg, info).to(device)
     prepare = Normalize(info.mean, info.std, device, False, crop=info.image_size)
-    return Evaluation(cfg, device, source.to(device), target.to(device), info, method, prepare)
+    precision = choose(cfg, device).precision
+    return Evaluation(cfg, device, source.to(device), target.to(device), info, method, prepare, precision)
 
 
 def evaluate_checkpoint(ev: Evaluation, path: Path) -> dict[str, Any]:
@@ -70,7 +73,7 @@ def evaluate_checkpoint(ev: Evaluation, path: Path) -> dict[str, Any]:
 
     from uda.engine import checkpoint as ckpt
     from uda.engine.evaluation import evaluate_pair
-    from uda.engine.runtime import autocast, resolve_precision
+    from uda.engine.runtime import autocast
 
     state = ckpt.load(path)
     trained_classes = state.get("config", {}).get("data", {}).get("num_classes")
@@ -79,7 +82,7 @@ def evaluate_checkpoint(ev: Evaluation, path: Path) -> dict[str, Any]:
                           f"{ev.info.num_classes}")
     ev.method.load_state_dict(state["method"])
     ev.method.eval()
-    with torch.no_grad(), autocast(ev.device, resolve_precision(ev.cfg.trainer.precision, ev.device)):
+    with torch.no_grad(), autocast(ev.device, ev.precision):
         scores = evaluate_pair(ev.method, ev.source, ev.target, ev.info, prepare=ev.prepare,
                                batch_size=ev.cfg.trainer.eval_batch_size, device=ev.device,
                                workers=ev.cfg.data.workers)

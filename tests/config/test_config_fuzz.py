@@ -23,7 +23,8 @@ USER_FACING = (HydraException, OmegaConfBaseException, UserError)
 KEYS = [
     "seed", "resume", "device", "deterministic",
     "trainer.max_steps", "trainer.batch_size", "trainer.eval_every", "trainer.checkpoint_every",
-    "trainer.log_every", "trainer.precision", "trainer.threads", "trainer.progress", "trainer.keep_every",
+    "trainer.log_every", "trainer.precision", "trainer.channels_last", "trainer.threads", "trainer.progress",
+    "trainer.keep_every",
     "trainer.nonfinite", "trainer.nonfinite_patience",
     "optimizer.lr", "optimizer.momentum", "optimizer.betas", "optimizer.schedule", "optimizer.name",
     "data.image_size", "data.channels", "data.source.path", "data.target.name", "data.mean", "data.std", "data.num_classes", "data.train_subset",

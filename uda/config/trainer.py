@@ -30,7 +30,9 @@ SEGMENTATION_SELECT = ("source_val", "entropy", "im", "mano")
 
 
 class Precision(str, Enum):
-    auto = "auto"  # fp32 on CPU, fp16 with gradient scaling on CUDA
+    # CUDA: fp16 with gradient scaling; CPU: bf16 where the CPU runs it natively (AVX-512 BF16 or AMX) and it
+    # measured faster for the run's network family, else fp32 (uda/engine/precision.py)
+    auto = "auto"
     fp32 = "fp32"
     bf16 = "bf16"
     fp16 = "fp16"
@@ -52,7 +54,9 @@ class TrainerConfig:
     log_every: int = 50
     eval_batch_size: int = 1000
     precision: Precision = Precision.auto
-    channels_last: bool = False
+    # true | false | auto: on where it measured faster for the run's network family on this kind of
+    # machine, off elsewhere (uda/engine/precision.py)
+    channels_last: str = "auto"  # (a string: true/false on the command line arrive as "True"/"False")
     # torch intra-op threads (0 = torch's default, which honours OMP_NUM_THREADS)
     threads: int = 0
     progress: Progress = Progress.auto
@@ -70,10 +74,18 @@ class TrainerConfig:
     # a debugging aid that all-gathers the parameters)
     check_ranks_every: int = 0
 
+    def forced_channels_last(self) -> bool | None:
+        """``channels_last`` as set: True or False, None for auto."""
+        value = str(self.channels_last).lower()
+        if value not in ("auto", "true", "false"):
+            raise ConfigError(f"trainer.channels_last must be auto, true or false, got {self.channels_last!r}")
+        return None if value == "auto" else value == "true"
+
     def check(self) -> None:
         for key in ("max_steps", "batch_size", "eval_every", "checkpoint_every", "log_every", "eval_batch_size",
                     "nonfinite_patience"):
             positive(getattr(self, key), f"trainer.{key}")
+        self.forced_channels_last()  # raises unless auto, true or false
         for key in ("keep_every", "threads", "check_ranks_every"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"trainer.{key} must be >= 0, got {getattr(self, key)}")

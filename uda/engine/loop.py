@@ -1,8 +1,8 @@
 """The one trainer: ``train(cfg, run_dir)`` runs any method on any pair.
 
 A method supplies its networks and ``update`` (``uda.methods.base``); everything else is the same for
-every method and lives in its own part of ``uda.engine``: runtime (device, precision, optimizers,
-``Stepper``), batches, state (checkpoints, resume), evaluation, logging, signals, guards, summary.
+every method and lives in its own part of ``uda.engine``: precision (what ``auto`` picks), runtime (device, autocast,
+optimizers, ``Stepper``), batches, state (checkpoints, resume), evaluation, logging, signals, guards, summary.
 ``_start`` builds a run; the loop body calls the parts in a fixed order after each update:
 log -> evaluate -> check ranks -> checkpoint -> stop.
 """
@@ -24,8 +24,9 @@ from uda.engine.batches import PairBatches
 from uda.engine.evaluation import BestCheckpoint, Evaluator
 from uda.engine.guards import NonFiniteGuard, NonFiniteLoss, RankCheck, check_free_space, check_writable, on_main
 from uda.engine.logging import ProgressDisplay, TrainLog, tensorboard, write_images
+from uda.engine.precision import Choice, choose
 from uda.engine.runtime import (Stepper, autocast, build_optimizers, lr_factors, plan_stages, resolve_device,
-                                resolve_precision, seed_everything, stage_ends)
+                                seed_everything, stage_ends)
 from uda.engine.signals import StopFlag, TrainingInterrupted
 from uda.engine.state import Checkpointer, Counters, config_dict, resuming, trim_metrics
 from uda.engine.summary import git_commit, read_metrics, selected, versions, write_summary
@@ -47,7 +48,7 @@ class Run:
     cfg: TrainConfig
     run_dir: Path
     device: torch.device
-    precision: Precision
+    choice: Choice  # the precision and memory layout, and why
     info: PairInfo
     method: Method
     stepper: Stepper
@@ -64,7 +65,7 @@ class Run:
     commit: str | None  # the code this run started with
 
 
-def _build_method(cfg: TrainConfig, info: PairInfo, device: torch.device) -> Method:
+def _build_method(cfg: TrainConfig, info: PairInfo, device: torch.device, channels_last: bool) -> Method:
     """The method's networks, seeded by ``seed``; under torchrun rank 0's weights everywhere."""
     seed_everything(cfg.seed)
     method = get_method(cfg.method.name).from_config(cfg, info).to(device)
@@ -74,7 +75,7 @@ def _build_method(cfg: TrainConfig, info: PairInfo, device: torch.device) -> Met
         dist.broadcast_module(method)
         if dist.rank():  # rank 0 keeps the single-process random stream; the others get their own (dropout)
             seed_everything(cfg.seed * 1_000_003 + dist.rank())
-    if cfg.trainer.channels_last:
+    if channels_last:
         method = method.to(memory_format=torch.channels_last)
     return method
 
@@ -85,7 +86,9 @@ def _start(cfg: TrainConfig, run_dir: Path, counters: Counters) -> Run:
     device = dist.local_device(resolve_device(cfg.device))
     dist.init(device)
     run_dir = Path(dist.broadcast_object(str(run_dir)))
-    precision = resolve_precision(tr.precision, device)
+    choice = choose(cfg, device)  # precision and memory layout: trainer.* or what measured fastest here
+    if dist.is_main():
+        log.info(choice.why)
     if tr.threads:
         torch.set_num_threads(tr.threads)
     if cfg.deterministic:
@@ -96,10 +99,10 @@ def _start(cfg: TrainConfig, run_dir: Path, counters: Counters) -> Run:
     source, target, info = build_pair(cfg.data)
     if cfg.data.on_device:
         source, target = source.to(device), target.to(device)
-    prepare = Normalize(info.mean, info.std, device, tr.channels_last, crop=info.image_size)
-    method = _build_method(cfg, info, device)
+    prepare = Normalize(info.mean, info.std, device, choice.channels_last, crop=info.image_size)
+    method = _build_method(cfg, info, device, choice.channels_last)
     opt_cfgs, optimizers = build_optimizers(method, cfg.optimizer)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == Precision.fp16)
+    scaler = torch.amp.GradScaler(device.type, enabled=choice.precision == Precision.fp16)
     stages = plan_stages(method, tr.max_steps)
     ends = stage_ends(stages) if len(stages) > 1 else {}
     on_main(check_free_space, run_dir, method)
@@ -123,10 +126,10 @@ def _start(cfg: TrainConfig, run_dir: Path, counters: Counters) -> Run:
     if dist.is_main() and not resume:  # what the data became: one grid of training images, as the network sees them
         write_images(writer, run_dir, batches.first_images(), start)
     evaluator = Evaluator(method=method, source=source, target=target, info=info, prepare=prepare, device=device,
-                          autocast=partial(autocast, device, precision), batch_size=tr.eval_batch_size,
+                          autocast=partial(autocast, device, choice.precision), batch_size=tr.eval_batch_size,
                           workers=cfg.data.workers, writer=writer, run_dir=run_dir, stage_ends=ends, best=best,
                           save_best=ckpts.save_best)
-    return Run(cfg, run_dir, device, precision, info, method, Stepper(optimizers, scaler, device.type), opt_cfgs,
+    return Run(cfg, run_dir, device, choice, info, method, Stepper(optimizers, scaler, device.type), opt_cfgs,
                method.schedule_spans(tr.max_steps), ends, start, counters, ckpts, best, writer, batches, evaluator,
                commit)
 
@@ -156,7 +159,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> 
             stepper.set_lr(lr_factors(run.opt_cfgs, run.spans, step, tr.max_steps))
             src, tgt = next(run.batches)
             stepper.begin_iteration()
-            with autocast(run.device, run.precision):
+            with autocast(run.device, run.choice.precision):
                 out = method.update(src, tgt, step, stepper)
             stepper.end_iteration()
             applied = guard.after_update(step, bool(stepper.skipped), out, run.writer, run.ckpts.saved)
@@ -213,7 +216,10 @@ def _summary(run: Run, last: dict[str, Any] | None, loop_images_per_s: float | N
         "images_per_s": round(c.images / max(c.train_s, 1e-9), 1),
         # wall clock from the first logging point to the last (logging, evaluations, checkpoints included)
         "loop_images_per_s": loop_images_per_s,
-        "device": str(run.device), "precision": run.precision.value, "threads": torch.get_num_threads(),
+        "device": str(run.device), "precision": run.choice.precision.value, "channels_last": run.choice.channels_last,
+        # the CPU the run's speed was measured on (its capability decides what trainer.*=auto picks)
+        **({"cpu": str(run.choice.cpu)} if run.choice.cpu else {}),
+        "threads": torch.get_num_threads(),
         # updates skipped for non-finite losses in this session (all, and the longest run of them in a row);
         # fp16: the gradient scaler's final scale
         "skipped_updates": guard.total, "skipped_longest_run": guard.longest,

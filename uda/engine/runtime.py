@@ -1,6 +1,6 @@
-"""What a run runs on: the device and precision, seeding, the method's stage plan, one optimizer per
-parameter group with its learning-rate schedule (a function of the step), and ``Stepper``, what a
-method's ``update`` calls to step them."""
+"""What a run runs on: the device, the autocast context (``uda.engine.precision`` chooses the precision),
+seeding, the method's stage plan, one optimizer per parameter group with its learning-rate schedule (a
+function of the step), and ``Stepper``, what a method's ``update`` calls to step them."""
 from __future__ import annotations
 
 import contextlib
@@ -23,12 +23,6 @@ def resolve_device(device: Device) -> torch.device:
     if device == Device.cuda and not torch.cuda.is_available():
         raise ConfigError("device=cuda but no CUDA device is available; valid here: auto, cpu")
     return torch.device(device.value)
-
-
-def resolve_precision(precision: Precision, device: torch.device) -> Precision:
-    if precision == Precision.auto:
-        return Precision.fp16 if device.type == "cuda" else Precision.fp32
-    return precision
 
 
 def autocast(device: torch.device, precision: Precision):

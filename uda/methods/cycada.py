@@ -68,6 +68,7 @@ class CyCADAConfig(TranslatorConfig):
 
 class CyCADA(Method):
     Config = CyCADAConfig
+    family = "translator"  # the ResNet generator's measured CPU setting, not the task network's
 
     def __init__(self, *, cfg: CyCADAConfig, translator: Translator, src_encoder: nn.Module,
                  src_classifier: nn.Module, task_encoder: nn.Module, task_classifier: nn.Module, feat_disc: nn.Module):

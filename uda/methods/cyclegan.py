@@ -31,6 +31,7 @@ class CycleGANConfig(TranslatorConfig):
 
 class CycleGAN(Method):
     Config = CycleGANConfig
+    family = "translator"  # the ResNet generator's measured CPU setting, not the task network's
 
     def __init__(self, *, cfg: CycleGANConfig, translator: Translator, encoder: nn.Module, classifier: nn.Module):
         super().__init__()

@@ -1,0 +1,104 @@
+"""``trainer.precision=auto`` / ``trainer.channels_last=auto``: what they resolve to on a CPU with and
+without native bf16 (the CPU lookup faked), on CUDA, for explicit settings, and what a run records."""
+import json
+import logging
+
+import pytest
+import torch
+
+from uda.config import ConfigError, Precision, validate
+from uda.engine import precision as prec
+from uda.engine.loop import train
+
+from helpers import SMALL, make_cfg
+
+AVX2 = prec.CPU("AMD EPYC 7B13", "AVX2", ())
+AMX = prec.CPU("Intel Xeon", "AVX512", ("AVX-512 BF16", "AMX BF16"))
+CPU_DEVICE = torch.device("cpu")
+
+
+def choose(*overrides, machine, device=CPU_DEVICE):
+    return prec.choose(make_cfg(*overrides), device, machine)
+
+
+@pytest.mark.parametrize("overrides", [[], ["method=dsn"], ["method=source_only", "data=digits_seg"],
+                                       ["method=cyclegan"], ["method=dann", "backbone=resnet50"]])
+def test_auto_is_fp32_without_native_bf16(overrides):
+    c = choose(*overrides, machine=AVX2)
+    assert (c.precision, c.channels_last) == (Precision.fp32, False)
+    assert c.why.startswith("precision: fp32 (auto: CPU capability AVX2 has no native bf16); channels_last: off")
+    assert c.cpu == AVX2
+
+
+@pytest.mark.parametrize("overrides, want", [
+    ([], (Precision.bf16, True)),  # DANN's digits net: measured faster in bf16 + channels_last
+    (["method=dsn"], (Precision.bf16, True)),
+    (["method=source_only", "data=digits_seg"], (Precision.bf16, True)),
+    (["method=cyclegan"], (Precision.fp32, True)),  # the translator measured slower in bf16
+    (["method=cycada"], (Precision.fp32, True)),
+    (["method=dann", "backbone=resnet50"], (Precision.bf16, False)),  # not measured: native bf16, layout off
+])
+def test_auto_on_a_cpu_with_native_bf16_is_the_family_s_measured_fastest(overrides, want):
+    c = choose(*overrides, machine=AMX)
+    assert (c.precision, c.channels_last) == want
+    if overrides == ["method=dann", "backbone=resnet50"]:
+        assert "resnet50 not measured" in c.why and "AVX-512 BF16, AMX BF16" in c.why
+    else:
+        assert "measured faster for" in c.why
+
+
+def test_auto_on_cuda_is_fp16_with_channels_last_off():
+    c = choose(machine=None, device=torch.device("cuda"))
+    assert (c.precision, c.channels_last, c.cpu) == (Precision.fp16, False, None)
+    assert c.why == ("precision: fp16 (auto: fp16 with gradient scaling on CUDA); "
+                     "channels_last: off (auto: not measured on CUDA)")
+
+
+def test_explicit_settings_win_and_forced_bf16_without_native_support_warns(caplog):
+    with caplog.at_level(logging.WARNING, logger="uda"):
+        c = choose("trainer.precision=bf16", "trainer.channels_last=true", machine=AVX2)
+    assert (c.precision, c.channels_last) == (Precision.bf16, True)
+    assert c.why == "precision: bf16 (set); channels_last: on (set)"
+    assert caplog.messages == [
+        "trainer.precision=bf16: CPU AMD EPYC 7B13 (capability AVX2) has no native bf16 (AVX-512 BF16 or "
+        "AMX BF16); it is emulated here and several times slower than fp32 (trainer.precision=auto picks fp32)"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="uda"):
+        c = choose("trainer.precision=fp32", "trainer.channels_last=false", machine=AMX)
+        choose("trainer.precision=bf16", machine=AMX)  # native: no warning
+    assert (c.precision, c.channels_last) == (Precision.fp32, False) and not caplog.messages
+
+
+def test_channels_last_takes_only_auto_true_or_false():
+    assert make_cfg().trainer.channels_last == "auto"
+    with pytest.raises(ConfigError, match=r"trainer.channels_last must be auto, true or false, got 'maybe'"):
+        validate(make_cfg("trainer.channels_last=maybe"))
+
+
+def test_the_cpu_lookup_reads_torch_s_feature_flags(monkeypatch):
+    flags = {"cpu_name": "Some CPU", "avx512_bf16": False, "amx_bf16": True}
+    monkeypatch.setattr(torch._C._cpu, "_get_cpu_capability", lambda: flags)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert prec.cpu() == prec.CPU("Some CPU", "AVX512", ("AMX BF16",))
+    flags["amx_bf16"] = False
+    assert prec.cpu().bf16 == ()
+
+
+def test_without_torch_s_feature_query_the_kernel_s_flags_are_read(monkeypatch):
+    def missing():
+        raise AttributeError("_get_cpu_capability")
+
+    monkeypatch.setattr(torch._C._cpu, "_get_cpu_capability", missing)
+    monkeypatch.setattr(prec, "_cpuinfo_flags", lambda: {"avx2": True, "avx512_bf16": True})
+    assert prec.cpu().bf16 == ("AVX-512 BF16",)
+
+
+@pytest.mark.parametrize("machine, want", [(AVX2, ("fp32", False)), (AMX, ("bf16", True))])
+def test_a_run_logs_and_records_what_auto_chose(tmp_path, monkeypatch, caplog, mnist_root, machine, want):
+    monkeypatch.setattr(prec, "cpu", lambda: machine)
+    with caplog.at_level(logging.INFO, logger="uda"):
+        summary = train(make_cfg(*SMALL, "trainer.max_steps=2", "trainer.eval_every=2"), tmp_path)
+    assert (summary["precision"], summary["channels_last"]) == want
+    assert summary["cpu"] == str(machine)
+    assert json.loads((tmp_path / "summary.json").read_text())["precision"] == want[0]
+    assert caplog.messages[0].startswith(f"precision: {want[0]} (auto: ")

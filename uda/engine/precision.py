@@ -1,0 +1,119 @@
+"""``trainer.precision=auto`` and ``trainer.channels_last=auto``: the setting that measured fastest for the
+run's network family on this kind of machine, read from a table of measurements, never from a timing taken
+at start (a run's numerics must not depend on how busy the machine was when it started).
+
+* CUDA: fp16 autocast with gradient scaling; channels_last off (not measured on a GPU here).
+* CPU with native bf16 (torch reports AVX-512 BF16 or AMX BF16): the family's row of ``NATIVE_BF16``;
+  a family without a row gets bf16 (native) and channels_last off.
+* CPU without native bf16: fp32, channels_last off. There bf16 autocast is emulated: DANN on an AMD EPYC
+  with AVX2 ran about 7x slower in bf16 + channels_last than in fp32.
+
+A run's family is its method's ``family`` where the method sets one (CycleGAN's and CyCADA's translator),
+else its backbone's name. The measurements: docs/results.md#precision-and-layout (``scripts/bench.py``).
+"""
+from __future__ import annotations
+
+import logging
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from uda.config import Precision, TrainConfig
+
+log = logging.getLogger("uda")
+
+# the instruction sets that run bf16 natively: torch's feature name -> how it is written
+BF16_FEATURES = {"avx512_bf16": "AVX-512 BF16", "amx_bf16": "AMX BF16"}
+
+# family -> (bf16, channels_last) that measured fastest on a CPU with native bf16 (2-core Intel Xeon with
+# AVX-512 BF16 and AMX, 2 threads; docs/results.md#precision-and-layout)
+NATIVE_BF16 = {
+    "dann_mnist": (True, True),  # DANN 11.6k img/s in bf16 + channels_last, 5.3k in fp32 (DSN: 3.3k vs 1.4k)
+    "lenet": (True, True),
+    "seg_small": (True, True),
+    "translator": (False, True),  # CycleGAN's ResNet generator: fp32 + channels_last 2.7 steps/s, bf16 1.8
+}
+
+
+@dataclass(frozen=True)
+class CPU:
+    """What torch reports about this CPU."""
+
+    name: str
+    capability: str  # torch.backends.cpu.get_cpu_capability(): AVX512, AVX2, DEFAULT, ...
+    bf16: tuple[str, ...]  # the native-bf16 instruction sets it has, e.g. ("AVX-512 BF16", "AMX BF16")
+
+    def __str__(self) -> str:
+        return f"{self.name} (capability {self.capability})"
+
+
+def cpu() -> CPU:
+    """This machine's CPU as torch sees it (the tests replace this function to fake another machine)."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    try:  # the per-feature flags behind the capability string (which says AVX512 with or without BF16)
+        features = dict(torch._C._cpu._get_cpu_capability())
+    except (AttributeError, RuntimeError, TypeError):
+        features = _cpuinfo_flags()
+    bf16 = tuple(label for key, label in BF16_FEATURES.items() if features.get(key))
+    return CPU(str(features.get("cpu_name") or platform.processor() or platform.machine()), capability, bf16)
+
+
+def _cpuinfo_flags() -> dict[str, bool]:
+    """The kernel's CPU flags (Linux), for a torch without the per-feature query."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return {flag: True for flag in flags}
+
+
+def family(cfg: TrainConfig) -> str:
+    """The network family whose measured setting ``auto`` uses: the method's, else the backbone's name."""
+    from uda.methods import get_method
+
+    return get_method(cfg.method.name).family or cfg.backbone.name
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The precision and memory layout a run uses, and why (the run's first log line)."""
+
+    precision: Precision
+    channels_last: bool
+    cpu: CPU | None  # the CPU it was chosen for (None on CUDA)
+    why: str  # e.g. "precision: fp32 (auto: CPU capability AVX2 has no native bf16); channels_last: off (...)"
+
+
+def choose(cfg: TrainConfig, device: torch.device, machine: CPU | None = None) -> Choice:
+    """Resolve ``trainer.precision`` and ``trainer.channels_last`` for ``device``; warns where a forced
+    bf16 is emulated."""
+    tr, fam = cfg.trainer, family(cfg)
+    machine = machine or (cpu() if device.type == "cpu" else None)
+    if device.type == "cuda":
+        fast_bf16, fast_cl, basis = False, False, "CUDA"
+    elif machine.bf16:
+        fast_bf16, fast_cl = NATIVE_BF16.get(fam, (True, False))
+        basis = (f"measured faster for {fam} on CPUs with native bf16" if fam in NATIVE_BF16
+                 else f"CPU {machine} has native bf16 ({', '.join(machine.bf16)}); {fam} not measured")
+    else:
+        fast_bf16, fast_cl, basis = False, False, f"CPU capability {machine.capability} has no native bf16"
+    if tr.precision == Precision.auto:
+        precision = Precision.fp16 if device.type == "cuda" else Precision.bf16 if fast_bf16 else Precision.fp32
+        p_why = f"auto: {'fp16 with gradient scaling on CUDA' if device.type == 'cuda' else basis}"
+    else:
+        precision, p_why = tr.precision, "set"
+    channels_last = tr.forced_channels_last()
+    if channels_last is None:
+        channels_last = fast_cl
+        cl_why = ("auto: " + basis if fast_cl else "auto: not measured on CUDA" if device.type == "cuda"
+                  else f"auto: not measured faster for {fam} on this kind of CPU")
+    else:
+        cl_why = "set"
+    if precision == Precision.bf16 and device.type == "cpu" and not machine.bf16:
+        log.warning("trainer.precision=bf16: CPU %s has no native bf16 (AVX-512 BF16 or AMX BF16); it is "
+                    "emulated here and several times slower than fp32 (trainer.precision=auto picks fp32)", machine)
+    why = f"precision: {precision.value} ({p_why}); channels_last: {'on' if channels_last else 'off'} ({cl_why})"
+    return Choice(precision, channels_last, machine if device.type == "cpu" else None, why)
