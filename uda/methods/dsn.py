@@ -110,6 +110,7 @@ class DSNConfig(MethodConfig):
 
 class DSN(Method):
     Config = DSNConfig
+    family = "dsn"  # its private encoders and decoder beside the shared dann_mnist net: measured on their own
 
     def __init__(self, *, cfg: DSNConfig, shared: nn.Module, classifier: nn.Module, private_s: nn.Module,
                  private_t: nn.Module, decoder: nn.Module, discriminator: nn.Module | None, max_steps: int):
