@@ -54,6 +54,8 @@ class Evaluation:
 def prepare_eval(run_dir: Path, data: str | None = None, overrides: list[str] | None = None) -> Evaluation:
     """The run's config (recomposed), its pair on the device and a fresh method to load checkpoints into."""
     cfg = run_config(Path(run_dir), data, overrides)
+    import torch
+
     from uda.data.pairs import Normalize, build_pair
     from uda.engine.precision import choose
     from uda.engine.runtime import resolve_device
@@ -62,9 +64,12 @@ def prepare_eval(run_dir: Path, data: str | None = None, overrides: list[str] | 
     device = resolve_device(cfg.device)
     source, target, info = build_pair(cfg.data)
     method = get_method(cfg.method.name).from_config(cfg, info).to(device)
-    prepare = Normalize(info.mean, info.std, device, False, crop=info.image_size)
-    precision = choose(cfg, device).precision
-    return Evaluation(cfg, device, source.to(device), target.to(device), info, method, prepare, precision)
+    # the run's precision and memory layout as they resolve here (on the run's machine: the scores it recorded)
+    choice = choose(cfg, device)
+    if choice.channels_last:
+        method = method.to(memory_format=torch.channels_last)
+    prepare = Normalize(info.mean, info.std, device, choice.channels_last, crop=info.image_size)
+    return Evaluation(cfg, device, source.to(device), target.to(device), info, method, prepare, choice.precision)
 
 
 def evaluate_checkpoint(ev: Evaluation, path: Path) -> dict[str, Any]:
