@@ -110,3 +110,15 @@ def test_a_run_logs_and_records_what_auto_chose(tmp_path, monkeypatch, caplog, m
     assert summary["cpu"] == str(machine)
     assert json.loads((tmp_path / "summary.json").read_text())["precision"] == want[0]
     assert caplog.messages[0].startswith(f"precision: {want[0]} (auto: ")
+
+
+def test_resuming_where_auto_resolves_differently_warns(tmp_path, monkeypatch, caplog, mnist_root):
+    monkeypatch.setattr(prec, "cpu", lambda: AMX)
+    args = [*SMALL, "trainer.max_steps=2", "trainer.eval_every=2", "trainer.checkpoint_every=2"]
+    train(make_cfg(*args), tmp_path)
+    monkeypatch.setattr(prec, "cpu", lambda: AVX2)  # the run continues on a CPU without native bf16
+    with caplog.at_level(logging.WARNING, logger="uda"):
+        summary = train(make_cfg(*args, "resume=true", "trainer.max_steps=4"), tmp_path)
+    assert (summary["precision"], summary["channels_last"]) == ("fp32", False)
+    assert ("the checkpoint trained with fp32 + channels_last; this session runs fp32 (trainer.precision and "
+            "trainer.channels_last resolve on this machine; set them to continue as before)") in caplog.messages

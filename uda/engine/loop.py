@@ -108,7 +108,8 @@ def _start(cfg: TrainConfig, run_dir: Path, counters: Counters) -> Run:
     on_main(check_free_space, run_dir, method)
     best = BestCheckpoint(tr.select.value, info.metric)
     ckpts = Checkpointer(run_dir, method=method, optimizers=optimizers, scaler=scaler, config=config_dict(cfg),
-                         counters=counters, best=best.best, keep_every=tr.keep_every)
+                         counters=counters, best=best.best, keep_every=tr.keep_every,
+                         numerics={"precision": choice.precision.value, "channels_last": choice.channels_last})
     metrics_path, start = run_dir / "metrics.jsonl", 0
     if resume:
         state = ckpts.restore()

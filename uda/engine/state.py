@@ -49,6 +49,10 @@ def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             for k in sorted(a.keys() | b.keys()) if k != "resume" and a.get(k) != b.get(k)]
 
 
+def _numerics(n: dict[str, Any]) -> str:
+    return f"{n.get('precision')}{' + channels_last' if n.get('channels_last') else ''}"
+
+
 def resuming(resume: bool | str, ckpt_dir: Path) -> bool:
     """``resume`` (false | true | auto) against what ``ckpt_dir`` holds: continue it? ConfigError when the
     two disagree (a new run over a checkpoint, or resume=true without one)."""
@@ -91,11 +95,13 @@ class Checkpointer:
 
     def __init__(self, run_dir: Path, *, method: torch.nn.Module, optimizers: dict[str, torch.optim.Optimizer],
                  scaler: torch.amp.GradScaler, config: dict[str, Any], counters: Counters, best: dict[str, Any],
-                 keep_every: int):
+                 keep_every: int, numerics: dict[str, Any] | None = None):
         self.dir = run_dir / "checkpoints"
         self.last = self.dir / ckpt.LAST
         self.method, self.optimizers, self.scaler, self.config = method, optimizers, scaler, config
         self.counters, self.best, self.keep_every = counters, best, keep_every
+        # the precision and memory layout trainer.*=auto resolved to on this machine (a resume may differ)
+        self.numerics = numerics or {}
         self.saved: int | None = None  # step of the newest checkpoint on disk
 
     def snapshot(self, done: int, rng_ranks: list | None = None) -> dict[str, Any]:
@@ -104,6 +110,7 @@ class Checkpointer:
             "step": done, "method": self.method.state_dict(),
             "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
             "scaler": self.scaler.state_dict(), "rng": ckpt.rng_state(), "config": self.config,
+            "numerics": self.numerics,
             "wall_s": c.wall_s(), "train_s": c.train_s, "images": c.images,
             "versions": versions(), "best": dict(self.best), "world_size": dist.world(),
             **({"rng_ranks": rng_ranks} if rng_ranks else {}),
@@ -131,6 +138,11 @@ class Checkpointer:
         changed = config_changes(state.get("config", {}), self.config)
         if changed:
             log.warning("resuming with a config that differs from the checkpoint's: %s", "; ".join(changed))
+        before = state.get("numerics")
+        if before and before != self.numerics:
+            log.warning("the checkpoint trained with %s; this session runs %s (trainer.precision and "
+                        "trainer.channels_last resolve on this machine; set them to continue as before)",
+                        _numerics(before), _numerics(self.numerics))
         try:
             self.method.load_state_dict(state["method"])
             for name, opt in self.optimizers.items():
