@@ -34,6 +34,7 @@ def test_auto_is_fp32_without_native_bf16(overrides):
 @pytest.mark.parametrize("overrides, want", [
     ([], (Precision.fp32, True)),  # DANN's digits net: bf16 is faster but collapsed a seed
     (["method=source_only"], (Precision.fp32, True)),  # the same net
+    (["method=dsn"], (Precision.bf16, True)),  # DSN's own family: bf16 kept fp32's accuracy
     (["method=source_only", "data=digits_seg"], (Precision.bf16, True)),
     (["method=cyclegan"], (Precision.fp32, True)),  # the translator measured slower in bf16
     (["method=cycada"], (Precision.fp32, True)),
@@ -44,7 +45,7 @@ def test_auto_on_a_cpu_with_native_bf16_is_the_family_s_measured_setting(overrid
     assert "on CPUs with native bf16: " in c.why and c.why.endswith("channels_last: on (auto: the same)")
 
 
-@pytest.mark.parametrize("overrides, fam", [(["backbone=resnet50"], "resnet50"), (["method=dsn"], "dsn")])
+@pytest.mark.parametrize("overrides, fam", [(["backbone=resnet50"], "resnet50"), (["method=adda"], "lenet")])
 def test_auto_on_a_cpu_with_native_bf16_keeps_fp32_for_an_unmeasured_family(overrides, fam):
     c = choose(*overrides, machine=AMX)
     assert (c.precision, c.channels_last) == (Precision.fp32, False)
