@@ -175,7 +175,7 @@ def main() -> None:
                 compiled = bare_step_rate(cfg, args.steps, args.warmup, compiled=True)
             choice = choose(cfg, torch.device(args.device))
             row = {"method": method, "setting": setting, "device": args.device, "precision": choice.precision.value,
-                   "channels_last": choice.channels_last, "cpu": str(cpu()),
+                   "channels_last": choice.channels_last, "cpu": str(here),
                    "batch_size": cfg.trainer.batch_size, "threads": args.threads, "steps": args.steps,
                    "bare_img_s": round(bare, 1), "framework_img_s": loop, "framework_step_img_s": step_only,
                    "ratio": round(loop / bare, 3), "compiled_bare_img_s": compiled and round(compiled, 1),

@@ -31,7 +31,8 @@ SEGMENTATION_SELECT = ("source_val", "entropy", "im", "mano")
 
 class Precision(str, Enum):
     # CUDA: fp16 with gradient scaling; CPU: bf16 where the CPU runs it natively (AVX-512 BF16 or AMX) and it
-    # measured faster for the run's network family, else fp32 (uda/engine/precision.py)
+    # measured faster for the run's network family without losing fp32's accuracy, else fp32
+    # (uda/engine/precision.py)
     auto = "auto"
     fp32 = "fp32"
     bf16 = "bf16"

@@ -1,8 +1,8 @@
 """The one trainer: ``train(cfg, run_dir)`` runs any method on any pair.
 
 A method supplies its networks and ``update`` (``uda.methods.base``); everything else is the same for
-every method and lives in its own part of ``uda.engine``: precision (what ``auto`` picks), runtime (device, autocast,
-optimizers, ``Stepper``), batches, state (checkpoints, resume), evaluation, logging, signals, guards, summary.
+every method and lives in its own part of ``uda.engine``: precision (what ``auto`` picks), runtime (device,
+autocast, optimizers, ``Stepper``), batches, state (checkpoints, resume), evaluation, logging, signals, guards, summary.
 ``_start`` builds a run; the loop body calls the parts in a fixed order after each update:
 log -> evaluate -> check ranks -> checkpoint -> stop.
 """
@@ -109,7 +109,7 @@ def _start(cfg: TrainConfig, run_dir: Path, counters: Counters) -> Run:
     best = BestCheckpoint(tr.select.value, info.metric)
     ckpts = Checkpointer(run_dir, method=method, optimizers=optimizers, scaler=scaler, config=config_dict(cfg),
                          counters=counters, best=best.best, keep_every=tr.keep_every,
-                         numerics={"precision": choice.precision.value, "channels_last": choice.channels_last})
+                         numerics=choice.record())
     metrics_path, start = run_dir / "metrics.jsonl", 0
     if resume:
         state = ckpts.restore()
@@ -217,7 +217,7 @@ def _summary(run: Run, last: dict[str, Any] | None, loop_images_per_s: float | N
         "images_per_s": round(c.images / max(c.train_s, 1e-9), 1),
         # wall clock from the first logging point to the last (logging, evaluations, checkpoints included)
         "loop_images_per_s": loop_images_per_s,
-        "device": str(run.device), "precision": run.choice.precision.value, "channels_last": run.choice.channels_last,
+        "device": str(run.device), **run.choice.record(),
         # the CPU the run's speed was measured on (its capability decides what trainer.*=auto picks)
         **({"cpu": str(run.choice.cpu)} if run.choice.cpu else {}),
         "threads": torch.get_num_threads(),

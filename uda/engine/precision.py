@@ -95,6 +95,10 @@ class Choice:
     cpu: CPU | None  # the CPU it was chosen for (None on CUDA)
     why: str  # e.g. "precision: fp32 (auto: CPU capability AVX2 has no native bf16); channels_last: off (...)"
 
+    def record(self) -> dict[str, object]:
+        """What summary.json and the checkpoint keep: the resolved values."""
+        return {"precision": self.precision.value, "channels_last": self.channels_last}
+
 
 def choose(cfg: TrainConfig, device: torch.device, machine: CPU | None = None) -> Choice:
     """Resolve ``trainer.precision`` and ``trainer.channels_last`` for ``device``; warns where a forced
