@@ -73,11 +73,11 @@ def compose(method: str, precision: str, channels_last: bool | str, batch: int |
     return cfg
 
 
-def bare_step_rate(cfg, steps: int, warmup: int, compiled: bool) -> float:
-    """images/s of method.update on one fixed in-memory batch (2 x batch_size images per step)."""
+def bare_step_rate(cfg, choice, steps: int, warmup: int, compiled: bool) -> float:
+    """images/s of method.update on one fixed in-memory batch (2 x batch_size images per step), in the
+    precision and layout ``choice`` (``uda.engine.precision.choose``) resolved."""
     from uda.config import Precision
     from uda.data.pairs import Normalize, build_pair
-    from uda.engine.precision import choose
     from uda.engine.runtime import Stepper, autocast, build_optimizers
     from uda.methods import Batch, get_method
 
@@ -86,7 +86,6 @@ def bare_step_rate(cfg, steps: int, warmup: int, compiled: bool) -> float:
     source, target = source.to(device), target.to(device)
     torch.manual_seed(0)
     method = get_method(cfg.method.name).from_config(cfg, info).to(device)
-    choice = choose(cfg, device)  # the trainer's resolution of auto (and of explicit settings)
     mf = torch.channels_last if choice.channels_last else torch.contiguous_format
     method = method.to(memory_format=mf)
     if compiled:
@@ -166,14 +165,14 @@ def main() -> None:
             precision, cl = SETTINGS[setting]
             cfg = compose(method, precision, cl, args.batch_size, args.warmup + args.steps, args.warmup, args.threads,
                           args.device)
+            choice = choose(cfg, torch.device(args.device))  # the trainer's resolution of auto (and of the rest)
             bare, loop, step_only, compiled = 0.0, 0.0, 0.0, None
             for _ in range(args.repeats):
-                bare = max(bare, bare_step_rate(cfg, args.steps, args.warmup, compiled=False))
+                bare = max(bare, bare_step_rate(cfg, choice, args.steps, args.warmup, compiled=False))
                 lo, st = framework_rate(cfg)
                 loop, step_only = max(loop, lo), max(step_only, st)
             if args.compile:
-                compiled = bare_step_rate(cfg, args.steps, args.warmup, compiled=True)
-            choice = choose(cfg, torch.device(args.device))
+                compiled = bare_step_rate(cfg, choice, args.steps, args.warmup, compiled=True)
             row = {"method": method, "setting": setting, "device": args.device, "precision": choice.precision.value,
                    "channels_last": choice.channels_last, "cpu": str(here),
                    "batch_size": cfg.trainer.batch_size, "threads": args.threads, "steps": args.steps,
