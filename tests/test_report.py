@@ -205,3 +205,32 @@ def test_visda_is_reported_by_mean_class_accuracy(tmp_path):
         (d / "summary.json").write_text(json.dumps(summary))
     row = report([tmp_path], tmp_path / "out")["rows"][0]
     assert row["metric"] == "mean class acc" and row["last"] == cell(52, math.sqrt(8), 2)  # 50, 54, not 70, 72
+
+
+def test_runs_that_differ_only_by_their_directory_are_counted_once(tmp_path):
+    """The same configuration and seed found twice (a run copied, or re-run into another directory) is one
+    seed, not two: the report lists the duplicate and averages the rest."""
+    _fake_run(tmp_path / "a" / "run", "source_only", 0, [50.0, 52.0])
+    _fake_run(tmp_path / "b" / "run", "source_only", 0, [50.0, 49.0])
+    _fake_run(tmp_path / "b" / "run1", "source_only", 1, [40.0, 60.0])
+    res = report([tmp_path], tmp_path / "out", figures=False)
+    (row,) = res["rows"]
+    assert row["seeds"] == "2" and row["last"] == cell(56.0, math.sqrt(32), 2)  # seeds 0 (a/run) and 1: 52, 60
+    (group,) = res["groups"]
+    assert [(str(d.path), str(k.path)) for d, k in group.duplicates] == [(str(tmp_path / "b" / "run"),
+                                                                         str(tmp_path / "a" / "run"))]
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "## Duplicate runs (the same configuration and seed; counted once)" in md
+    assert f"| {tmp_path / 'b' / 'run'} | {tmp_path / 'a' / 'run'} | 49.00, 52.00 |" in md
+
+
+def test_runs_evaluated_once_are_named_and_left_out_of_the_criteria(tmp_path):
+    """A run evaluated once gives every criterion the same pick (regret 0 by construction): not evidence."""
+    _fake_run(tmp_path / "r0", "source_only", 0, [50.0])
+    _fake_run(tmp_path / "r1", "source_only", 1, [48.0, 58.0, 54.0])
+    res = report([tmp_path], tmp_path / "out", figures=False)
+    last = [r for r in res["criteria"] if r["criterion"] == "last" and r["method"] == "source_only"]
+    assert [r["runs"] for r in last] == [1] and last[0]["regret_mean"] == pytest.approx(4.0)  # r1 alone: 58 - 54
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "## Runs evaluated once (left out of the criteria tables)" in md and f"- {tmp_path / 'r0'} (" in md
+    assert f"- {tmp_path / 'r1'} (" not in md

@@ -52,7 +52,8 @@ def plot_pair(pair: str, groups: list[Any], out: Path) -> Path:
             continue
         mean = [statistics.fmean(by_step[s]) for s in steps]
         std = [statistics.stdev(by_step[s]) if len(by_step[s]) > 1 else 0.0 for s in steps]
-        (line,) = ax.plot(steps, mean, label=_wrap(f"{g.label} ({len(g.runs)} seeds)"), linewidth=2)
+        (line,) = ax.plot(steps, mean, label=_wrap(f"{g.label} ({len(g.runs)} seeds)"), linewidth=2,
+                          marker="o" if len(steps) < 12 else None)  # a run evaluated once is a point, not a line
         ax.fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
                         color=line.get_color(), alpha=0.2)
     ax.set_xlabel("training step")

@@ -110,9 +110,17 @@ def criteria_rows(groups: list[Group]) -> list[dict[str, Any]]:
     return out
 
 
+def single_evaluation(runs: list[Run]) -> list[Run]:
+    """Runs evaluated once: every criterion picks that evaluation (regret 0, no rank correlation by construction),
+    so they are left out of the criteria tables and the report says so."""
+    return [r for r in runs if r.finished and len(r.rows) < 2]
+
+
 def _criterion_stats(runs: list[Run], crit: str) -> dict[str, Any]:
     res: dict[str, Any] = {"regret": [], "spearman": [], "kendall": []}
     for r in runs:
+        if len(r.rows) < 2:  # nothing to choose between (single_evaluation)
+            continue
         if crit == "last":
             best = select(r.rows, "oracle")
             if best is not None and r.summary is not None:
@@ -201,8 +209,26 @@ def _num(v: float) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
 
 
+def _notes_md(groups: list[Group]) -> list[str]:
+    """The runs counted once though found twice, and the runs a criterion had one evaluation to choose from."""
+    lines = []
+    dups = [d for g in groups for d in g.duplicates]
+    if dups:
+        lines += ["", "## Duplicate runs (the same configuration and seed; counted once)", "",
+                  "| run | same as (counted) | target, both |", "|---|---|---|"]
+        lines += [f"| {a.path} | {b.path} | {_num(a.value('last'))}, {_num(b.value('last'))} |" for a, b in dups]
+    single = single_evaluation([r for g in groups for r in g.runs])
+    if single:
+        lines += ["", "## Runs evaluated once (left out of the criteria tables)", "",
+                  "Every criterion picks a run's only evaluation: regret 0 and no rank correlation by construction. "
+                  "Evaluate more often (`trainer.eval_every`, `trainer.min_evals`) to compare criteria.", ""]
+        lines += [f"- {r.path} ({r.method}, {r.pair}, seed {r.seed})" for r in single]
+    return lines
+
+
 def write_markdown(rows: list[dict[str, str]], unfinished: list[Run], path: Path, figures: list[Path],
-                   crit_rows: list[dict[str, Any]] | None = None, sel_rows: list[dict[str, Any]] | None = None) -> None:
+                   crit_rows: list[dict[str, Any]] | None = None, sel_rows: list[dict[str, Any]] | None = None,
+                   groups: list[Group] | None = None) -> None:
     rec = recommended_criterion()
     head = ["method", "data", "setting", "seeds", "metric", "last", "vs source_only", rec, "oracle", "paper"]
     lines = ["# uda report", "",
@@ -249,6 +275,7 @@ def write_markdown(rows: list[dict[str, str]], unfinished: list[Run], path: Path
                 for r in sel_rows]
         lines += _table(["pair", "criterion", "recommended", "chosen", "step", "target", "oracle", "oracle mean",
                          "regret"], body)
+    lines += _notes_md(groups or [])
     if unfinished:
         lines += ["", "## Unfinished runs (not averaged)", "", "| run | method | data | seed | last evaluated step |",
                   "|---|---|---|---|---|"]
@@ -299,18 +326,18 @@ def report(dirs: list[Path], out: Path | None = None, *, figures: bool = True) -
             regret = [r for r in crit_rows if r["pair"] == pair and r["method"] == "(all)"]
             if regret:
                 pngs.append(figs.plot_regret(pair, regret, [r for r in sel_rows if r["pair"] == pair], out))
-    write_markdown(rows, unfinished, out / "report.md", pngs, crit_rows, sel_rows)
+    write_markdown(rows, unfinished, out / "report.md", pngs, crit_rows, sel_rows, groups)
     write_csv(groups, out / "report.csv")
     write_criteria_csv(crit_rows, out / "criteria.csv")
     write_selection_csv(sel_rows, out / "selection.csv")
-    _print_rich(rows, unfinished, sel_rows, crit_rows)
+    _print_rich(rows, unfinished, sel_rows, crit_rows, groups)
     return {"groups": groups, "rows": rows, "criteria": crit_rows, "selection": sel_rows, "unfinished": unfinished,
             "figures": pngs, "markdown": out / "report.md", "csv": out / "report.csv",
             "criteria_csv": out / "criteria.csv", "selection_csv": out / "selection.csv"}
 
 
 def _print_rich(rows: list[dict[str, str]], unfinished: list[Run], sel_rows: list[dict[str, Any]],
-                crit_rows: list[dict[str, Any]]) -> None:
+                crit_rows: list[dict[str, Any]], groups: list[Group]) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -347,6 +374,12 @@ def _print_rich(rows: list[dict[str, str]], unfinished: list[Run], sel_rows: lis
                       str(r["step"]), f"{r['target_mean']:.2f} ± {r['target_std']:.2f}",
                       f"{r['oracle_chosen']} @ {r['oracle_step']}: {r['oracle_mean']:.2f}", f"{r['regret']:.2f}")
         console.print(s)
+    for run, kept in (d for g in groups for d in g.duplicates):
+        console.print(f"[yellow]duplicate, counted once:[/yellow] {run.path} = {kept.path} (same configuration and seed)")
+    single = single_evaluation([r for g in groups for r in g.runs])
+    if single:
+        console.print(f"[yellow]{len(single)} run(s) evaluated once, left out of the criteria tables (nothing to "
+                      f"choose between):[/yellow] " + ", ".join(str(r.path) for r in single))
     if unfinished:
         console.print(f"[yellow]{len(unfinished)} unfinished run(s), not averaged:[/yellow]")
         for r in unfinished:

@@ -58,6 +58,7 @@ class Group:
     data: str
     setting: str
     runs: list[Run] = field(default_factory=list)
+    duplicates: list[tuple[Run, Run]] = field(default_factory=list)  # (a run, the one with its seed counted)
     pair: str = ""
     label: str = ""  # the method plus the overrides that differ from the pair's other groups
 
@@ -138,11 +139,17 @@ def find_runs(dirs: list[Path]) -> list[Run]:
 
 
 def group_runs(runs: list[Run]) -> list[Group]:
-    """Finished runs by (pair, method, setting), each with its short label (see ``short_labels``)."""
+    """Finished runs by (pair, method, setting), each with its short label (see ``short_labels``). Runs that
+    differ only by their directory (the same configuration and seed) are duplicates: the first, by path, is
+    counted, the others are listed in ``Group.duplicates``, never counted as more seeds."""
     groups: dict[tuple[str, str, str], Group] = {}
-    for r in runs:
-        if r.finished:
-            groups.setdefault((r.pair, r.method, r.setting), Group(r.method, r.data, r.setting, pair=r.pair)).runs.append(r)
+    for r in sorted((r for r in runs if r.finished), key=lambda r: str(r.path)):
+        g = groups.setdefault((r.pair, r.method, r.setting), Group(r.method, r.data, r.setting, pair=r.pair))
+        kept = next((k for k in g.runs if k.seed == r.seed), None)
+        if kept is None:
+            g.runs.append(r)
+        else:
+            g.duplicates.append((r, kept))
     out = [groups[k] for k in sorted(groups)]
     for pair in {g.pair for g in out}:
         short_labels([g for g in out if g.pair == pair])
