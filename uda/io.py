@@ -44,6 +44,21 @@ def write_durable(data: bytes, path: Path, before_replace: Callable[[], None] | 
     fsync_dir(path.parent)
 
 
+def load_failure(e: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, as one plain line of ours (torch's own message runs to
+    several paragraphs with terminal escape codes)."""
+    import re
+
+    text = str(e)
+    if "weights_only" in text or "Weights only load failed" in text:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        what = f" (such as {found.group(1)})" if found else ""
+        return (f"refused: it holds objects other than tensors and plain containers{what}, and uda loads weights "
+                f"only, never code from a file")
+    first = re.sub(r"\x1b\[[0-9;]*m", "", text).strip().splitlines()
+    return f"unreadable ({type(e).__name__}: {first[0][:200]})" if first else f"unreadable ({type(e).__name__})"
+
+
 def torch_bytes(obj: Any) -> bytes:
     """``torch.save(obj)`` into memory (so its digest can be taken before anything touches the disk)."""
     import torch

@@ -67,8 +67,12 @@ def test_no_loadable_checkpoint_is_one_clear_error(tmp_path):
 
 def test_checkpoint_holding_a_pickled_object_is_refused(tmp_path):
     ckpt.save_atomic({"step": 1, "method": {}, "evil": NotATensor()}, tmp_path / "last.pt")
-    with pytest.raises(ckpt.CheckpointError, match="refused"):
+    with pytest.raises(ckpt.CheckpointError, match="refused") as e:
         ckpt.load(tmp_path / "last.pt")
+    # one plain line of ours, naming what it refused (torch's own runs to paragraphs with terminal escapes)
+    assert str(e.value) == (f"{tmp_path / 'last.pt'}: refused: it holds objects other than tensors and plain "
+                            f"containers (such as {NotATensor.__module__}.NotATensor), and uda loads weights only, never code "
+                            f"from a file")
 
 
 @pytest.mark.parametrize("crash_at", range(7))

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from uda.errors import UserError
-from uda.io import torch_bytes, write_durable
+from uda.io import load_failure, torch_bytes, write_durable
 
 log = logging.getLogger("uda")
 
@@ -104,9 +104,7 @@ def load(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 -- torch raises several types for damaged or unsafe files
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        kind = "refused: it holds objects other than tensors and containers" if "weights_only" in str(e) else "unreadable"
-        raise CheckpointError(f"{path}: {kind} ({first[:200]})") from e
+        raise CheckpointError(f"{path}: {load_failure(e)}") from e
     if not isinstance(state, dict) or "step" not in state:
         raise CheckpointError(f"{path}: not a uda checkpoint (no 'step' entry)")
     return state

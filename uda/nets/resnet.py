@@ -8,6 +8,7 @@ from torch import nn
 
 from uda.config import ResNetConfig
 from uda.errors import ConfigError
+from uda.io import load_failure
 
 WIDTH = {18: 512, 34: 512, 50: 2048, 101: 2048}
 
@@ -37,8 +38,8 @@ def load_local_weights(net: nn.Module, path: str, *, ignore: tuple[str, ...], hi
         else:
             state = _torch_load(file)
     except Exception as e:  # noqa: BLE001 -- missing, unreadable or unsafe file
-        why = f"{type(e).__name__}: {str(e)[:200]}".splitlines()[0]
-        raise ConfigError(f"backbone.weights: cannot load {file} as a state_dict ({why})") from e
+        why = "missing" if isinstance(e, FileNotFoundError) else load_failure(e)
+        raise ConfigError(f"backbone.weights: cannot load {file} as a state_dict: {why}") from e
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):
