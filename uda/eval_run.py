@@ -4,7 +4,8 @@ The run's config is recomposed from its ``.hydra/overrides.yaml`` (plus ``data=`
 another pair with the same classes), the checkpoint's weights are loaded (verified, weights only),
 and the result (test accuracies, or mIoU with per-class IoUs for segmentation pairs, and the
 label-free selection scores) is printed and written as
-``eval_<checkpoint>_<pair>.json`` in the run directory.
+``eval_<checkpoint>_<pair>.json`` in the run directory (a run directory that cannot be written only loses
+the file: the result is printed, and a warning says where it could not be written).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from uda.errors import ConfigError
+from uda.io import write_durable
 
 
 def run_config(run_dir: Path, data: str | None = None, overrides: list[str] | None = None):
@@ -107,6 +109,10 @@ def run_eval(run_dir: Path, checkpoint: str = "last", data: str | None = None,
     result = {"run": str(run_dir), "checkpoint": str(path), "step": scores.pop("step"), "method": ev.cfg.method.name,
               "data": ev.cfg.data.name, **scores}
     out = run_dir / f"eval_{path.stem}_{ev.cfg.data.name}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    result["written_to"] = str(out)
+    try:  # the result is printed whatever happens here; a read-only run directory only loses the file
+        write_durable((json.dumps(result, indent=2) + "\n").encode(), out)
+        result["written_to"] = str(out)
+    except OSError as e:
+        result["written_to"] = None
+        result["not_written"] = f"could not write {out} ({e.strerror or e})"
     return result

@@ -77,6 +77,27 @@ def test_uda_eval_reproduces_the_final_evaluation(tmp_path, mnist_root):
     assert bad.returncode == 2 and "last" in bad.stderr and "best" in bad.stderr
 
 
+def test_uda_eval_prints_its_result_when_the_run_cannot_be_written(tmp_path, mnist_root, monkeypatch, capsys):
+    """A read-only run directory (simulated at the write: root may write anywhere) loses only the file."""
+    from uda import eval_run
+    from uda.cli import main
+
+    run = tmp_path / "run"
+    assert run_cli("train", *SMALL, f"hydra.run.dir={run}", cwd=tmp_path).returncode == 0
+
+    def refuse(data, path, before_replace=None):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(eval_run, "write_durable", refuse)
+    assert main(["eval", str(run)]) == 0
+    out, err = capsys.readouterr()
+    result = json.loads(out)
+    assert result["step"] == 6 and result["written_to"] is None and "target_acc" in result
+    assert err.strip() == (f"uda: warning: could not write {run / 'eval_last_mnist_mnistm.json'} (Permission denied); "
+                           f"the result is printed above")
+    assert not (run / "eval_last_mnist_mnistm.json").exists()
+
+
 def test_cli_source_only_on_digits_seg_prints_miou(tmp_path):
     res = run_cli("train", "method=source_only", *SEG_SMALL, "trainer.select=mano", f"hydra.run.dir={tmp_path / 'run'}",
                   cwd=tmp_path)
