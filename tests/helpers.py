@@ -19,7 +19,7 @@ from uda.methods import Batch, get_method
 
 # a few steps on a small real subset of MNIST -> MNIST-M
 SMALL = [
-    "trainer.max_steps=6", "trainer.batch_size=8", "trainer.eval_every=3", "trainer.checkpoint_every=3",
+    "trainer.max_steps=6", "trainer.batch_size=8", "trainer.eval_every=3", "trainer.min_evals=0", "trainer.checkpoint_every=3",
     "trainer.log_every=2", "trainer.progress=none", "trainer.eval_batch_size=64",
     "data.train_subset=256", "data.test_subset=128",
 ]
@@ -136,7 +136,7 @@ def build_seg(*overrides: str):
 
 
 # a few steps on a small real subset of digits_seg
-SEG_SMALL = [*TINY_SEG, "trainer.max_steps=6", "trainer.batch_size=4", "trainer.eval_every=3",
+SEG_SMALL = [*TINY_SEG, "trainer.max_steps=6", "trainer.batch_size=4", "trainer.eval_every=3", "trainer.min_evals=0",
              "trainer.checkpoint_every=3", "trainer.log_every=2", "trainer.progress=none",
              "trainer.eval_batch_size=32", "data.train_subset=64", "data.test_subset=32", "data.val_size=8"]
 

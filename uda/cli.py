@@ -1,10 +1,11 @@
 """The ``uda`` command: subcommands that hand their overrides to Hydra.
 
-Kept free of torch/torchvision imports until a run actually starts, so ``uda --help`` and config
-errors answer at once.
+``uda train`` checks the whole command first (``uda.preflight``), so a rejected command exits 2 with one line
+before Hydra writes anything; ``uda --help`` and ``uda train --help`` import no torch.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -51,19 +52,30 @@ def _check_launcher(overrides: list[str]) -> None:
                 sys.exit(2)
 
 
-def _train(overrides: list[str]) -> int:
-    _check_launcher(overrides)
+def _train(argv: list[str]) -> int:
+    """Check the whole command first (``uda.preflight``): a rejected one exits 2 before Hydra writes anything."""
+    _check_launcher(argv)
+    from uda.config import UserError
+    from uda.preflight import parse_args, preflight
+
+    try:
+        args = parse_args(argv)
+        if args.help:
+            from uda.train_help import train_help
+
+            print(train_help())
+            return 0
+        if not (args.hydra_help or args.shell_completion or args.info):
+            with _transient("uda train: loading torch and checking the command ..."):
+                preflight(args)
+    except UserError as e:
+        print(f"uda: error: {e}", file=sys.stderr)
+        return 2
     import hydra
     from omegaconf import DictConfig
 
-    from uda.compose import CONFIG_DIR, check_overrides, register_configs
-    from uda.config import ConfigError
+    from uda.compose import CONFIG_DIR, register_configs
 
-    try:
-        check_overrides(overrides)
-    except ConfigError as e:
-        print(f"uda: error: {e}", file=sys.stderr)
-        return 2
     register_configs()
 
     @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
@@ -72,13 +84,13 @@ def _train(overrides: list[str]) -> int:
 
     scratch = None
     if int(os.environ.get("RANK", "0")) > 0:  # torchrun: rank 0 owns the run directory and its logs
-        overrides = [*overrides, "hydra.output_subdir=null", "hydra/job_logging=stdout"]
-        if not any(o.split("=")[0].lstrip("+") == "hydra.run.dir" for o in overrides):
+        argv = [*argv, "hydra.output_subdir=null", "hydra/job_logging=stdout"]
+        if not any(o.split("=")[0].lstrip("+") == "hydra.run.dir" for o in argv):
             import tempfile
 
             scratch = tempfile.mkdtemp(prefix="uda_rank")
-            overrides.append(f"hydra.run.dir={scratch}")
-    sys.argv = ["uda train", *overrides]
+            argv.append(f"hydra.run.dir={scratch}")
+    sys.argv = ["uda train", *argv]
     try:
         task()
     finally:
@@ -89,28 +101,47 @@ def _train(overrides: list[str]) -> int:
     return 0
 
 
-def _finished(run_dir: Path, conf) -> dict | None:
-    """The summary of a finished run in ``run_dir`` with this config (a sweep re-run skips it), else None."""
-    import json
+@contextlib.contextmanager
+def _transient(text: str):
+    """A line on a terminal while ``text`` is true (the first import of torch can take a minute on a cold
+    disk), erased after: logs and pipes never see it."""
+    tty = sys.stderr.isatty()
+    if tty:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+    try:
+        yield
+    finally:
+        if tty:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
 
-    done = run_dir / "summary.json"
-    if not done.is_file():
-        return None
-    from uda.config import ConfigError
-    from uda.engine.state import config_changes, config_dict
 
-    last = run_dir / "checkpoints" / "last.pt"
-    if last.is_file():
-        import torch
+def announce(conf, run_dir: Path) -> None:
+    """The run's first lines: what runs, where its data is (and what first use prepares), where it writes."""
+    import logging
 
-        state = torch.load(last, map_location="cpu", weights_only=True)
-        changed = config_changes(state.get("config", {}), config_dict(conf))
-    else:  # checkpoints deleted: the summary alone marks the run as done
-        changed = []
-    if changed:
-        raise ConfigError(f"{run_dir} holds a finished run with other settings ({'; '.join(changed[:5])}); "
-                          f"choose another hydra.sweep.dir")
-    return json.loads(done.read_text())
+    from uda.data.common import data_root
+    from uda.data.domains import DOMAINS
+
+    log = logging.getLogger("uda")
+    tr, d = conf.trainer, conf.data
+    every = tr.eval_interval()
+    lowered = (f" (trainer.eval_every={tr.eval_every} lowered so that it is evaluated at least "
+               f"trainer.min_evals={tr.min_evals} times)" if every < tr.eval_every else "")
+    log.info("%s on %s (%s -> %s), backbone %s, %d steps evaluated every %d%s, seed %d", conf.method.name, d.name,
+             d.source.name, d.target.name, conf.backbone.name, tr.max_steps, every, lowered, conf.seed)
+    if d.name != "custom":
+        root = data_root(d.root)
+        states = []
+        for name in dict.fromkeys((d.source.name, d.target.name)):
+            spec = DOMAINS.get(name)
+            if spec is not None and spec.status is not None:
+                state, where = spec.status(root)
+                states.append(f"{name} present ({where})" if state == "present" else
+                              f"{name} missing: {spec.first_use or 'put its files in place (uda data list)'}")
+        log.info("data root %s%s; %s", root, "" if root.exists() else " (created on first use)", "; ".join(states))
+    log.info("run directory: %s", run_dir)
 
 
 def run_train(cfg) -> float:
@@ -119,10 +150,10 @@ def run_train(cfg) -> float:
 
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
-
     from omegaconf.errors import OmegaConfBaseException
 
     from uda.config import UserError, validate
+    from uda.preflight import finished
 
     try:
         try:
@@ -133,13 +164,15 @@ def run_train(cfg) -> float:
         validate(conf)
         from hydra.types import RunMode
 
-        from uda.engine.loop import train  # the heavy imports start here
-
         hc = HydraConfig.get()
         run_dir = Path(hc.runtime.output_dir)
+        if int(os.environ.get("RANK", "0")) == 0:
+            announce(conf, run_dir)
+        from uda.engine.loop import train  # the heavy imports start here
+
         summary, trained = None, False
         if hc.mode == RunMode.MULTIRUN and conf.resume is not True:  # a sweep re-run skips finished runs
-            summary = _finished(run_dir, conf)
+            summary = finished(run_dir, conf)
             if summary is not None:
                 logging.getLogger("uda").info("already finished (summary.json): %s", run_dir)
         if summary is None:
@@ -196,7 +229,9 @@ def _eval(args: list[str]) -> int:
             print(f"uda: error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
             return 2
         raise
-    print(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2), flush=True)
+    if result.get("not_written"):
+        print(f"uda: warning: {result['not_written']}; the result is printed above", file=sys.stderr)
     return 0
 
 

@@ -18,7 +18,7 @@ STEPS = 12
 
 
 COMMON = ["method=dann", "seed=3", "data.train_subset=512", "data.test_subset=128",
-          f"trainer.max_steps={STEPS}", "trainer.eval_every=6", "trainer.checkpoint_every=1", "trainer.log_every=2",
+          f"trainer.max_steps={STEPS}", "trainer.eval_every=6", "trainer.min_evals=0", "trainer.checkpoint_every=1", "trainer.log_every=2",
           "trainer.progress=none", "trainer.threads=1", "trainer.eval_batch_size=64", "data.val_size=50"]
 
 

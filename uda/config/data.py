@@ -43,9 +43,8 @@ class DataConfig:
     # the same normalisation for both domains: x = (x/255 - mean) / std, per channel ([] = 0.5 each)
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
-    # use only the first N training / test images of each domain (0 = all); for smoke runs
-    train_subset: int = 0
-    test_subset: int = 0
+    train_subset: int = 0  # use only the first N training images of each domain (0 = all); for smoke runs
+    test_subset: int = 0  # use only the first N test images of each domain (0 = all)
     # the last N images of each domain's train split (at most a fifth) are held out for label-free
     # model selection: source validation accuracy, and target scores that never read target labels
     val_size: int = 1000

@@ -23,13 +23,13 @@ class Schedule(str, Enum):
 
 @dataclass
 class OptimizerConfig:
-    name: OptimName = OptimName.sgd
-    lr: float = 0.01
-    momentum: float = 0.9
+    name: OptimName = OptimName.sgd  # sgd | adam
+    lr: float = 0.01  # the base learning rate, times the schedule's factor at each step
+    momentum: float = 0.9  # SGD momentum
     nesterov: bool = False  # SGD: Nesterov momentum (Transfer-Learning-Library's runs use it)
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # L2 penalty on every parameter the optimizer steps
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    schedule: Schedule = Schedule.dann
+    schedule: Schedule = Schedule.dann  # constant | dann | step | poly | linear (formulas above)
     # dann schedule: lr_p = lr / (1 + sched_alpha p)^sched_beta
     sched_alpha: float = 10.0
     sched_beta: float = 0.75

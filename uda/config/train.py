@@ -29,13 +29,24 @@ class TrainConfig:
     backbone: Any = MISSING  # a BackboneConfig subclass (uda/config/backbone.py)
     optimizer: OptimizerConfig = MISSING
     trainer: TrainerConfig = MISSING
-    seed: int = 0
+    seed: int = 0  # network initialisation, batch order and every random draw of the run
     # false: a new run (refuses a directory holding a checkpoint) | true: continue the checkpoint in
     # hydra.run.dir (error if there is none) | auto: continue if there is one, else start fresh
     resume: Any = False
-    device: Device = Device.auto
+    device: Device = Device.auto  # auto: cuda when there is one, else cpu
     # deterministic kernels where torch has them (bit-identical resume on CPU holds either way)
     deterministic: bool = False
+
+
+def resume_problem(resume: bool | str, has_ckpt: bool, ckpt_dir: Any) -> str | None:
+    """Why ``resume`` (false | true | auto) cannot go with what ``ckpt_dir`` holds (a new run over a checkpoint,
+    or resume=true without one), else None: asked before Hydra writes (``uda.preflight``) and at the start."""
+    if resume is False and has_ckpt:
+        return f"{ckpt_dir} holds a checkpoint: pass resume=true to continue that run, or choose another hydra.run.dir"
+    if resume is True and not has_ckpt:
+        return (f"resume=true but there is no checkpoint in {ckpt_dir}; set hydra.run.dir to the run to continue, "
+                f"or pass resume=auto to start fresh when there is none")
+    return None
 
 
 def validate(cfg: TrainConfig) -> None:

@@ -28,6 +28,18 @@ def data_root(configured: str = "") -> Path:
     return Path(cache) / "uda"
 
 
+def checked_root(configured: str = "", domain: str = "NAME") -> Path:
+    """``data_root``, which must exist when it was chosen (``data.root`` or $UDA_DATA): a typo is an error, not
+    a new place to prepare the data in. Only the default root is created on first use."""
+    root = data_root(configured)
+    chosen = "data.root" if configured else ("$UDA_DATA" if os.environ.get("UDA_DATA") else None)
+    if chosen and not root.is_dir():
+        what = "is not a directory" if root.exists() else "does not exist"
+        raise DataError(f"the data root {root} ({chosen}) {what}; fix the path, or prepare the data there with "
+                        f"`uda data prepare {domain} --root {root}`")
+    return root
+
+
 def sha256(path: Path, chunk: int = 1 << 20, algorithm: str = "sha256") -> str:
     """Hex digest of a file (``algorithm``: any hashlib name; md5 for torchvision's published sums)."""
     h = hashlib.new(algorithm)

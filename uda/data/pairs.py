@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from uda.config.base import CLASSIFICATION, SEGMENTATION
-from uda.data.common import data_root
+from uda.data.common import checked_root, data_root
 from uda.data.domain import Domain, TensorDomain
 from uda.data.domains import DOMAINS, spec
 from uda.data.image_files import FileSplits, file_domain
@@ -63,7 +63,9 @@ def _harmonise(x: torch.Tensor, channels: int, size: int) -> torch.Tensor:
 def _raw(role: str, cfg: "DataConfig", cache: dict) -> "tuple[Splits, list[str] | None] | FileSplits":
     """A classification domain as its reader gives it: a memory domain's splits (with class folder names where
     it has folders), or a file-backed domain's samples (``FileSplits``)."""
-    return spec(getattr(cfg, role).name, f"data.{role}.name").load(data_root(cfg.root), cfg, role, cache)
+    name = getattr(cfg, role).name
+    root = data_root(cfg.root) if name == "custom" else checked_root(cfg.root, name)  # custom: paths of its own
+    return spec(name, f"data.{role}.name").load(root, cfg, role, cache)
 
 
 def _finish(name: str, splits: Splits, cfg: "DataConfig", channels: int, size: int, n_classes: int) -> TensorDomain:
@@ -92,7 +94,7 @@ def _class_names(cfg: "DataConfig") -> tuple[str, ...]:
 
 def _build_file_pair(cfg: "DataConfig") -> tuple[Domain, Domain, PairInfo]:
     """Segmentation pairs read lazily from files (GTA5, SYNTHIA, Cityscapes)."""
-    root = data_root(cfg.root)
+    root = checked_root(cfg.root, cfg.source.name)
     doms = []
     for role in ("source", "target"):
         dom = spec(getattr(cfg, role).name, f"data.{role}.name")

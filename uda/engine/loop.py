@@ -153,6 +153,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> 
     progress = ProgressDisplay(tr.progress if main else Progress.none, tr.max_steps, run.start, every=10 * tr.log_every)
     train_log = TrainLog(run.writer, progress, images_per_step, run.ends)
     last = None  # this session's latest evaluation
+    every = tr.eval_interval()
     method.train()
     try:
         for step in range(run.start, tr.max_steps):
@@ -171,7 +172,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> 
             # after each update, in this order: log -> evaluate -> check ranks -> checkpoint -> stop
             if done % tr.log_every == 0 or done == tr.max_steps:
                 train_log.write(done, stepper)
-            if (done % tr.eval_every == 0 or done in run.ends) and main:
+            if (done % every == 0 or done in run.ends or done == tr.max_steps) and main:
                 last = run.evaluator(done)
                 m = run.info.metric
                 progress.write(f"step {done}: source_{m} {last[f'source_{m}']:.2f}  target_{m} {last[f'target_{m}']:.2f}")

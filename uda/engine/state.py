@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from uda.config import ConfigError, TrainConfig
+from uda.config.train import resume_problem
 from uda.engine import checkpoint as ckpt
 from uda.engine import dist
 from uda.engine.summary import versions
@@ -55,14 +56,11 @@ def _numerics(n: dict[str, Any]) -> str:
 
 def resuming(resume: bool | str, ckpt_dir: Path) -> bool:
     """``resume`` (false | true | auto) against what ``ckpt_dir`` holds: continue it? ConfigError when the
-    two disagree (a new run over a checkpoint, or resume=true without one)."""
+    two disagree."""
     has_ckpt = dist.broadcast_object(ckpt.exists(ckpt_dir))
-    if resume is False and has_ckpt:
-        raise ConfigError(f"{ckpt_dir} holds a checkpoint: pass resume=true to continue that run, "
-                          f"or choose another hydra.run.dir")
-    if resume is True and not has_ckpt:
-        raise ConfigError(f"resume=true but there is no checkpoint in {ckpt_dir}; set hydra.run.dir to the run "
-                          f"to continue, or pass resume=auto to start fresh when there is none")
+    problem = resume_problem(resume, has_ckpt, ckpt_dir)
+    if problem:
+        raise ConfigError(problem)
     if resume == "auto" and not has_ckpt:
         log.info("resume=auto: no checkpoint in %s, starting fresh", ckpt_dir)
     return has_ckpt and resume in (True, "auto")
