@@ -73,7 +73,8 @@ def preflight(args: argparse.Namespace) -> list[Job]:
     for num, overrides in enumerate(job_overrides(list(args.overrides), bool(args.multirun))):
         cfg, paths = compose_job(overrides, config_dir=args.config_dir, config_name=args.config_name or "train",
                                  job_num=num)
-        validate(cfg)
+        if not dry:
+            validate(cfg)
         run_dir = Path(paths["sweep_dir"]) / paths["sweep_subdir"] if args.multirun else Path(paths["run_dir"])
         job = Job(overrides, cfg, run_dir)
         if not dry:
