@@ -31,7 +31,9 @@ def test_snd_by_hand():
 def test_dev_risk_by_hand():
     # w = [1, 2, 3], L = [1, 1, 4]: wL = [1, 2, 12], mean 5; Cov(wL, w) = 11 / 2; Var(w) = 1
     # eta = -5.5; risk = 5 + eta * 2 - eta = -0.5
-    assert selection.dev_risk(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 1.0, 4.0])).item() == pytest.approx(-0.5)
+    assert selection.dev_risk(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 1.0, 4.0])).item() == pytest.approx(
+        -0.5
+    )
 
 
 def test_dev_weights_follow_the_domain_classifier():
@@ -68,7 +70,11 @@ def test_iwcv_is_dev_without_the_control_variate():
     assert selection.iwcv_risk(w, loss).item() == pytest.approx((1 + 2 + 12) / 3)
     # with all weights 1 the control variate vanishes: DEV = IWCV = the mean loss
     ones = torch.ones(3)
-    assert selection.dev_risk(ones, loss).item() == pytest.approx(selection.iwcv_risk(ones, loss).item()) == pytest.approx(2.0)
+    assert (
+        selection.dev_risk(ones, loss).item()
+        == pytest.approx(selection.iwcv_risk(ones, loss).item())
+        == pytest.approx(2.0)
+    )
 
 
 def test_information_maximisation_by_hand():
@@ -137,13 +143,23 @@ def test_mixval_intra_pairs_share_their_label_for_sorted_batches():
     assert intra.sum() > 900  # after sorting, nearly every image has a same-label partner in its batch
 
 
-def test_every_criterion_has_a_direction_and_is_selectable():
-    from uda.config.trainer import SEGMENTATION_SELECT, Select, TrainerConfig
+def test_every_criterion_is_selectable_and_the_default_reads_both_tasks():
+    from uda.config.trainer import Select, TrainerConfig
 
-    assert set(selection.LABEL_FREE) == {s.value for s in Select}
+    assert [s.value for s in Select] == list(selection.LABEL_FREE)  # derived from the table
     # the default must work for segmentation pairs too (docs/notes/selection.md)
-    assert set(SEGMENTATION_SELECT) <= set(selection.LABEL_FREE) and TrainerConfig().select.value in SEGMENTATION_SELECT
+    assert TrainerConfig().select.value in selection.SEGMENTATION_SELECT
     rows = [{"step": 1, "iwcv": 0.5, "target_im": 1.0, "target_bnm": 0.2, "mixval": 0.9, "target_mano": 0.3},
             {"step": 2, "iwcv": 0.4, "target_im": 0.5, "target_bnm": 0.3, "mixval": 0.8, "target_mano": 0.4}]
     picks = {c: selection.select(rows, c)["step"] for c in ("iwcv", "im", "bnm", "mixval", "mano")}
     assert picks == {"iwcv": 2, "im": 1, "bnm": 2, "mixval": 1, "mano": 2}
+
+
+@pytest.mark.parametrize("criterion", selection.TABLE, ids=lambda c: c.name)
+def test_each_criterion_scores_every_task_it_declares(criterion):
+    """A table entry is the whole criterion: its function for each task it names, a paper, what it reads."""
+    from uda.config import CLASSIFICATION, SEGMENTATION
+
+    assert (criterion.classify is not None) == (CLASSIFICATION in criterion.tasks)
+    assert (criterion.segment is not None) == (SEGMENTATION in criterion.tasks)
+    assert criterion.paper and criterion.reads and criterion.key

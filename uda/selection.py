@@ -1,56 +1,138 @@
-"""Label-free model-selection scores, and picking a checkpoint from a run's evaluation history.
+"""Label-free model selection: the criteria, each one entry of ``TABLE`` (its name for ``trainer.select``,
+its column in ``metrics.jsonl``, its direction, the tasks it reads, what it reads, its paper and the function
+that scores an evaluation), the functions behind them, and picking a checkpoint from a run's evaluations.
 
-Computed at every evaluation on held-out data whose target labels are never read:
-
-- ``source_val_acc``: accuracy on a validation split carved from source train (higher is better);
-- ``target_entropy``: mean prediction entropy on held-out target images (lower is better);
-- ``dev``: Deep Embedded Validation risk (You et al., ICML 2019), importance-weighted source
-  validation loss with weights from a domain classifier on the features, plus the control variate
-  (lower is better);
-- ``snd``: Soft Neighbourhood Density (Saito et al., ICCV 2021) of the target predictions (higher is
-  better);
-- ``iwcv``: importance-weighted cross-validation (Sugiyama et al., JMLR 2007): the source validation
-  loss weighted by the same density ratios as DEV, without its control variate (lower is better);
-- ``target_im``: information maximisation (Gomes et al., NeurIPS 2010; the IM validator of Musgrave et
-  al. 2022): entropy of the mean target prediction minus the mean entropy (higher is better);
-- ``target_bnm``: batch nuclear-norm (Cui et al., CVPR 2020): nuclear norm of the N x K target
-  prediction matrix over N (higher is better);
-- ``mixval``: MixVal (Hu et al., NeurIPS 2023): accuracy of the model on mixed target images against
-  the pseudo-label of the dominant image, mean of the intra- and inter-cluster scores (higher is better);
-- ``target_mano``: MaNo (Xie et al., NeurIPS 2024): the normalised entry-wise 4-norm of the normalised
-  target logits (higher is better).
-Segmentation evaluations carry the ones with a per-pixel reading: ``source_val_miou``, and entropy, IM
-and MaNo over every target pixel. Target test accuracy (``target_acc``) is only reported, and is the
-"oracle" criterion.
+Every list of criteria (``trainer.select``'s choices, the segmentation subset, the columns an evaluation
+writes, ``uda report``'s columns) is derived from ``TABLE``: adding a criterion is adding its entry (and its
+function). Target labels are read by none of them; target test accuracy is only reported, as "oracle".
+This module imports torch inside its functions, so that ``uda.config`` can read the table without torch.
 """
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.nn.functional as F
+if TYPE_CHECKING:
+    import torch
 
-# criterion -> (metrics.jsonl key, True if higher is better)
-CRITERIA: dict[str, tuple[str, bool]] = {
-    "source_val": ("source_val_acc", True),
-    "entropy": ("target_entropy", False),
-    "dev": ("dev", False),
-    "snd": ("snd", True),
-    "iwcv": ("iwcv", False),
-    "im": ("target_im", True),
-    "bnm": ("target_bnm", True),
-    "mixval": ("mixval", True),
-    "mano": ("target_mano", True),
-    "oracle": ("target_acc", True),
-}
-LABEL_FREE = ("source_val", "entropy", "dev", "snd", "iwcv", "im", "bnm", "mixval", "mano")
+CLASSIFICATION, SEGMENTATION = "classification", "segmentation"  # (uda.config.base's; no import cycle)
 # MixVal (official defaults): the mixing weight of the dominant image, and the batch within which each
 # image is paired with its mirror
 MIXVAL_LAMBDA, MIXVAL_BATCH = 0.55, 128
 # MaNo (official defaults): the norm's order, and the uncertainty threshold above which the logits are
 # normalised by softmax (else by the order-2 Taylor expansion of exp)
 MANO_ORDER, MANO_THRESHOLD = 4, 5.0
+
+
+@dataclass
+class Readings:
+    """What a classification evaluation reads for the criteria: logits and features (float, flattened) of the
+    held-out source images (with their labels), of as many source train images, and of the held-out target
+    images (never their labels); ``mix(a, b)``: the model's argmax on lambda x_a + (1 - lambda) x_b of target
+    images (MixVal). What several criteria share is computed once."""
+
+    lo_sv: torch.Tensor
+    y_sv: torch.Tensor
+    f_sv: torch.Tensor
+    f_st: torch.Tensor
+    f_tv: torch.Tensor
+    lo_tv: torch.Tensor
+    mix: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+    @cached_property
+    def probs(self) -> torch.Tensor:
+        import torch
+
+        return torch.softmax(self.lo_tv.double(), dim=1)
+
+    @cached_property
+    def loss_sv(self) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        return F.cross_entropy(self.lo_sv, self.y_sv, reduction="none").cpu()
+
+    @cached_property
+    def weights(self) -> torch.Tensor:
+        """Density ratios p_t / p_s on source validation: one domain classifier for DEV and IWCV."""
+        return density_ratios(self.f_st.cpu(), self.f_tv.cpu(), self.f_sv.cpu())
+
+
+@dataclass
+class SegReadings:
+    """What a segmentation evaluation reads, as running sums over every pixel of the held-out target images
+    (one row of the prediction matrix per pixel): None where a split is empty."""
+
+    num_classes: int
+    source_val_miou: float | None = None
+    count: int = 0  # target pixels
+    sum_entropy: float = 0.0
+    sum_probs: Any = 0.0
+    mano: Any = 0.0  # mano_sums, summed
+
+
+@dataclass(frozen=True)
+class Criterion:
+    name: str  # trainer.select=<name>
+    key: str  # its metrics.jsonl column (segmentation: *_acc reads *_miou)
+    higher: bool  # a larger score is better
+    tasks: tuple[str, ...]
+    reads: str
+    paper: str
+    classify: Callable[[Readings], float] | None = field(default=None, repr=False)
+    segment: Callable[[SegReadings], float | None] | None = field(default=None, repr=False)
+
+
+def _mixval(r: Readings) -> float:
+    pseudo = r.lo_tv.argmax(1).cpu()
+    a, b, intra = mixval_pairs(pseudo)
+    return mixval_score(r.mix(a, b).cpu(), pseudo[a], intra).item()
+
+
+def _seg_target(fn: Callable[[SegReadings], float]) -> Callable[[SegReadings], float | None]:
+    return lambda s: fn(s) if s.count else None
+
+
+BOTH = (CLASSIFICATION, SEGMENTATION)
+TABLE: tuple[Criterion, ...] = (
+    Criterion("source_val", "source_val_acc", True, BOTH, "held-out source images and their labels",
+              "accuracy on source validation, the usual default (e.g. Ganin et al., JMLR 2016)",
+              classify=lambda r: 100.0 * (r.lo_sv.argmax(1) == r.y_sv).double().mean().item(),
+              segment=lambda s: s.source_val_miou),
+    Criterion("entropy", "target_entropy", False, BOTH, "target predictions",
+              "mean prediction entropy (Morerio et al., ICLR 2018)",
+              classify=lambda r: entropy(r.probs).item(), segment=_seg_target(lambda s: s.sum_entropy / s.count)),
+    Criterion("dev", "dev", False, (CLASSIFICATION,), "features of source train, source and target validation; "
+              "source validation losses", "Deep Embedded Validation (You et al., ICML 2019)",
+              classify=lambda r: dev_risk(r.weights, r.loss_sv).item()),
+    Criterion("snd", "snd", True, (CLASSIFICATION,), "target predictions",
+              "Soft Neighbourhood Density (Saito et al., ICCV 2021)", classify=lambda r: snd(r.probs).item()),
+    Criterion("iwcv", "iwcv", False, (CLASSIFICATION,), "as dev, without its control variate",
+              "importance-weighted cross-validation (Sugiyama et al., JMLR 2007)",
+              classify=lambda r: iwcv_risk(r.weights, r.loss_sv).item()),
+    Criterion("im", "target_im", True, BOTH, "target predictions",
+              "information maximisation (Gomes et al., NeurIPS 2010; Musgrave et al. 2022's IM validator)",
+              classify=lambda r: information_maximisation(r.probs).item(),
+              segment=_seg_target(lambda s: im_from_sums(s.sum_probs, s.sum_entropy, s.count).item())),
+    Criterion("bnm", "target_bnm", True, (CLASSIFICATION,), "target predictions",
+              "batch nuclear-norm (Cui et al., CVPR 2020)", classify=lambda r: bnm(r.probs).item()),
+    Criterion("mixval", "mixval", True, (CLASSIFICATION,), "target images mixed, the model's predictions on them",
+              "MixVal (Hu et al., NeurIPS 2023)", classify=_mixval),
+    Criterion("mano", "target_mano", True, BOTH, "target logits",
+              "MaNo (Xie et al., NeurIPS 2024)", classify=lambda r: mano(r.lo_tv).item(),
+              segment=_seg_target(lambda s: mano_from_sums(s.mano, s.num_classes).item())),
+)
+BY_NAME = {c.name: c for c in TABLE}
+LABEL_FREE = tuple(BY_NAME)
+SEGMENTATION_SELECT = tuple(c.name for c in TABLE if SEGMENTATION in c.tasks)
+# criterion -> (metrics.jsonl key, True if higher is better); "oracle" reads the target test labels (reference)
+CRITERIA: dict[str, tuple[str, bool]] = {c.name: (c.key, c.higher) for c in TABLE} | {"oracle": ("target_acc", True)}
+
+
+def for_task(task: str) -> tuple[Criterion, ...]:
+    return tuple(c for c in TABLE if task in c.tasks)
 
 
 def metric_of(row: dict[str, Any]) -> str:
@@ -68,6 +150,8 @@ def criterion_key(criterion: str, metric: str = "acc") -> tuple[str, bool]:
 
 def entropy(probs: torch.Tensor) -> torch.Tensor:
     """Mean Shannon entropy (nats) of rows of ``probs`` (each row a distribution summing to 1)."""
+    import torch
+
     p = probs.double()
     if not torch.allclose(p.sum(1), torch.ones_like(p[:, 0]), atol=1e-4):
         raise ValueError("entropy expects probabilities whose rows sum to 1")
@@ -81,6 +165,8 @@ def information_maximisation(probs: torch.Tensor) -> torch.Tensor:
 
 def im_from_sums(sum_probs: torch.Tensor, sum_entropy: torch.Tensor | float, n: int) -> torch.Tensor:
     """IM from running sums over rows (pixels): the sum of the distributions and of their entropies."""
+    import torch
+
     mean_p = sum_probs.double() / n
     return -(mean_p * torch.log(mean_p.clamp_min(1e-12))).sum() - sum_entropy / n
 
@@ -88,6 +174,8 @@ def im_from_sums(sum_probs: torch.Tensor, sum_entropy: torch.Tensor | float, n: 
 def bnm(probs: torch.Tensor) -> torch.Tensor:
     """Batch nuclear-norm ||P||_* / N of the N x K prediction matrix (Cui et al. 2020, Eq. 6 without the
     sign of the loss): large when predictions are both confident and diverse."""
+    import torch
+
     p = probs.double()
     return torch.linalg.matrix_norm(p, ord="nuc") / len(p)
 
@@ -96,6 +184,8 @@ def mano_sums(logits: torch.Tensor) -> torch.Tensor:
     """Running sums for MaNo over rows of ``logits`` [N, K]: (sum_i CE(q_i, uniform), sum of
     softmax(q)^4, sum of taylor(q)^4, N). CE to uniform = mean_k -log softmax(q)_k, MaNo's uncertainty
     criterion (KL(uniform || softmax) + log K)."""
+    import torch
+
     q = logits.double()
     ce_uniform = -torch.log_softmax(q, dim=1).mean(1).sum()
     soft = torch.softmax(q, dim=1)
@@ -124,6 +214,8 @@ def mixval_pairs(pseudo: torch.Tensor, batch: int = MIXVAL_BATCH) -> tuple[torch
     Inter-cluster: the images in their order, each batch of ``batch`` paired with its own reverse, kept
     where the two pseudo-labels differ. Intra-cluster: the same after sorting the images by pseudo-label
     (so partners mostly share it), kept where they are equal."""
+    import torch
+
     n = len(pseudo)
 
     def reversed_in_batches(order: torch.Tensor) -> torch.Tensor:
@@ -145,6 +237,8 @@ def mixval_score(mixed_pred: torch.Tensor, pseudo_a: torch.Tensor, intra: torch.
     """Mean of the intra- and inter-cluster ICE scores: the share of mixes lambda x_a + (1-lambda) x_b
     predicted as a's pseudo-label, over same-label and over different-label pairs (a side with no pair is
     left out; the mean of the two as skada's MixValScorer with ice_type="both")."""
+    import torch
+
     hits = (mixed_pred == pseudo_a).double()
     parts = [hits[m].mean() for m in (intra, ~intra) if m.any()]
     return torch.stack(parts).mean() if parts else torch.tensor(math.nan, dtype=torch.double)
@@ -153,6 +247,9 @@ def mixval_score(mixed_pred: torch.Tensor, pseudo_a: torch.Tensor, intra: torch.
 def snd(probs: torch.Tensor, temperature: float = 0.05) -> torch.Tensor:
     """Soft Neighbourhood Density: cosine similarities of the L2-normalised predictions, self
     excluded, softmax over neighbours at ``temperature``, and the mean entropy of those rows."""
+    import torch
+    import torch.nn.functional as F
+
     p = F.normalize(probs.double(), dim=1)
     sim = p @ p.t()
     sim.fill_diagonal_(-math.inf)
@@ -162,6 +259,9 @@ def snd(probs: torch.Tensor, temperature: float = 0.05) -> torch.Tensor:
 
 def fit_domain_classifier(f_src: torch.Tensor, f_tgt: torch.Tensor, *, l2: float = 1e-3, iters: int = 100):
     """Logistic regression (target = 1) on standardised features, by L-BFGS; returns p(target | f)."""
+    import torch
+    import torch.nn.functional as F
+
     x = torch.cat([f_src, f_tgt]).double()
     y = torch.cat([torch.zeros(len(f_src)), torch.ones(len(f_tgt))]).double()
     mu, sd = x.mean(0), x.std(0).clamp_min(1e-6)
@@ -188,6 +288,8 @@ def dev_risk(weights: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
     ``weights``: density ratios w_i = p_t(x_i) / p_s(x_i) on source validation; ``losses``: their
     per-sample losses. risk = mean(w L) + eta mean(w) - eta.
     """
+    import torch
+
     w, loss = weights.double(), losses.double()
     wl = w * loss
     var_w = w.var(unbiased=True)

@@ -12,8 +12,9 @@ from uda.config.base import SEGMENTATION, positive
 from uda.config.data import DataConfig
 from uda.config.method import methods_for
 from uda.config.optimizer import OptimizerConfig
-from uda.config.trainer import SEGMENTATION_SELECT, TrainerConfig
+from uda.config.trainer import TrainerConfig
 from uda.errors import ConfigError
+from uda.selection import SEGMENTATION_SELECT
 
 
 class Device(str, Enum):

@@ -6,6 +6,7 @@ from enum import Enum
 
 from uda.config.base import positive
 from uda.errors import ConfigError
+from uda.selection import LABEL_FREE
 
 
 class NonFinite(str, Enum):
@@ -13,20 +14,9 @@ class NonFinite(str, Enum):
     stop = "stop"  # stop at the first non-finite loss
 
 
-class Select(str, Enum):
-    source_val = "source_val"
-    entropy = "entropy"
-    dev = "dev"
-    snd = "snd"
-    iwcv = "iwcv"
-    im = "im"
-    bnm = "bnm"
-    mixval = "mixval"
-    mano = "mano"
-
-
-# the criteria a segmentation evaluation records (those with a per-pixel reading; uda/selection.py)
-SEGMENTATION_SELECT = ("source_val", "entropy", "im", "mano")
+# trainer.select's choices: the label-free criteria of uda.selection.TABLE (the segmentation ones: those with
+# a per-pixel reading)
+Select = Enum("Select", [(name, name) for name in LABEL_FREE], type=str)
 
 
 class Precision(str, Enum):
@@ -63,16 +53,16 @@ class TrainerConfig:
     channels_last: str = "auto"  # (a string: true/false on the command line arrive as "True"/"False")
     # torch intra-op threads (0 = torch's default, which honours OMP_NUM_THREADS)
     threads: int = 0
+    images: bool = True  # image grids: the training images at the start, test predictions at each evaluation
     progress: Progress = Progress.auto  # auto: a live bar on a terminal, log lines otherwise | bar | log | none
     # also keep checkpoints/step_XXXXXXX.pt every N steps (0 = only last.pt)
     keep_every: int = 0
     # a non-finite loss: skip the update (and stop after `nonfinite_patience` consecutive ones) | stop
     nonfinite: NonFinite = NonFinite.skip
     nonfinite_patience: int = 20  # nonfinite=skip: stop after this many skipped updates in a row
-    # which evaluation checkpoints/best.pt keeps, chosen without target labels:
-    # source_val (accuracy on held-out source) | entropy | dev | snd | iwcv | im | bnm | mixval | mano
-    # (see uda/selection.py; segmentation: source_val | entropy | im | mano). entropy: the lowest measured
-    # regret of the four that work for both tasks, by a rule fixed before the runs (docs/notes/selection.md)
+    # which evaluation checkpoints/best.pt keeps, by a label-free criterion (uda/selection.py's TABLE). entropy:
+    # the lowest measured regret of those that work for both tasks, by a rule fixed before the runs
+    # (docs/notes/selection.md)
     select: Select = Select.entropy
     # under torchrun: every N steps check that all ranks hold identical parameters (0 = never;
     # a debugging aid that all-gathers the parameters)

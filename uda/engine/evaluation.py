@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 
 from uda import selection
-from uda.config import SEGMENTATION
+from uda.config import CLASSIFICATION, SEGMENTATION
 from uda.data.domain import Domain, batches_of
 from uda.engine.logging import write_images
-from uda.metrics import (accuracy, class_accuracy, confusion, iou_dict, mean_class_accuracy, miou,
-                         prediction_confusion)
+from uda.metrics import accuracy, class_accuracy, confusion, iou_dict, mean_class_accuracy, miou, prediction_confusion
 from uda.nets.seg_base import upsample
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 
 @torch.no_grad()
-def features_and_logits(method: "Method", x: torch.Tensor, *, prepare, batch_size: int):
+def features_and_logits(method: Method, x: torch.Tensor, *, prepare, batch_size: int):
     """Flattened float32 features and logits of ``method`` over all of ``x`` (uint8)."""
     feats, logits = [], []
     for xb, _ in batches_of(x, None, batch_size):
@@ -41,7 +41,7 @@ def features_and_logits(method: "Method", x: torch.Tensor, *, prepare, batch_siz
 
 
 @torch.no_grad()
-def mixval_predictions(method: "Method", x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, *, prepare,
+def mixval_predictions(method: Method, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, *, prepare,
                        batch_size: int) -> torch.Tensor:
     """argmax of the model on lambda x_a + (1 - lambda) x_b for each pair, mixed in the normalised input
     space as MixVal's official code does (``x`` uint8, the held-out target images)."""
@@ -54,11 +54,10 @@ def mixval_predictions(method: "Method", x: torch.Tensor, a: torch.Tensor, b: to
 
 
 @torch.no_grad()
-def classification_scores(method: "Method", source: Domain, target: Domain, *, prepare, batch_size: int,
+def classification_scores(method: Method, source: Domain, target: Domain, *, prepare, batch_size: int,
                           class_names: tuple[str, ...], device: torch.device, workers: int = 0) -> dict[str, Any]:
     """Test accuracy, per-class accuracy (class name -> %) and mean class accuracy of both domains, and from
-    the held-out splits every label-free score of ``uda.selection``: source_val_acc, target_entropy, snd, dev,
-    iwcv, target_im, target_bnm, mixval, target_mano."""
+    the held-out splits the score of every classification criterion of ``uda.selection.TABLE``."""
     out: dict[str, Any] = {}
     for role, dom in (("source", source), ("target", target)):
         cm = prediction_confusion(method.predict, dom.test_batches(batch_size, device, workers), prepare=prepare,
@@ -73,27 +72,16 @@ def classification_scores(method: "Method", source: Domain, target: Domain, *, p
     f_tv, lo_tv = features_and_logits(method, x_tv, prepare=prepare, batch_size=batch_size)
     x_st = source.train_batch(torch.arange(len(x_sv)))[0]  # as many source train images, for DEV's classifier
     f_st, _ = features_and_logits(method, x_st, prepare=prepare, batch_size=batch_size)
-    y_sv = y_sv.to(lo_sv.device)
-    probs = torch.softmax(lo_tv.double(), dim=1)
-    out["source_val_acc"] = 100.0 * (lo_sv.argmax(1) == y_sv).double().mean().item()
-    out["target_entropy"] = selection.entropy(probs).item()
-    out["snd"] = selection.snd(probs).item()
-    loss_sv = F.cross_entropy(lo_sv, y_sv, reduction="none").cpu()
-    weights = selection.density_ratios(f_st.cpu(), f_tv.cpu(), f_sv.cpu())  # one classifier for DEV and IWCV
-    out["dev"] = selection.dev_risk(weights, loss_sv).item()
-    out["iwcv"] = selection.iwcv_risk(weights, loss_sv).item()
-    out["target_im"] = selection.information_maximisation(probs).item()
-    out["target_bnm"] = selection.bnm(probs).item()
-    out["target_mano"] = selection.mano(lo_tv).item()
-    pseudo = lo_tv.argmax(1).cpu()
-    a, b, intra = selection.mixval_pairs(pseudo)
-    mixed = mixval_predictions(method, x_tv, a, b, prepare=prepare, batch_size=batch_size).cpu()
-    out["mixval"] = selection.mixval_score(mixed, pseudo[a], intra).item()
+    readings = selection.Readings(lo_sv=lo_sv, y_sv=y_sv.to(lo_sv.device), f_sv=f_sv, f_st=f_st, f_tv=f_tv,
+                                  lo_tv=lo_tv, mix=partial(mixval_predictions, method, x_tv, prepare=prepare,
+                                                           batch_size=batch_size))
+    for c in selection.for_task(CLASSIFICATION):
+        out[c.key] = c.classify(readings)
     return out
 
 
 @torch.no_grad()
-def seg_confusion(method: "Method", batches, *, prepare, num_classes: int) -> torch.Tensor:
+def seg_confusion(method: Method, batches, *, prepare, num_classes: int) -> torch.Tensor:
     """Confusion matrix accumulated over all (uint8 images, labels) batches; scores are upsampled
     bilinearly to the labels' size (full-size Cityscapes labels for a resized input)."""
     cm = None
@@ -106,37 +94,37 @@ def seg_confusion(method: "Method", batches, *, prepare, num_classes: int) -> to
 
 
 @torch.no_grad()
-def segmentation_scores(method: "Method", source: Domain, target: Domain, *, prepare, batch_size: int,
+def segmentation_scores(method: Method, source: Domain, target: Domain, *, prepare, batch_size: int,
                         num_classes: int, class_names, device: torch.device, workers: int = 0) -> dict[str, Any]:
-    """Test mIoU (percent) with per-class IoUs, and the label-free scores with a per-pixel reading: source
-    validation mIoU, and over every pixel of the held-out target images the mean prediction entropy, IM
-    and MaNo (each pixel one row of the prediction matrix)."""
+    """Test mIoU (percent) with per-class IoUs, and the score of every segmentation criterion of
+    ``uda.selection.TABLE``: source validation mIoU, and over every pixel of the held-out target images (each
+    one row of the prediction matrix) the target ones."""
     out: dict[str, Any] = {}
     for role, dom in (("source", source), ("target", target)):
         cm = seg_confusion(method, dom.test_batches(batch_size, device, workers), prepare=prepare,
                            num_classes=num_classes)
         out[f"{role}_miou"] = miou(cm)
         out[f"{role}_iou"] = iou_dict(cm, class_names)
+    s = selection.SegReadings(num_classes)
     if source.val is not None and len(source.val[0]):
         cm = seg_confusion(method, batches_of(*source.val, batch_size), prepare=prepare, num_classes=num_classes)
-        out["source_val_miou"] = miou(cm)
+        s.source_val_miou = miou(cm)
     if target.val is not None and len(target.val[0]):
-        sum_entropy, sum_probs, mano_sums, count = 0.0, 0.0, 0.0, 0
         for x, _ in batches_of(target.val[0], None, batch_size):
             logits = method.predict(prepare(x)).double()
             logits = logits.movedim(1, -1).reshape(-1, logits.shape[1])  # one row per pixel
             probs = torch.softmax(logits, dim=1)
-            sum_entropy += selection.entropy(probs).item() * len(probs)
-            sum_probs = sum_probs + probs.sum(0)
-            mano_sums = mano_sums + selection.mano_sums(logits)
-            count += len(probs)
-        out["target_entropy"] = sum_entropy / count
-        out["target_im"] = selection.im_from_sums(sum_probs, sum_entropy, count).item()
-        out["target_mano"] = selection.mano_from_sums(mano_sums, num_classes).item()
+            s.sum_entropy += selection.entropy(probs).item() * len(probs)
+            s.sum_probs = s.sum_probs + probs.sum(0)
+            s.mano = s.mano + selection.mano_sums(logits)
+            s.count += len(probs)
+    for c in selection.for_task(SEGMENTATION):
+        if (score := c.segment(s)) is not None:
+            out[selection.criterion_key(c.name, "miou")[0]] = score
     return out
 
 
-def evaluate_pair(method: "Method", source: Domain, target: Domain, info: "PairInfo", *, prepare, batch_size: int,
+def evaluate_pair(method: Method, source: Domain, target: Domain, info: PairInfo, *, prepare, batch_size: int,
                   device: torch.device, workers: int = 0) -> dict[str, Any]:
     """The evaluation of a pair: accuracies (classification) or mIoU with per-class IoUs (segmentation) on
     both test splits, and the label-free selection scores. ``method`` in eval mode, under autocast."""
@@ -149,7 +137,7 @@ def evaluate_pair(method: "Method", source: Domain, target: Domain, info: "PairI
 
 
 # ------------------------------------------------------------------------------------------ grids
-def seg_grid(method: "Method", domain: Domain, prepare: "Normalize", num_classes: int, n: int = 4) -> torch.Tensor:
+def seg_grid(method: Method, domain: Domain, prepare: Normalize, num_classes: int, n: int = 4) -> torch.Tensor:
     """[3n, 3, H, W] in [0, 1]: n test images, their colourised labels, the colourised predictions."""
     from torchvision.transforms.v2 import functional as TF
     from torchvision.utils import draw_segmentation_masks
@@ -174,7 +162,7 @@ def seg_grid(method: "Method", domain: Domain, prepare: "Normalize", num_classes
 
 
 @torch.no_grad()
-def pictures(method: "Method", source: Domain, target: Domain, info: "PairInfo", prepare: "Normalize",
+def pictures(method: Method, source: Domain, target: Domain, info: PairInfo, prepare: Normalize,
              device: torch.device) -> dict[str, torch.Tensor]:
     """The image grids of an evaluation, [N, C, H, W] in [0, 1]: segmentation inputs / labels / predictions
     (4 test images per domain), and the method's own grids (``Method.images``; 8 or 4 test images)."""
@@ -218,11 +206,19 @@ class Evaluator:
     mode, then TensorBoard, ``best.pt`` (through ``save_best``), the images, and a ``metrics.jsonl`` row."""
 
     def __init__(self, *, method, source, target, info, prepare, device, autocast, batch_size, workers, writer,
-                 run_dir: Path, stage_ends: dict[int, str], best: BestCheckpoint, save_best: Callable[[int], None]):
+                 run_dir: Path, stage_ends: dict[int, str], best: BestCheckpoint, save_best: Callable[[int], None],
+                 images: bool = True):
         self.method, self.source, self.target, self.info, self.prepare = method, source, target, info, prepare
         self.device, self.autocast, self.batch_size, self.workers = device, autocast, batch_size, workers
-        self.writer, self.run_dir, self.stage_ends, self.best, self.save_best = writer, run_dir, stage_ends, best, save_best
+        self.writer, self.run_dir, self.stage_ends, self.best, self.save_best = (
+            writer,
+            run_dir,
+            stage_ends,
+            best,
+            save_best,
+        )
         self.metrics_path = run_dir / "metrics.jsonl"
+        self.images = images  # trainer.images: the grids at each evaluation
 
     def __call__(self, done: int) -> dict[str, Any]:
         self.method.eval()
@@ -232,12 +228,14 @@ class Evaluator:
                                                  device=self.device, workers=self.workers)
             if done in self.stage_ends:
                 res["stage_end"] = self.stage_ends[done]
-            grids = pictures(self.method, self.source, self.target, self.info, self.prepare, self.device)
+            grids = pictures(self.method, self.source, self.target, self.info, self.prepare, self.device) \
+                if self.images else {}
         self.method.train()
         self._scalars(res, done)
         if self.best.improves(res):
             self.save_best(done)
-        write_images(self.writer, self.run_dir, grids, done)
+        if grids:
+            write_images(self.writer, self.run_dir, grids, done)
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(res) + "\n")
         return res
@@ -248,7 +246,9 @@ class Evaluator:
             if k in (f"source_{metric}", f"target_{metric}", "source_mean_class_acc", "target_mean_class_acc"):
                 self.writer.add_scalar(f"eval/{k}", v, done)
             elif k.endswith(("_iou", "_class_acc")) and isinstance(v, dict):  # per class: iou_target/road, ...
-                kind, role = ("iou", k[: -len("_iou")]) if k.endswith("_iou") else ("class_acc", k[: -len("_class_acc")])
+                kind, role = (
+                    ("iou", k[: -len("_iou")]) if k.endswith("_iou") else ("class_acc", k[: -len("_class_acc")])
+                )
                 for name, value in v.items():
                     if value is not None:
                         self.writer.add_scalar(f"{kind}_{role}/{name}", value, done)
