@@ -131,7 +131,7 @@ def announce(conf, run_dir: Path) -> None:
                f"trainer.min_evals={tr.min_evals} times)" if every < tr.eval_every else "")
     log.info("%s on %s (%s -> %s), backbone %s, %d steps evaluated every %d%s, seed %d", conf.method.name, d.name,
              d.source.name, d.target.name, conf.backbone.name, tr.max_steps, every, lowered, conf.seed)
-    if d.name != "custom":
+    if any(DOMAINS[n].needs_root for n in (d.source.name, d.target.name) if n in DOMAINS):
         root = data_root(d.root)
         states = []
         for name in dict.fromkeys((d.source.name, d.target.name)):

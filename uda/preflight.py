@@ -19,7 +19,8 @@ from uda.compose import compose_job, parse_overrides
 from uda.config import ConfigError, TrainConfig, validate
 from uda.config.train import resume_problem
 
-# Hydra flags after which nothing is trained or written: composition is checked, the directories are not
+# Hydra flags after which nothing is trained or written: composition is checked (so --cfg job shows what a
+# recipe composes to, valid or not), the settings and the directories are not
 DRY = ("cfg", "info", "hydra_help", "shell_completion")
 
 
@@ -86,10 +87,12 @@ def preflight(args: argparse.Namespace) -> list[Job]:
 def check_job(job: Job, *, multirun: bool, output_subdir: str | None) -> None:
     """The data root exists, the run directory is writable, ``resume`` agrees with what it holds."""
     cfg = job.cfg
-    if cfg.data.name != "custom":
-        from uda.data.common import checked_root
+    from uda.data.common import checked_root
+    from uda.data.domains import DOMAINS
 
-        checked_root(cfg.data.root, cfg.data.source.name)
+    for role in (cfg.data.source, cfg.data.target):
+        if role.name in DOMAINS and DOMAINS[role.name].needs_root:
+            checked_root(cfg.data.root, role.name)
     check_writable(job.run_dir, [d for d in (output_subdir, "checkpoints") if d])
     if multirun and cfg.resume is not True:
         job.finished = finished(job.run_dir, cfg) is not None

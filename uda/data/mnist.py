@@ -96,7 +96,7 @@ def ensure_mnist(root: Path) -> None:
         except DataError:
             raise
         except Exception as e:  # a failed source is reported, then the next one is tried
-            errors.append(f"{name}: {type(e).__name__}: {e}".strip()[:300])
+            errors.append(" ".join(f"{name}: {type(e).__name__}: {e}".split())[:300])  # one line each
     raise DataError(
         f"MNIST is not available: put train-images-idx3-ubyte, train-labels-idx1-ubyte, "
         f"t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (uncompressed) in {raw_dir(root)}, "

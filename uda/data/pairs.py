@@ -60,15 +60,14 @@ def _harmonise(x: torch.Tensor, channels: int, size: int) -> torch.Tensor:
     raise ConfigError(f"cannot turn {x.shape[1]}-channel images into {channels} channels")
 
 
-def _raw(role: str, cfg: "DataConfig", cache: dict) -> "tuple[Splits, list[str] | None] | FileSplits":
+def _raw(role: str, cfg: DataConfig, cache: dict) -> tuple[Splits, list[str] | None] | FileSplits:
     """A classification domain as its reader gives it: a memory domain's splits (with class folder names where
     it has folders), or a file-backed domain's samples (``FileSplits``)."""
-    name = getattr(cfg, role).name
-    root = data_root(cfg.root) if name == "custom" else checked_root(cfg.root, name)  # custom: paths of its own
-    return spec(name, f"data.{role}.name").load(root, cfg, role, cache)
+    dom = spec(getattr(cfg, role).name, f"data.{role}.name")
+    return dom.load(checked_root(cfg.root, dom.name) if dom.needs_root else data_root(cfg.root), cfg, role, cache)
 
 
-def _finish(name: str, splits: Splits, cfg: "DataConfig", channels: int, size: int, n_classes: int) -> TensorDomain:
+def _finish(name: str, splits: Splits, cfg: DataConfig, channels: int, size: int, n_classes: int) -> TensorDomain:
     (xtr, ytr), (xte, yte) = splits["train"], splits["test"]
     if cfg.train_subset:
         xtr, ytr = xtr[: cfg.train_subset], ytr[: cfg.train_subset]
@@ -81,18 +80,20 @@ def _finish(name: str, splits: Splits, cfg: "DataConfig", channels: int, size: i
         if y.dim() == 3:  # per-pixel labels: 255 is the ignore index
             y = y[y != 255]
         if y.numel() and int(y.max()) >= n_classes:
-            raise ConfigError(f"domain {name!r} ({split}) has label {int(y.max())} but the pair has {n_classes} classes "
-                              f"(data.num_classes)")
+            raise ConfigError(
+                f"domain {name!r} ({split}) has label {int(y.max())} but the pair has {n_classes} classes "
+                f"(data.num_classes)"
+            )
     n_val = min(cfg.val_size, xtr.shape[0] // 5)  # the last images of train, never trained on
     n_tr = xtr.shape[0] - n_val
     return TensorDomain(name, xtr[:n_tr], ytr[:n_tr], xte, yte, xtr[n_tr:], ytr[n_tr:])
 
 
-def _class_names(cfg: "DataConfig") -> tuple[str, ...]:
+def _class_names(cfg: DataConfig) -> tuple[str, ...]:
     return spec(cfg.source.name).classes(cfg.num_classes)
 
 
-def _build_file_pair(cfg: "DataConfig") -> tuple[Domain, Domain, PairInfo]:
+def _build_file_pair(cfg: DataConfig) -> tuple[Domain, Domain, PairInfo]:
     """Segmentation pairs read lazily from files (GTA5, SYNTHIA, Cityscapes)."""
     root = checked_root(cfg.root, cfg.source.name)
     doms = []
@@ -125,7 +126,7 @@ def _count_classes(raw) -> int:
     return num_classes(*raw)
 
 
-def build_pair(cfg: "DataConfig") -> tuple[Domain, Domain, PairInfo]:
+def build_pair(cfg: DataConfig) -> tuple[Domain, Domain, PairInfo]:
     """Both domains, harmonised to one image size and channel count; 0 in the config = the source's size and
     the richer channel count of the two (RGB if either is RGB, so that an RGB domain is never turned grey)."""
     if cfg.task == SEGMENTATION and (spec(cfg.source.name).files or spec(cfg.target.name).files):
@@ -169,7 +170,7 @@ def build_pair(cfg: "DataConfig") -> tuple[Domain, Domain, PairInfo]:
     return source, target, info
 
 
-def _domain(name: str, raw, cfg: "DataConfig", channels: int, stored: int, n_classes: int) -> Domain:
+def _domain(name: str, raw, cfg: DataConfig, channels: int, stored: int, n_classes: int) -> Domain:
     """A memory domain's TensorDomain (``_finish``), or a FileDomain reading a file-backed one's images."""
     if not isinstance(raw, FileSplits):
         return _finish(name, raw[0], cfg, channels, stored, n_classes)
@@ -220,5 +221,5 @@ def random_crop_flip(x: torch.Tensor, size: int, generator: torch.Generator) -> 
     tops = torch.randint(0, h - size + 1, (n,), generator=generator).tolist()
     lefts = torch.randint(0, w - size + 1, (n,), generator=generator).tolist()
     flips = (torch.rand(n, generator=generator) < 0.5).tolist()
-    out = [x[k, :, t : t + size, l : l + size] for k, (t, l) in enumerate(zip(tops, lefts))]
+    out = [x[k, :, top : top + size, left : left + size] for k, (top, left) in enumerate(zip(tops, lefts))]
     return torch.stack([o.flip(-1) if f else o for o, f in zip(out, flips)])

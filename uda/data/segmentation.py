@@ -14,15 +14,15 @@ the SYNTHIA -> Cityscapes protocols (in Cityscapes train-id order); ``IGNORE`` (
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import torch
 from cityscapesscripts.helpers.labels import labels as CITYSCAPES_LABELS
 from torch.utils.data import Dataset
 
-from uda.data.common import DataError, decode, read_image
+from uda.data.common import DataError, decode, decode_png16, read_image
 from uda.data.domain import FileDomain
 from uda.errors import ConfigError
 
@@ -85,8 +85,8 @@ def read_label_ids(path: Path) -> torch.Tensor:
 
 
 def read_synthia_ids(path: Path) -> torch.Tensor:
-    """[1, H, W] class ids of a SYNTHIA ``GT/LABELS`` 16-bit PNG: its first (R) channel (uint16 from torchvision)."""
-    return decode(path, "UNCHANGED")[:1]
+    """[1, H, W] class ids of a SYNTHIA ``GT/LABELS`` 16-bit PNG: its first (R) channel (uint16)."""
+    return decode_png16(path)[:1]
 
 
 class SegFiles(Dataset):
@@ -163,12 +163,25 @@ def _layout(root: Path, name: str, split: str = "", where: str = "") -> tuple[li
             sorted(label_dir.glob("*/*_gtFine_labelIds.png")))
 
 
-def _load(root: Path, name: str, lut: torch.Tensor, read_label: Callable[[Path], torch.Tensor], *,
-          num_classes: int, train_size: tuple[int, int], test_size: tuple[int, int], role: str, where: str) -> FileDomain:
+def _load(
+    root: Path,
+    name: str,
+    lut: torch.Tensor,
+    read_label: Callable[[Path], torch.Tensor],
+    *,
+    num_classes: int,
+    train_size: tuple[int, int],
+    test_size: tuple[int, int],
+    role: str,
+    where: str,
+) -> FileDomain:
     if role not in ROLES:
         raise ConfigError(f"role={role!r}; valid: {', '.join(ROLES)}")
     if name == "cityscapes":  # train / val; val labels stay at full size (the benchmark's protocol)
-        (train_x, train_of, _), (test_x, test_of, _) = _layout(root, name, "train", where), _layout(root, name, "val", where)
+        (train_x, train_of, _), (test_x, test_of, _) = (
+            _layout(root, name, "train", where),
+            _layout(root, name, "val", where),
+        )
         test_name, test_label_size = "val", None
     else:  # no official split: hold out the last min(500, n // 5) images by name, never trained on
         images, train_of, _ = _layout(root, name, where=where)

@@ -25,8 +25,16 @@ from uda.engine.evaluation import BestCheckpoint, Evaluator
 from uda.engine.guards import NonFiniteGuard, NonFiniteLoss, RankCheck, check_free_space, check_writable, on_main
 from uda.engine.logging import ProgressDisplay, TrainLog, tensorboard, write_images
 from uda.engine.precision import Choice, choose
-from uda.engine.runtime import (Stepper, autocast, build_optimizers, lr_factors, plan_stages, resolve_device,
-                                seed_everything, stage_ends)
+from uda.engine.runtime import (
+    Stepper,
+    autocast,
+    build_optimizers,
+    lr_factors,
+    plan_stages,
+    resolve_device,
+    seed_everything,
+    stage_ends,
+)
 from uda.engine.signals import StopFlag, TrainingInterrupted
 from uda.engine.state import Checkpointer, Counters, config_dict, resuming, trim_metrics
 from uda.engine.summary import git_commit, read_metrics, selected, versions, write_summary
@@ -41,7 +49,7 @@ PER_CLASS = {"acc": ("source_mean_class_acc", "target_mean_class_acc", "source_c
              "miou": ("source_iou", "target_iou")}
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Run:
     """Everything ``_start`` builds for the loop."""
 
@@ -124,15 +132,18 @@ def _start(cfg: TrainConfig, run_dir: Path, counters: Counters) -> Run:
     batches = PairBatches(source, target, seed=cfg.seed, batch=tr.batch_size, world=dist.world(), rank=dist.rank(),
                           start=start, end=tr.max_steps, workers=cfg.data.workers, device=device, prepare=prepare,
                           augment_size=info.image_size if cfg.data.augment else None, per_pixel=info.metric == "miou")
-    if dist.is_main() and not resume:  # what the data became: one grid of training images, as the network sees them
+    if (
+        dist.is_main() and not resume and tr.images
+    ):  # what the data became: one grid of training images, as the network sees them
         write_images(writer, run_dir, batches.first_images(), start)
     evaluator = Evaluator(method=method, source=source, target=target, info=info, prepare=prepare, device=device,
                           autocast=partial(autocast, device, choice.precision), batch_size=tr.eval_batch_size,
                           workers=cfg.data.workers, writer=writer, run_dir=run_dir, stage_ends=ends, best=best,
-                          save_best=ckpts.save_best)
-    return Run(cfg, run_dir, device, choice, info, method, Stepper(optimizers, scaler, device.type), opt_cfgs,
-               method.schedule_spans(tr.max_steps), ends, start, counters, ckpts, best, writer, batches, evaluator,
-               commit)
+                          save_best=ckpts.save_best, images=tr.images)
+    return Run(cfg=cfg, run_dir=run_dir, device=device, choice=choice, info=info, method=method,
+               stepper=Stepper(optimizers, scaler, device.type), opt_cfgs=opt_cfgs,
+               spans=method.schedule_spans(tr.max_steps), ends=ends, start=start, counters=counters, ckpts=ckpts,
+               best=best, writer=writer, batches=batches, evaluator=evaluator, commit=commit)
 
 
 def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> dict[str, Any]:
@@ -175,7 +186,9 @@ def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> 
             if (done % every == 0 or done in run.ends or done == tr.max_steps) and main:
                 last = run.evaluator(done)
                 m = run.info.metric
-                progress.write(f"step {done}: source_{m} {last[f'source_{m}']:.2f}  target_{m} {last[f'target_{m}']:.2f}")
+                progress.write(
+                    f"step {done}: source_{m} {last[f'source_{m}']:.2f}  target_{m} {last[f'target_{m}']:.2f}"
+                )
             ranks(method, done)
             requested = stop.requested(done, run.device)
             if done % tr.checkpoint_every == 0 or done == tr.max_steps or requested:
