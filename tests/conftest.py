@@ -11,7 +11,11 @@ from helpers import KILL_ARGS, run_cli
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``cuda`` need a GPU: skipped, saying so, where there is none (CI, most laptops)."""
+    """A test that reads the real MNIST (the ``mnist_root`` fixture) is marked ``real_data``, so the fast set
+    (``pytest -q``) needs no data. Tests marked ``cuda`` need a GPU: skipped, saying so, where there is none."""
+    for item in items:
+        if "mnist_root" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.real_data)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU (scripts/gpu_check.sh runs these on one)")

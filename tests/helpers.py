@@ -17,12 +17,10 @@ from uda.data.pairs import PairInfo
 from uda.engine.runtime import Stepper
 from uda.methods import Batch, get_method
 
-# a few steps on a small real subset of MNIST -> MNIST-M
-SMALL = [
-    "trainer.max_steps=6", "trainer.batch_size=8", "trainer.eval_every=3", "trainer.min_evals=0", "trainer.checkpoint_every=3",
-    "trainer.log_every=2", "trainer.progress=none", "trainer.eval_batch_size=64",
-    "data.train_subset=256", "data.test_subset=128",
-]
+# a few steps on the synthetic pair generated in memory (no data root, no download): what `+debug=fast` runs
+SMALL = ["data=synthetic", "+debug=fast"]
+# the same on a small subset of the real MNIST -> MNIST-M (tests that take it need the mnist_root fixture)
+MNIST_SMALL = ["+debug=fast", "data.test_subset=128"]
 # a 40-step run that checkpoints every step: what the kill / preemption tests interrupt
 KILL_ARGS = [*SMALL, "trainer.max_steps=40", "trainer.checkpoint_every=1", "trainer.eval_every=20", "trainer.threads=1"]
 
@@ -30,9 +28,19 @@ KILL_ARGS = [*SMALL, "trainer.max_steps=40", "trainer.checkpoint_every=1", "trai
 # segmentation pair of 32 x 32 images with digits_seg's tiny segmenter
 INFO = PairInfo("mnist_mnistm", "mnist", "mnistm", 3, 28, 10, mean=(0.5,) * 3, std=(0.5,) * 3)
 K = 4
-SEG_INFO = PairInfo("digits_seg", "mnist_seg", "mnistm_seg", 3, 32, K, mean=(0.5,) * 3, std=(0.5,) * 3,
-                    task=SEGMENTATION, class_names=tuple("abcd"))
-TINY_SEG = ["data=digits_seg", "backbone.channels=[4,8]"]
+SEG_INFO = PairInfo(
+    "synthetic_seg",
+    "synthetic_seg_source",
+    "synthetic_seg_target",
+    3,
+    32,
+    K,
+    mean=(0.5,) * 3,
+    std=(0.5,) * 3,
+    task=SEGMENTATION,
+    class_names=tuple("abcd"),
+)
+TINY_SEG = ["data=synthetic_seg", "backbone.channels=[4,8]"]
 
 
 def make_cfg(*overrides: str) -> TrainConfig:
@@ -135,10 +143,9 @@ def build_seg(*overrides: str):
     return build(*TINY_SEG, *overrides, info=SEG_INFO)
 
 
-# a few steps on a small real subset of digits_seg
-SEG_SMALL = [*TINY_SEG, "trainer.max_steps=6", "trainer.batch_size=4", "trainer.eval_every=3", "trainer.min_evals=0",
-             "trainer.checkpoint_every=3", "trainer.log_every=2", "trainer.progress=none",
-             "trainer.eval_batch_size=32", "data.train_subset=64", "data.test_subset=32", "data.val_size=8"]
+# a few steps on the synthetic segmentation pair with the tiny segmenter
+SEG_SMALL = [*TINY_SEG, "+debug=fast", "trainer.batch_size=4", "trainer.eval_batch_size=32", "data.train_subset=64",
+             "data.test_subset=32", "data.val_size=8"]
 
 
 def write_usps(d, n_train=40, n_test=20):

@@ -5,13 +5,12 @@ import json
 
 import pytest
 
+from helpers import MNIST_SMALL, SMALL, run_cli
 from uda.cli import main
-
-from helpers import SMALL, run_cli
 
 
 def test_cli_end_to_end_few_steps(tmp_path, mnist_root):
-    res = run_cli("train", *SMALL, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    res = run_cli("train", *MNIST_SMALL, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "target_acc=" in res.stdout
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
@@ -24,8 +23,8 @@ def test_cli_end_to_end_few_steps(tmp_path, mnist_root):
     assert log[2] == f"run directory: {tmp_path / 'run'}"
 
 
-def test_a_short_run_is_evaluated_min_evals_times_and_at_its_last_step(tmp_path, mnist_root):
-    small = [o for o in SMALL if not o.startswith(("trainer.min_evals", "trainer.max_steps", "trainer.eval_every"))]
+def test_a_short_run_is_evaluated_min_evals_times_and_at_its_last_step(tmp_path):
+    small = [*SMALL, "trainer.min_evals=5"]
     res = run_cli("train", *small, "trainer.max_steps=12", "trainer.eval_every=1000", f"hydra.run.dir={tmp_path}",
                   cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -42,7 +41,7 @@ def test_a_short_run_is_evaluated_min_evals_times_and_at_its_last_step(tmp_path,
         json.loads((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()[-1])["target_acc"]
 
 
-def test_cli_multirun_gives_each_run_its_own_directory(tmp_path, mnist_root):
+def test_cli_multirun_gives_each_run_its_own_directory(tmp_path):
     small = [o for o in SMALL if not o.startswith("trainer.max_steps")]
     res = run_cli("train", "-m", "method=source_only,dann", "seed=0", "trainer.max_steps=2", *small,
                   f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
@@ -51,7 +50,7 @@ def test_cli_multirun_gives_each_run_its_own_directory(tmp_path, mnist_root):
     assert runs == ["0_source_only_seed0", "1_dann_seed0"]
 
 
-def test_sweep_rerun_skips_finished_runs_and_resumes_unfinished_ones(tmp_path, mnist_root):
+def test_sweep_rerun_skips_finished_runs_and_resumes_unfinished_ones(tmp_path):
     small = [o for o in SMALL if not o.startswith("trainer.max_steps")]
     args = ["train", "-m", "method=source_only,dann", "seed=0", "trainer.max_steps=2", *small,
             f"hydra.sweep.dir={tmp_path / 'sweep'}"]
@@ -73,7 +72,7 @@ def test_sweep_rerun_skips_finished_runs_and_resumes_unfinished_ones(tmp_path, m
     assert res.returncode == 2 and "trainer.max_steps" in res.stderr and "hydra.sweep.dir" in res.stderr, res.stderr
 
 
-def test_sweep_through_the_submitit_launcher_and_its_rerun(tmp_path, mnist_root):
+def test_sweep_through_the_submitit_launcher_and_its_rerun(tmp_path):
     """Hydra's submitit launcher (local executor: the SLURM one's code path without a cluster)."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     small = [o for o in SMALL if not o.startswith("trainer.max_steps")]

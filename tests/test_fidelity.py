@@ -5,11 +5,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from helpers import make_cfg
 from uda.config import CLASSIFICATION
 from uda.fidelity import PAPER, PAPER_RECIPES
 from uda.methods import METHODS
-
-from helpers import make_cfg
 
 SEG_METHODS = {name for name, m in METHODS.items() if CLASSIFICATION not in m.Config.TASKS}
 LEDGER = Path(__file__).resolve().parents[1] / "docs" / "fidelity.md"

@@ -6,7 +6,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from uda.losses import (binary_accuracy, difference_loss, domain_bce, gan_loss, grad_reverse, grl_lambda, mmd_rbf, seg_ce, simse)
+from uda.losses import (
+    binary_accuracy,
+    difference_loss,
+    domain_bce,
+    gan_loss,
+    grad_reverse,
+    grl_lambda,
+    mmd_rbf,
+    seg_ce,
+    simse,
+)
 
 
 def test_grad_reverse_is_identity_forward_and_minus_lambda_backward():

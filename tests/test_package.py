@@ -68,3 +68,22 @@ def test_the_wheel_ships_every_config_file(tmp_path):
     shipped = {n for n in zipfile.ZipFile(wheel).namelist() if n.startswith("uda/configs/")}
     want = {f"uda/configs/{p.relative_to(ROOT / 'configs').as_posix()}" for p in (ROOT / "configs").rglob("*.yaml")}
     assert len(want) > 40 and want == shipped
+
+
+def test_config_and_the_criteria_table_import_no_torch():
+    """`uda.config` (and the criteria table it reads) load without torch: config errors and --help are fast."""
+    code = "import sys, uda.config, uda.selection; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_constructors_of_methods_take_keywords_only():
+    """Design rule 3: a method's ``__init__`` takes its built parts by keyword (``from_config`` builds them)."""
+    import inspect
+
+    from uda.methods import METHODS
+
+    positional = {name: [p.name for p in inspect.signature(cls.__init__).parameters.values()
+                         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"]
+                  for name, cls in METHODS.items()}
+    assert {name: ps for name, ps in positional.items() if ps} == {}

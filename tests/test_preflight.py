@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from helpers import run_cli
 from uda.cli import main
 from uda.config import ConfigError
 from uda.config.trainer import TrainerConfig
 from uda.preflight import check_writable
-
-from helpers import run_cli
 
 
 def fake_run(d: Path, *, finished: bool = True) -> Path:
@@ -31,7 +30,9 @@ def fake_run(d: Path, *, finished: bool = True) -> Path:
 
 
 def digests(d: Path) -> dict[str, str]:
-    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.rglob("*")) if p.is_file()
+    }
 
 
 def refused(capsys, *argv: str) -> str:
@@ -46,14 +47,23 @@ def refused(capsys, *argv: str) -> str:
 # every kind of rejection, with what its one line must say
 REJECTIONS = [
     (["optimizer.lr=-1"], ["optimizer.lr must be > 0, got -1.0"]),
-    (["trainer.max_stpes=3"], ["unknown key trainer.max_stpes", "(did you mean trainer.max_steps?)", "valid keys of trainer:"]),
-    (["+trainer.max_stpes=3"], ["unknown key +trainer.max_stpes", "(did you mean trainer.max_steps?)", "a + adds no setting"]),
+    (
+        ["trainer.max_stpes=3"],
+        ["unknown key trainer.max_stpes", "(did you mean trainer.max_steps?)", "valid keys of trainer:"],
+    ),
+    (
+        ["+trainer.max_stpes=3"],
+        ["unknown key +trainer.max_stpes", "(did you mean trainer.max_steps?)", "a + adds no setting"],
+    ),
     (["++trainer.max_stpes=3"], ["unknown key ++trainer.max_stpes", "(did you mean trainer.max_steps?)"]),
     (["+foo=1"], ["unknown key +foo", "valid keys: method, data, backbone"]),
     (["foo=1"], ["unknown key foo", "valid keys: method, data, backbone"]),
     (["method.adv_weigth=1"], ["unknown key method.adv_weigth (did you mean method.adv_weight?)"]),
     (["trainer.max_steps=abc"], ["trainer.max_steps=abc: trainer.max_steps takes a value of type int, not 'abc'"]),
-    (["trainer.precision=fp8"], ["trainer.precision=fp8 is not a valid trainer.precision; valid: auto, fp32, bf16, fp16"]),
+    (
+        ["trainer.precision=fp8"],
+        ["trainer.precision=fp8 is not a valid trainer.precision; valid: auto, fp32, bf16, fp16"],
+    ),
     (["device=tpu"], ["device=tpu", "valid: auto, cpu, cuda"]),
     (["trainer.channels_last=maybe"], ["trainer.channels_last must be auto, true or false, got 'maybe'"]),
     (["method=foo"], ["unknown method=foo;", "valid method choices: adaptsegnet, adda,", "source_only"]),
@@ -69,8 +79,13 @@ REJECTIONS = [
     (["-m", "method=dann,foo"], ["unknown method=foo"]),
     (["--cfg", "jobs"], ["uda train: argument --cfg/-c: invalid choice: 'jobs'"]),
     (["data=digits_seg", "method=dann"], ["method=dann is a classification method"]),
-    (["data.root=/no/such/data/root"], ["the data root /no/such/data/root (data.root) does not exist",
-                                        "uda data prepare mnist --root /no/such/data/root"]),
+    (
+        ["data.root=/no/such/data/root"],
+        [
+            "the data root /no/such/data/root (data.root) does not exist",
+            "uda data prepare mnist --root /no/such/data/root",
+        ],
+    ),
     (["resume=false"], ["holds a checkpoint: pass resume=true"]),
     (["method=source_only"], ["holds a checkpoint: pass resume=true"]),
 ]
@@ -156,7 +171,9 @@ def test_an_existing_run_whose_parts_cannot_be_written_is_refused(tmp_path, monk
         return real(prefix=prefix, dir=dir)
 
     monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp)
-    with pytest.raises(ConfigError, match=r"cannot write the run directory .*/\.hydra is not writable \(Permission denied\)"):
+    with pytest.raises(
+        ConfigError, match=r"cannot write the run directory .*/\.hydra is not writable \(Permission denied\)"
+    ):
         check_writable(run, [".hydra", "checkpoints"])
     check_writable(run, ["checkpoints"])  # the rest of it can be written
     assert not list(run.rglob(".uda_probe*"))  # the probes are removed

@@ -5,8 +5,8 @@ import json
 import math
 
 import pytest
-from helpers import run_cli
 
+from helpers import run_cli
 from uda.report import report
 
 
@@ -14,8 +14,9 @@ def _fake_run(d, method, seed, accs, *, setting=(), finished=True, data="mnist_m
     """A run directory: ``accs`` the target accuracy per evaluation (every 100 steps); ``scores`` extra
     metrics.jsonl columns (name -> one value per evaluation); ``paths`` (source, target) for data=custom."""
     (d / ".hydra").mkdir(parents=True)
-    data_yaml = f"  name: {data}\n" + ("".join(f"  {role}:\n    path: {p}\n" for role, p in zip(("source", "target"), paths))
-                                      if paths else "")
+    data_yaml = f"  name: {data}\n" + (
+        "".join(f"  {role}:\n    path: {p}\n" for role, p in zip(("source", "target"), paths)) if paths else ""
+    )
     (d / ".hydra" / "config.yaml").write_text(
         f"method:\n  name: {method}\ndata:\n{data_yaml}seed: {seed}\ntrainer:\n  max_steps: {len(accs) * 100}\n")
     (d / ".hydra" / "overrides.yaml").write_text(
@@ -139,7 +140,11 @@ def test_selection_across_the_sweep_by_hand(tmp_path):
     mano = rows["mano"]  # source-only is a candidate like any other, and MaNo chooses it
     assert (mano["chosen"], mano["step"]) == ("source_only", 100)
     assert mano["target_mean"] == 52.0 and mano["target_std"] == pytest.approx(math.sqrt(8))
-    assert (mano["oracle_chosen"], mano["oracle_step"], mano["oracle_mean"]) == ("dann method.adv_weight=0.3", 200, 85.0)
+    assert (mano["oracle_chosen"], mano["oracle_step"], mano["oracle_mean"]) == (
+        "dann method.adv_weight=0.3",
+        200,
+        85.0,
+    )
     assert mano["regret"] == 33.0
     # source_val (90 + i in the fixture) ties across configurations at the last step: the first configuration
     assert rows["source_val"]["step"] == 200

@@ -4,12 +4,11 @@ from pathlib import Path
 
 import pytest
 
+from helpers import make_cfg
 from uda.compose import CONFIG_DIR
 from uda.config import ConfigError, Device, Precision, validate
 from uda.methods.dann import DANNConfig
 from uda.methods.source_only import SourceOnlyConfig
-
-from helpers import make_cfg
 
 
 def test_default_config_is_dann_on_mnist_mnistm_with_paper_settings():
@@ -47,16 +46,27 @@ def test_every_method_config_has_a_registered_class_and_back():
     get_method("dann")
     yaml_names = {p.stem for p in (Path(CONFIG_DIR) / "method").glob("*.yaml")}
     assert yaml_names == set(METHODS)
-    with pytest.raises(ConfigError, match="valid methods: adaptsegnet, adda, advent, cdan, cycada, cyclegan, dacs, dann, dsn, lsd, mcc, mcd, mdd, mean_teacher, road, source_only"):
+    with pytest.raises(
+        ConfigError,
+        match="valid methods: adaptsegnet, adda, advent, cdan, cycada, cyclegan, dacs, dann, dsn, lsd, mcc, mcd, mdd, "
+        "mean_teacher, road, source_only",
+    ):
         get_method("foo")
 
 
-@pytest.mark.parametrize("overrides, needle", [
-    (["data=digits_seg", "method=dann"], "method=dann is a classification method.*methods for segmentation pairs: adaptsegnet, advent, dacs, lsd, road, source_only"),
-    (["data=digits_seg", "backbone=lenet"], "valid backbones: seg_small, deeplabv2, fcn8s"),
-    (["method=adaptsegnet", "backbone=dann_mnist"], "is a segmentation method but data=mnist_mnistm"),
-    (["data=digits_seg", "method=adaptsegnet", "backbone.channels=[8]"], "at least two"),
-])
+@pytest.mark.parametrize(
+    "overrides, needle",
+    [
+        (
+            ["data=digits_seg", "method=dann"],
+            "method=dann is a classification method.*methods for segmentation pairs: adaptsegnet, advent, dacs, lsd, "
+            "road, source_only",
+        ),
+        (["data=digits_seg", "backbone=lenet"], "valid backbones: seg_small, deeplabv2, fcn8s"),
+        (["method=adaptsegnet", "backbone=dann_mnist"], "is a segmentation method but data=mnist_mnistm"),
+        (["data=digits_seg", "method=adaptsegnet", "backbone.channels=[8]"], "at least two"),
+    ],
+)
 def test_mismatched_task_method_and_backbone_are_clear_errors(overrides, needle):
     with pytest.raises(ConfigError, match=needle):
         validate(make_cfg(*overrides))

@@ -9,33 +9,76 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf.errors import OmegaConfBaseException
 
+from helpers import make_cfg
 from uda.config import UserError, validate
 from uda.data.pairs import PairInfo
 from uda.engine.runtime import plan_stages
 from uda.methods import get_method
 
-from helpers import make_cfg
-
-
 USER_FACING = (HydraException, OmegaConfBaseException, UserError)
 
 
 KEYS = [
-    "seed", "resume", "device", "deterministic",
-    "trainer.max_steps", "trainer.batch_size", "trainer.eval_every", "trainer.checkpoint_every",
-    "trainer.log_every", "trainer.precision", "trainer.channels_last", "trainer.threads", "trainer.progress",
+    "seed",
+    "resume",
+    "device",
+    "deterministic",
+    "trainer.max_steps",
+    "trainer.batch_size",
+    "trainer.eval_every",
+    "trainer.checkpoint_every",
+    "trainer.log_every",
+    "trainer.precision",
+    "trainer.channels_last",
+    "trainer.threads",
+    "trainer.progress",
     "trainer.keep_every",
-    "trainer.nonfinite", "trainer.nonfinite_patience",
-    "optimizer.lr", "optimizer.momentum", "optimizer.betas", "optimizer.schedule", "optimizer.name",
-    "data.image_size", "data.channels", "data.source.path", "data.target.name", "data.mean", "data.std", "data.num_classes", "data.train_subset",
-    "backbone.conv_channels", "backbone.cls_hidden",
-    "method.adv_weight", "method.grl_gamma", "method.alpha", "method.beta", "method.gamma",
-    "method.similarity", "method.adapt_start", "method.code_size", "method.pretrain_steps",
-    "method.disc_input", "method.disc_hidden", "method.recon", "method.domain_reduction",
-    "method.warmup_steps", "method.grid", "method.ngf", "method.ndf", "method.gen_skips", "method.multi_level",
-    "method.source_steps", "method.translate_steps", "method.gan_optimizer.lr", "backbone.channels",
-    "data.augment", "data.source_size", "data.load_size",
-    "trainer.max_stpes", "method.nonsense", "nonsense",
+    "trainer.nonfinite",
+    "trainer.nonfinite_patience",
+    "optimizer.lr",
+    "optimizer.momentum",
+    "optimizer.betas",
+    "optimizer.schedule",
+    "optimizer.name",
+    "data.image_size",
+    "data.channels",
+    "data.source.path",
+    "data.target.name",
+    "data.mean",
+    "data.std",
+    "data.num_classes",
+    "data.train_subset",
+    "backbone.conv_channels",
+    "backbone.cls_hidden",
+    "method.adv_weight",
+    "method.grl_gamma",
+    "method.alpha",
+    "method.beta",
+    "method.gamma",
+    "method.similarity",
+    "method.adapt_start",
+    "method.code_size",
+    "method.pretrain_steps",
+    "method.disc_input",
+    "method.disc_hidden",
+    "method.recon",
+    "method.domain_reduction",
+    "method.warmup_steps",
+    "method.grid",
+    "method.ngf",
+    "method.ndf",
+    "method.gen_skips",
+    "method.multi_level",
+    "method.source_steps",
+    "method.translate_steps",
+    "method.gan_optimizer.lr",
+    "backbone.channels",
+    "data.augment",
+    "data.source_size",
+    "data.load_size",
+    "trainer.max_stpes",
+    "method.nonsense",
+    "nonsense",
 ]
 
 
@@ -62,7 +105,11 @@ override = st.one_of(
 )
 
 
-@settings(max_examples=int(__import__('os').environ.get('UDA_FUZZ_EXAMPLES', 80)), deadline=None, suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=int(__import__("os").environ.get("UDA_FUZZ_EXAMPLES", 80)),
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
 @given(st.lists(override, max_size=4))
 def test_any_overrides_give_a_config_or_a_user_facing_error(overrides):
     try:

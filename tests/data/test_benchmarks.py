@@ -8,13 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import make_cfg, resumes_exactly, run_cli
 from uda.config import validate
 from uda.config.data import benchmark_pairs
 from uda.data.common import DataError
 from uda.data.domain import FileDomain
 from uda.data.pairs import build_pair
-
-from helpers import make_cfg, resumes_exactly, run_cli
 
 CLASSES = ("Alarm_Clock", "Bike", "Candles")
 SMALL = ("data.image_size=16", "data.load_size=20")
@@ -142,9 +141,19 @@ def test_custom_takes_the_richer_channel_count_and_records_the_pair(tmp_path):
         for c in ("0", "1"):
             write_images(tmp_path / "b" / split / c, 3, rng, size=(16, 16))
     run = tmp_path / "run"
-    res = run_cli("train", "data=custom", f"data.source.path={tmp_path / 'a.npz'}", f"data.target.path={tmp_path / 'b'}",
-                  "method=source_only", "trainer.max_steps=2", "trainer.batch_size=4", "trainer.eval_every=2",
-                  "trainer.progress=none", f"hydra.run.dir={run}", cwd=tmp_path)
+    res = run_cli(
+        "train",
+        "data=custom",
+        f"data.source.path={tmp_path / 'a.npz'}",
+        f"data.target.path={tmp_path / 'b'}",
+        "method=source_only",
+        "trainer.max_steps=2",
+        "trainer.batch_size=4",
+        "trainer.eval_every=2",
+        "trainer.progress=none",
+        f"hydra.run.dir={run}",
+        cwd=tmp_path,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["pair"] == {"image_size": 16, "channels": 3, "num_classes": 2, "class_names": ["0", "1"]}
@@ -213,7 +222,7 @@ def test_timm_weights_that_do_not_fit_are_one_line_naming_the_keys(tmp_path):
 
     torch.save(timm.create_model("test_resnet", pretrained=False).state_dict(), tmp_path / "w.pth")
     res = run_cli("train", "backbone=timm", "backbone.model=test_vit", f"backbone.weights={tmp_path / 'w.pth'}",
-                  "data=mnist_mnistm", "trainer.max_steps=1", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+                  "data=synthetic", "trainer.max_steps=1", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "does not fit timm's test_vit" in res.stderr and "missing [" in res.stderr
 

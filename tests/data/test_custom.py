@@ -7,11 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import make_cfg, run_cli
 from uda.config import ConfigError
 from uda.data.common import DataError
 from uda.data.pairs import build_pair
-
-from helpers import make_cfg, run_cli
 
 
 def write_npz(path, *, classes=3, size=28, n_train=60, n_test=30, drop=(), test_size=None, channels=None):
@@ -32,7 +31,9 @@ def write_folder(root, *, classes=("a", "b", "c"), per_class=(6, 3), size=20, em
         for c in classes:
             (root / split / c).mkdir(parents=True, exist_ok=True)
             for i in range(0 if empty else n):
-                Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / split / c / f"{i}.png")
+                Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(
+                    root / split / c / f"{i}.png"
+                )
     return root
 
 
@@ -66,7 +67,9 @@ def test_target_npz_may_omit_train_labels(tmp_path):
 
 def test_missing_npz_key_names_the_key_and_the_required_ones(tmp_path):
     src = write_npz(tmp_path / "a.npz", drop=("x_test",))
-    with pytest.raises(DataError, match=r"a.npz: missing key\(s\) x_test; an .npz domain needs x_train, y_train, x_test, y_test"):
+    with pytest.raises(
+        DataError, match=r"a.npz: missing key\(s\) x_test; an .npz domain needs x_train, y_train, x_test, y_test"
+    ):
         build_pair(cfg_for(src, write_folder(tmp_path / "b")).data)
 
 

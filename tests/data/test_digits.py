@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import SMALL, make_cfg, run_cli, write_usps
 from uda.data.common import DataError
 from uda.data.digits import load_svhn, load_syndigits, load_usps
 from uda.data.pairs import build_pair
-
-from helpers import SMALL, make_cfg, run_cli, write_usps
 
 
 def write_svhn(d, n_train=30, n_test=20, *, drop_key=None):

@@ -2,10 +2,9 @@
 ``uda data list | verify | prepare`` reads it (present and missing domains, checksum errors, unknown names)."""
 import pytest
 
+from helpers import make_cfg, run_cli, write_usps
 from uda.config import CLASSIFICATION, SEGMENTATION, ConfigError, validate
 from uda.data.domains import DOMAINS, LISTED
-
-from helpers import make_cfg, run_cli, write_usps
 
 
 def test_every_domain_has_a_task_a_loader_and_notes_and_uda_data_lists_all_but_custom():
@@ -20,7 +19,9 @@ def test_every_domain_has_a_task_a_loader_and_notes_and_uda_data_lists_all_but_c
 
 
 def test_an_unknown_domain_names_the_key_and_every_valid_one():
-    with pytest.raises(ConfigError, match=r"unknown domain data.target.name='mnistx'; valid domains: mnist, mnistm, usps"):
+    with pytest.raises(
+        ConfigError, match=r"unknown domain data.target.name='mnistx'; valid domains: mnist, mnistm, usps"
+    ):
         validate(make_cfg("data.target.name=mnistx"))
     with pytest.raises(ConfigError, match="one is a segmentation domain and one is not"):
         validate(make_cfg("data.target.name=mnistm_seg"))

@@ -28,7 +28,9 @@ def test_truncated_mnist_file_is_an_error_naming_it(mnist_root, tmp_path):
     _copy_mnist(mnist_root, tmp_path)
     bad = raw_dir(tmp_path) / "t10k-labels-idx1-ubyte"
     bad.write_bytes(bad.read_bytes()[:-100])
-    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.*checksum mismatch|checksum mismatch.*t10k-labels-idx1-ubyte"):
+    with pytest.raises(
+        DataError, match="t10k-labels-idx1-ubyte.*checksum mismatch|checksum mismatch.*t10k-labels-idx1-ubyte"
+    ):
         ensure_mnist(tmp_path)
     assert bad.stat().st_size == 10008 - 100  # a user's file is never overwritten
 

@@ -8,12 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import make_cfg, run_cli
 from uda.config import ConfigError
 from uda.data.common import DataError
 from uda.data.pairs import Normalize, build_pair
-
-from helpers import make_cfg, run_cli
-
 
 CLASSES = ("back_pack", "bike", "calculator")
 

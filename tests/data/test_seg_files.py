@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torchvision.io import write_png
 
+from helpers import make_cfg, state_equal
 from uda.config import ConfigError, validate
 from uda.data import segmentation as seg
 from uda.data.common import DataError
@@ -17,14 +17,17 @@ from uda.data.domains import DOMAINS
 from uda.engine import checkpoint as ckpt
 from uda.engine.loop import TrainingInterrupted, train
 
-from helpers import make_cfg, state_equal
-
-
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
 
 
 H, W = 24, 40  # fixture images are 40 x 24 (height 24)
 IDS = torch.tensor([7, 26, 0, 1, 255, 24, 22, 12, 33, 11], dtype=torch.uint8)  # Cityscapes label ids
+
+
+def write_png(chw, path):
+    """A uint8 [C, H, W] tensor as an 8-bit PNG (grey for one channel, RGB for three), with Pillow."""
+    pixels = chw.numpy()
+    Image.fromarray(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0)).save(path)
 
 
 def write_png16(path, rgb):
@@ -78,7 +81,9 @@ def root(tmp_path):
     for i in range(6):
         write_png(rgb(i), str(syn / "RGB" / f"{i:07d}.png"))
         ids = label_map(ids=torch.tensor([3, 8, 16, 21, 10, 0, 22]))
-        write_png16(syn / "GT" / "LABELS" / f"{i:07d}.png", torch.stack([ids.int(), ids.int() * 1000 + i, ids.int() * 0]))
+        write_png16(
+            syn / "GT" / "LABELS" / f"{i:07d}.png", torch.stack([ids.int(), ids.int() * 1000 + i, ids.int() * 0])
+        )
     cs = tmp_path / "cityscapes"
     for split, names in (("train", ("aachen_000000_000019", "aachen_000001_000019", "bremen_000000_000019")),
                          ("val", ("frankfurt_000000_000294", "lindau_000000_000019"))):

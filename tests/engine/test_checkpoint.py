@@ -9,10 +9,9 @@ import os
 import pytest
 import torch
 
+from helpers import SMALL, make_cfg
 from uda.engine import checkpoint as ckpt
 from uda.engine.loop import train
-
-from helpers import SMALL, make_cfg
 
 
 def _state(step: int) -> dict:
@@ -70,9 +69,11 @@ def test_checkpoint_holding_a_pickled_object_is_refused(tmp_path):
     with pytest.raises(ckpt.CheckpointError, match="refused") as e:
         ckpt.load(tmp_path / "last.pt")
     # one plain line of ours, naming what it refused (torch's own runs to paragraphs with terminal escapes)
-    assert str(e.value) == (f"{tmp_path / 'last.pt'}: refused: it holds objects other than tensors and plain "
-                            f"containers (such as {NotATensor.__module__}.NotATensor), and uda loads weights only, never code "
-                            f"from a file")
+    assert str(e.value) == (
+        f"{tmp_path / 'last.pt'}: refused: it holds objects other than tensors and plain "
+        f"containers (such as {NotATensor.__module__}.NotATensor), and uda loads weights only, never code "
+        f"from a file"
+    )
 
 
 @pytest.mark.parametrize("crash_at", range(7))
@@ -116,7 +117,7 @@ def test_disk_full_during_a_write_keeps_the_old_checkpoint(tmp_path, monkeypatch
     assert not list(tmp_path.glob(".*tmp*"))
 
 
-def test_resume_falls_back_to_prev_when_last_is_corrupt(tmp_path, caplog, mnist_root):
+def test_resume_falls_back_to_prev_when_last_is_corrupt(tmp_path, caplog):
     train(make_cfg(*SMALL), tmp_path)  # checkpoints at 3 and 6
     last = tmp_path / "checkpoints" / "last.pt"
     last.write_bytes(last.read_bytes()[:1000])
@@ -127,7 +128,7 @@ def test_resume_falls_back_to_prev_when_last_is_corrupt(tmp_path, caplog, mnist_
     assert [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [3, 6]
 
 
-def test_resuming_with_an_incompatible_architecture_is_one_clear_error(tmp_path, mnist_root):
+def test_resuming_with_an_incompatible_architecture_is_one_clear_error(tmp_path):
     train(make_cfg(*SMALL), tmp_path)
     with pytest.raises(ckpt.CheckpointError, match="does not fit this config"):
         train(make_cfg(*SMALL, "resume=true", "trainer.max_steps=9", "backbone.cls_hidden=[50,50]"), tmp_path)

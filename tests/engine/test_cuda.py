@@ -9,19 +9,18 @@ import sys
 import pytest
 import torch
 
+from helpers import SEG_SMALL, SMALL, make_cfg
 from uda.data.pairs import Normalize, build_pair
 from uda.engine import checkpoint as ckpt
 from uda.engine.batches import PairBatches
 from uda.engine.loop import TrainingInterrupted, train
 from uda.engine.runtime import Stepper
 
-from helpers import SEG_SMALL, SMALL, make_cfg
-
 pytestmark = pytest.mark.cuda
 CUDA = ["device=cuda", "trainer.precision=auto"]
 
 
-def test_fp16_training_scales_the_loss_and_stays_finite(tmp_path, mnist_root):
+def test_fp16_training_scales_the_loss_and_stays_finite(tmp_path):
     summary = train(make_cfg(*SMALL, *CUDA, "trainer.max_steps=60", "trainer.eval_every=30"), tmp_path)
     assert summary["device"].startswith("cuda") and summary["precision"] == "fp16"
     assert summary["loss_scale"] > 0 and summary["skipped_updates"] < 20
@@ -30,7 +29,7 @@ def test_fp16_training_scales_the_loss_and_stays_finite(tmp_path, mnist_root):
     assert all(torch.isfinite(v).all() for v in state["method"].values() if v.is_floating_point())
 
 
-def test_in_memory_datasets_live_on_the_gpu_and_batches_are_gathered_there(mnist_root):
+def test_in_memory_datasets_live_on_the_gpu_and_batches_are_gathered_there():
     cfg = make_cfg(*SMALL, *CUDA)
     source, target, info = build_pair(cfg.data)
     source, target = source.to(torch.device("cuda")), target.to(torch.device("cuda"))
@@ -53,7 +52,7 @@ def test_an_overflowing_fp16_step_is_skipped_and_the_scale_backs_off():
     assert stepper.skipped == 1 and torch.equal(before, net.weight) and scaler.get_scale() == 512.0
 
 
-def test_segmentation_with_data_on_the_host_evaluates_and_resumes(tmp_path, mnist_root):
+def test_segmentation_with_data_on_the_host_evaluates_and_resumes(tmp_path):
     args = ["method=adaptsegnet", "method.ndf=4", *SEG_SMALL, *CUDA, "data.on_device=false"]
     ref = train(make_cfg(*args), tmp_path / "ref")
     assert ref["device"].startswith("cuda") and 0 <= ref["target_miou"] <= 100
@@ -65,7 +64,7 @@ def test_segmentation_with_data_on_the_host_evaluates_and_resumes(tmp_path, mnis
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs")
-def test_two_gpu_ddp_with_sync_batchnorm_keeps_the_ranks_identical(tmp_path, mnist_root):
+def test_two_gpu_ddp_with_sync_batchnorm_keeps_the_ranks_identical(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "uda.cli",
            "train", "method=adaptsegnet", "method.ndf=4", *SEG_SMALL, *CUDA, "trainer.check_ranks_every=1",
            f"hydra.run.dir={tmp_path / 'ddp'}"]

@@ -9,17 +9,28 @@ import time
 import pytest
 import torch
 
-from uda.engine import checkpoint as ckpt
-
 from helpers import run_cli, state_equal
-
+from uda.engine import checkpoint as ckpt
 
 STEPS = 12
 
 
-COMMON = ["method=dann", "seed=3", "data.train_subset=512", "data.test_subset=128",
-          f"trainer.max_steps={STEPS}", "trainer.eval_every=6", "trainer.min_evals=0", "trainer.checkpoint_every=1", "trainer.log_every=2",
-          "trainer.progress=none", "trainer.threads=1", "trainer.eval_batch_size=64", "data.val_size=50"]
+COMMON = [
+    "method=dann",
+    "data=synthetic",
+    "seed=3",
+    "data.train_subset=512",
+    "data.test_subset=128",
+    f"trainer.max_steps={STEPS}",
+    "trainer.eval_every=6",
+    "trainer.min_evals=0",
+    "trainer.checkpoint_every=1",
+    "trainer.log_every=2",
+    "trainer.progress=none",
+    "trainer.threads=1",
+    "trainer.eval_batch_size=64",
+    "data.val_size=50",
+]
 
 
 def torchrun(*args, run_dir, cwd, wait=True):
@@ -36,7 +47,7 @@ def final_method(run_dir):
 
 
 @pytest.fixture(scope="module")
-def ddp_run(tmp_path_factory, mnist_root):
+def ddp_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("ddp")
     res = torchrun(*COMMON, "trainer.batch_size=8", "trainer.check_ranks_every=1", run_dir=d / "ddp", cwd=d)
     assert res.returncode == 0, res.stderr[-3000:]

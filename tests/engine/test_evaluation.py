@@ -7,20 +7,18 @@ import math
 import pytest
 import torch
 
+from helpers import SEG_SMALL, SMALL, make_cfg, run_cli
 from uda import selection
-
 from uda.data.pairs import Normalize, build_pair
 from uda.engine import checkpoint as ckpt
 from uda.engine.evaluation import evaluate_pair, mixval_predictions
 from uda.engine.loop import train
 from uda.methods import get_method
 
-from helpers import SEG_SMALL, SMALL, make_cfg, run_cli
-
 SCORE_KEYS = {selection.criterion_key(c)[0] for c in selection.LABEL_FREE}
 
 
-def test_evaluation_never_reads_target_validation_labels(mnist_root):
+def test_evaluation_never_reads_target_validation_labels():
     cfg = make_cfg(*SMALL)
     source, target, info = build_pair(cfg.data)
     method = get_method("dann").from_config(cfg, info)
@@ -49,7 +47,7 @@ def test_mixval_mixes_the_pairs_it_is_given():
 
 
 @pytest.mark.parametrize("criterion", ["entropy", "iwcv", "mixval"])
-def test_run_records_scores_keeps_best_and_summarises_selection(tmp_path, mnist_root, criterion):
+def test_run_records_scores_keeps_best_and_summarises_selection(tmp_path, criterion):
     summary = train(make_cfg(*SMALL, f"trainer.select={criterion}"), tmp_path)
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert all(SCORE_KEYS <= r.keys() for r in rows)
@@ -62,13 +60,13 @@ def test_run_records_scores_keeps_best_and_summarises_selection(tmp_path, mnist_
     assert summary["selected"]["oracle"]["target_acc"] == max(r["target_acc"] for r in rows)
 
 
-def test_uda_eval_reproduces_the_final_evaluation(tmp_path, mnist_root):
+def test_uda_eval_reproduces_the_final_evaluation(tmp_path):
     run = tmp_path / "run"
     res = run_cli("train", *SMALL, f"hydra.run.dir={run}", cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     out = run_cli("eval", str(run), cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
-    result = json.loads((run / "eval_last_mnist_mnistm.json").read_text())
+    result = json.loads((run / "eval_last_synthetic.json").read_text())
     last = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()][-1]
     assert result["step"] == 6
     for key in ("source_acc", "target_acc", "source_val_acc"):
@@ -77,7 +75,7 @@ def test_uda_eval_reproduces_the_final_evaluation(tmp_path, mnist_root):
     assert bad.returncode == 2 and "last" in bad.stderr and "best" in bad.stderr
 
 
-def test_uda_eval_prints_its_result_when_the_run_cannot_be_written(tmp_path, mnist_root, monkeypatch, capsys):
+def test_uda_eval_prints_its_result_when_the_run_cannot_be_written(tmp_path, monkeypatch, capsys):
     """A read-only run directory (simulated at the write: root may write anywhere) loses only the file."""
     from uda import eval_run
     from uda.cli import main
@@ -93,12 +91,12 @@ def test_uda_eval_prints_its_result_when_the_run_cannot_be_written(tmp_path, mni
     out, err = capsys.readouterr()
     result = json.loads(out)
     assert result["step"] == 6 and result["written_to"] is None and "target_acc" in result
-    assert err.strip() == (f"uda: warning: could not write {run / 'eval_last_mnist_mnistm.json'} (Permission denied); "
+    assert err.strip() == (f"uda: warning: could not write {run / 'eval_last_synthetic.json'} (Permission denied); "
                            f"the result is printed above")
-    assert not (run / "eval_last_mnist_mnistm.json").exists()
+    assert not (run / "eval_last_synthetic.json").exists()
 
 
-def test_cli_source_only_on_digits_seg_prints_miou(tmp_path):
+def test_cli_source_only_on_a_segmentation_pair_prints_miou(tmp_path):
     res = run_cli("train", "method=source_only", *SEG_SMALL, "trainer.select=mano", f"hydra.run.dir={tmp_path / 'run'}",
                   cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -113,7 +111,7 @@ def test_cli_source_only_on_digits_seg_prints_miou(tmp_path):
     # `uda eval` on a segmentation run re-computes the final evaluation: mIoU and per-class IoUs
     out = run_cli("eval", str(tmp_path / "run"), cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
-    result = json.loads((tmp_path / "run" / "eval_last_digits_seg.json").read_text())
+    result = json.loads((tmp_path / "run" / "eval_last_synthetic_seg.json").read_text())
     assert "target_acc" not in result
     for key in ("source_miou", "target_miou"):
         assert result[key] == pytest.approx(summary[key], abs=1e-6)
@@ -127,7 +125,7 @@ def test_a_criterion_without_a_per_pixel_reading_is_refused_for_segmentation(tmp
     assert "trainer.select=dev" in res.stderr and "source_val, entropy, im, mano" in res.stderr
 
 
-def test_rescore_recomputes_a_score_from_the_kept_checkpoints(tmp_path, mnist_root):
+def test_rescore_recomputes_a_score_from_the_kept_checkpoints(tmp_path):
     import importlib.util
     from pathlib import Path
 

@@ -5,12 +5,11 @@ import logging
 import pytest
 import torch
 
+from helpers import SMALL, make_cfg
 from uda.config import ConfigError
 from uda.engine import checkpoint as ckpt
 from uda.engine.loop import NonFiniteLoss, train
 from uda.engine.runtime import Stepper
-
-from helpers import SMALL, make_cfg
 
 
 def test_unwritable_output_directory_fails_before_training(tmp_path):
@@ -20,7 +19,7 @@ def test_unwritable_output_directory_fails_before_training(tmp_path):
         train(make_cfg(*SMALL), blocker / "run")
 
 
-def test_too_little_free_space_fails_before_training(tmp_path, monkeypatch, mnist_root):
+def test_too_little_free_space_fails_before_training(tmp_path, monkeypatch):
     import shutil
 
     monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10 << 20, 10 << 20, 1 << 20))
@@ -48,7 +47,7 @@ def _nan_domain_loss(monkeypatch, bad_steps):
     monkeypatch.setattr(dann.DANN, "update", update)
 
 
-def test_nonfinite_steps_are_skipped_and_logged(tmp_path, monkeypatch, caplog, mnist_root):
+def test_nonfinite_steps_are_skipped_and_logged(tmp_path, monkeypatch, caplog):
     _nan_domain_loss(monkeypatch, {1, 4})
     with caplog.at_level(logging.WARNING, logger="uda"):
         res = train(make_cfg(*SMALL, "trainer.nonfinite_patience=2"), tmp_path)
@@ -59,7 +58,7 @@ def test_nonfinite_steps_are_skipped_and_logged(tmp_path, monkeypatch, caplog, m
 
 
 @pytest.mark.parametrize("policy, bad, stop_step", [("skip", set(range(2, 6)), 5), ("stop", {3}, 4)])
-def test_nonfinite_policy_stops_naming_the_loss_term(tmp_path, monkeypatch, mnist_root, policy, bad, stop_step):
+def test_nonfinite_policy_stops_naming_the_loss_term(tmp_path, monkeypatch, policy, bad, stop_step):
     _nan_domain_loss(monkeypatch, bad)
     cfg = make_cfg(*SMALL, f"trainer.nonfinite={policy}", "trainer.nonfinite_patience=3")
     with pytest.raises(NonFiniteLoss, match=f"step {stop_step} in loss/domain") as e:

@@ -6,11 +6,10 @@ import logging
 import pytest
 import torch
 
+from helpers import SMALL, make_cfg
 from uda.config import ConfigError, Precision, validate
 from uda.engine import precision as prec
 from uda.engine.loop import train
-
-from helpers import SMALL, make_cfg
 
 AVX2 = prec.CPU("AMD EPYC 7B13", "AVX2", ())
 AMX = prec.CPU("Intel Xeon", "AVX512", ("AVX-512 BF16", "AMX BF16"))
@@ -101,7 +100,7 @@ def test_without_torch_s_feature_query_the_kernel_s_flags_are_read(monkeypatch):
 
 @pytest.mark.parametrize("machine, row, want", [(AVX2, None, ("fp32", False)), (AMX, None, ("fp32", True)),
                                               (AMX, (True, True, "faked"), ("bf16", True))])
-def test_a_run_logs_and_records_what_auto_chose(tmp_path, monkeypatch, caplog, mnist_root, machine, row, want):
+def test_a_run_logs_and_records_what_auto_chose(tmp_path, monkeypatch, caplog, machine, row, want):
     monkeypatch.setattr(prec, "cpu", lambda: machine)
     if row:  # a family whose measured setting is bf16
         monkeypatch.setitem(prec.NATIVE_BF16, "dann_mnist", row)
@@ -113,7 +112,7 @@ def test_a_run_logs_and_records_what_auto_chose(tmp_path, monkeypatch, caplog, m
     assert caplog.messages[0].startswith(f"precision: {want[0]} (auto: ")
 
 
-def test_resuming_where_auto_resolves_differently_warns(tmp_path, monkeypatch, caplog, mnist_root):
+def test_resuming_where_auto_resolves_differently_warns(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(prec, "cpu", lambda: AMX)
     args = [*SMALL, "trainer.max_steps=2", "trainer.eval_every=2", "trainer.checkpoint_every=2"]
     train(make_cfg(*args), tmp_path)

@@ -9,11 +9,10 @@ import time
 
 import pytest
 
+from helpers import KILL_ARGS, SMALL, make_cfg, run_cli, spawn_train, state_equal
 from uda.engine import checkpoint as ckpt
 from uda.engine.loop import train
 from uda.methods import get_method
-
-from helpers import KILL_ARGS, SMALL, make_cfg, run_cli, spawn_train, state_equal
 
 
 def _kill_and_resume(tmp_path, reference, delay: float):
@@ -78,7 +77,7 @@ def test_killed_cli_run_resumes_to_the_uninterrupted_result(tmp_path, uninterrup
     assert b["step"] == 40 and state_equal(uninterrupted["method"], b["method"])
 
 
-def test_sigusr2_checkpoints_then_hands_over_to_the_previous_handler(tmp_path, monkeypatch, mnist_root):
+def test_sigusr2_checkpoints_then_hands_over_to_the_previous_handler(tmp_path, monkeypatch):
     """submitit's SIGUSR2 handler (requeue before the SLURM time limit) runs only after our checkpoint."""
     class Requeued(Exception):
         pass

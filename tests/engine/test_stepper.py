@@ -79,9 +79,8 @@ def test_a_horizon_longer_than_the_run_stops_the_schedule_early():
 
 
 def test_a_horizon_shorter_than_the_run_is_a_clear_error():
-    from uda.config import ConfigError, validate
-
     from helpers import make_cfg
+    from uda.config import ConfigError, validate
     with pytest.raises(ConfigError, match="optimizer.horizon=500 must be 0"):
         validate(make_cfg("optimizer.horizon=500", "trainer.max_steps=1000"))
     with pytest.raises(ConfigError, match="optimizer.horizon must be >= 0"):

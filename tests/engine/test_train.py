@@ -6,17 +6,11 @@ import logging
 import pytest
 import torch
 
+from helpers import SMALL, make_cfg, state_equal
 from uda.config import ConfigError
 from uda.engine import checkpoint as ckpt
 from uda.engine.loop import TrainingInterrupted, train
 from uda.methods import get_method
-
-from helpers import SMALL, make_cfg, state_equal
-
-
-@pytest.fixture(autouse=True)
-def _data(mnist_root):
-    return mnist_root
 
 
 def test_run_writes_everything_a_report_or_resume_needs(tmp_path):

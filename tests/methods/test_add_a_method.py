@@ -6,12 +6,11 @@ import json
 
 import pytest
 
+from helpers import SMALL
 from uda.compose import compose
 from uda.config import ConfigError, validate
 from uda.engine.loop import train
 from uda.methods import METHODS
-
-from helpers import SMALL
 
 MODULE = '''
 """Centroid matching: CE on source plus the squared distance between the domains' mean features.
@@ -82,7 +81,7 @@ def centroid(tmp_path, monkeypatch):
     return tmp_path / "configs"
 
 
-def test_a_method_in_its_three_places_composes_validates_and_trains(centroid, tmp_path, mnist_root):
+def test_a_method_in_its_three_places_composes_validates_and_trains(centroid, tmp_path):
     cfg = compose(["method=centroid", "method.weight=0.1", *SMALL], config_dir=centroid)
     validate(cfg)
     assert type(cfg.method).__name__ == "CentroidConfig" and cfg.method.weight == 0.1

@@ -8,13 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from helpers import SMALL, SpyStepper, build, digit_batches, make_cfg, state_equal
 from uda.config import ConfigError, validate
 from uda.engine import checkpoint as ckpt
 from uda.engine.loop import TrainingInterrupted, train
 from uda.methods import Batch
 from uda.methods.common import SOURCE
-
-from helpers import SMALL, SpyStepper, build, digit_batches, make_cfg, state_equal
 
 
 def test_adda_stage1_changes_only_source_encoder_and_classifier():
@@ -72,7 +71,7 @@ def test_adda_logit_discriminator_input():
     assert build("method=adda").discriminator[0].in_features == 500
 
 
-def test_adda_resume_across_the_stage_boundary_matches(tmp_path, mnist_root):
+def test_adda_resume_across_the_stage_boundary_matches(tmp_path):
     args = [*SMALL, "method=adda", "method.pretrain_steps=3", "trainer.eval_every=2"]
     full = train(make_cfg(*args), tmp_path / "full")
     for stop in (2, 3, 4):  # before, exactly at, and after the boundary

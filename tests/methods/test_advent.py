@@ -1,6 +1,6 @@
 """ADVENT: the self-information map and the normalised entropy by hand; each mode's single update against
 a reference written out with plain autograd (D frozen for the segmenter, D on detached maps); which
-groups step; an end-to-end digits_seg run of each mode that resumes exactly."""
+groups step; an end-to-end run of each mode on the synthetic segmentation pair that resumes exactly."""
 import copy
 import math
 
@@ -8,9 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from uda.methods.advent import entropy_loss, self_information
-
 from helpers import SEG_SMALL, ApplySpy, build_seg, joint, make_cfg, resumes_exactly, seg_batches
+from uda.methods.advent import entropy_loss, self_information
 
 ADV = ["method=advent", "method.ndf=4"]
 
@@ -101,6 +100,6 @@ def test_advent_builds_the_official_defaults():
 
 
 @pytest.mark.parametrize("mode", ["advent", "minent"])
-def test_advent_runs_end_to_end_and_resumes_exactly(tmp_path, mnist_root, mode):
+def test_advent_runs_end_to_end_and_resumes_exactly(tmp_path, mode):
     summary = resumes_exactly([*ADV, f"method.mode={mode}", *SEG_SMALL], tmp_path, stop_after=4)
     assert 0 <= summary["target_miou"] <= 100

@@ -6,15 +6,13 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from test_dann import vector_batches
 from torch import nn
 
+from helpers import build, changed, sgd_stepper, snapshot
 from uda.config import OptimizerConfig
 from uda.losses import grl_lambda
 from uda.methods.cdan import CDAN, CDANConfig, entropy_weights, multilinear, randomized_multilinear
-
-from helpers import build, changed, sgd_stepper, snapshot
-
-from test_dann import vector_batches
 
 
 def tiny_cdan(**kw):
@@ -31,7 +29,9 @@ def test_multilinear_maps_by_hand():
     assert multilinear(f, g).tolist() == [[0.25, 0.5, 0.75, 0.75, 1.5, 2.25]]
     r_f, r_g = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), torch.tensor([[2.0, 0.0], [0.0, 4.0]])
     # f R_f = [4, 5]; g R_g = [0.5, 3]; product / sqrt(2)
-    assert randomized_multilinear(f, g, r_f, r_g)[0].tolist() == pytest.approx([4 * 0.5 / math.sqrt(2), 5 * 3 / math.sqrt(2)])
+    assert randomized_multilinear(f, g, r_f, r_g)[0].tolist() == pytest.approx(
+        [4 * 0.5 / math.sqrt(2), 5 * 3 / math.sqrt(2)]
+    )
 
 
 def _reference_grads(ref, src, tgt, lam, weighted):

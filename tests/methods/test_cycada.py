@@ -7,19 +7,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import SMALL, SpyStepper, build, digit_batches, make_cfg, state_equal
 from uda.config import ConfigError, validate
 from uda.engine import checkpoint as ckpt
 from uda.engine.loop import TrainingInterrupted, train
 from uda.engine.runtime import lr_factor
 
-from helpers import SMALL, SpyStepper, build, digit_batches, make_cfg, state_equal
-
-
 TINY = ["method.ngf=4", "method.n_blocks=1", "method.ndf=4"]
 
 
 def cycada(*overrides):
-    return build("method=cycada", *TINY, "method.source_steps=2", "method.translate_steps=2", "trainer.max_steps=6", *overrides)
+    return build(
+        "method=cycada", *TINY, "method.source_steps=2", "method.translate_steps=2", "trainer.max_steps=6", *overrides
+    )
 
 
 @pytest.mark.parametrize("semantic_source", ["labels", "predictions"])
@@ -86,9 +86,9 @@ CY = ["method=cycada", *TINY, "method.source_steps=4", "method.translate_steps=4
 
 
 @pytest.fixture(scope="module")
-def cycada_reference(tmp_path_factory, mnist_root):
+def cycada_reference(tmp_path_factory):
     d = tmp_path_factory.mktemp("cycada_ref")
-    summary = train(make_cfg(*SMALL, *CY), d)
+    summary = train(make_cfg(*SMALL, *CY, "trainer.images=true"), d)
     return d, summary
 
 

@@ -6,13 +6,11 @@ import copy
 import pytest
 import torch
 
+from helpers import SMALL, SpyStepper, build, digit_batches, run_cli
 from uda.data.pairs import PairInfo
 from uda.engine import checkpoint as ckpt
 from uda.losses import l1, lsgan
 from uda.methods.translator import ImagePool
-
-from helpers import SMALL, SpyStepper, build, digit_batches, run_cli
-
 
 TINY = ["method.ngf=4", "method.n_blocks=1", "method.ndf=4"]
 
@@ -90,7 +88,9 @@ def test_translator_step_equals_a_hand_computed_reference_and_changes_only_its_g
     grads = torch.autograd.grad(loss_d, d_params)
     for p, g, q in zip(d_params, grads, [*m.translator.d_s.parameters(), *m.translator.d_t.parameters()]):
         torch.testing.assert_close(q, p - lr * g, rtol=1e-4, atol=1e-6)
-    assert int(m.translator.pool_t.count) == src.x.shape[0] and torch.equal(m.translator.pool_t.images[:6], fake_t.detach())
+    assert int(m.translator.pool_t.count) == src.x.shape[0] and torch.equal(
+        m.translator.pool_t.images[:6], fake_t.detach()
+    )
 
 
 def test_cyclegan_iteration_order_and_grids():
@@ -116,8 +116,11 @@ def test_translation_maps_between_the_normalised_space_and_minus_one_one():
 
 
 def test_cli_translation_run_saves_the_translator_and_grids(tmp_path):
-    res = run_cli("train", "method=cyclegan", *TINY, *SMALL, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    res = run_cli("train", "method=cyclegan", *TINY, *SMALL, "trainer.images=true", f"hydra.run.dir={tmp_path / 'run'}",
+                  cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     state = ckpt.load(tmp_path / "run" / "checkpoints" / "last.pt")
-    assert any(k.startswith("translator.g_st.") for k in state["method"]) and "translator.pool_t.images" in state["method"]
+    assert (
+        any(k.startswith("translator.g_st.") for k in state["method"]) and "translator.pool_t.images" in state["method"]
+    )
     assert (tmp_path / "run" / "images" / "translation_target_to_source_0000006.png").is_file()

@@ -1,6 +1,6 @@
 """DACS: ClassMix masks hold exactly the chosen source classes, labels and weights follow them; the blur
 kernel, the confidence weight and the weighted CE by hand; the EMA rate; the update against a reference with
-the same draws; an end-to-end digits_seg run that resumes exactly."""
+the same draws; an end-to-end run on the synthetic segmentation pair that resumes exactly."""
 import copy
 import math
 
@@ -8,11 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import SEG_SMALL, build_seg, resumes_exactly, seg_batches, sgd_stepper
 from uda.data.streams import step_generator
 from uda.engine import checkpoint as ckpt
 from uda.methods.dacs import MIX_STREAM, blur_kernel, class_mix_masks, mixed_loss, strong_augment
-
-from helpers import SEG_SMALL, build_seg, resumes_exactly, seg_batches, sgd_stepper
 
 
 def test_class_mix_masks_cover_exactly_half_of_the_source_classes():
@@ -96,7 +95,7 @@ def test_dacs_first_step_makes_the_teacher_the_student():
     assert all(torch.equal(a, b) for a, b in zip(m.teacher.parameters(), m.segmenter.parameters()))
 
 
-def test_dacs_runs_end_to_end_and_resumes_exactly(tmp_path, mnist_root):
+def test_dacs_runs_end_to_end_and_resumes_exactly(tmp_path):
     summary = resumes_exactly(["method=dacs", *SEG_SMALL], tmp_path, stop_after=4)
     assert 0 <= summary["target_miou"] <= 100
     last = ckpt.load(tmp_path / "ref" / "checkpoints" / "last.pt")["method"]

@@ -7,13 +7,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from helpers import build, changed, make_cfg, sgd_stepper, snapshot
 from uda.config import OptimizerConfig
 from uda.losses import grl_lambda
-from uda.methods import get_method
-from uda.methods import Batch
+from uda.methods import Batch, get_method
 from uda.methods.dann import DANN, DANNConfig, DomainReduction
-
-from helpers import build, changed, make_cfg, sgd_stepper, snapshot
 
 
 def tiny_dann(max_steps=10, **kw):
@@ -53,8 +51,10 @@ def test_dann_update_equals_hand_computed_step(reduction, scale):
     want_d = [p - lr * b for p, b in zip(dp, gd[len(fp):])]
 
     out = m.update(src, tgt, step, sgd_stepper(m, lr=lr))  # first SGD step: momentum buffer = gradient
-    for got, want in zip(list(m.features.parameters()) + list(m.classifier.parameters()) + list(m.discriminator.parameters()),
-                         want_f + want_c + want_d):
+    for got, want in zip(
+        list(m.features.parameters()) + list(m.classifier.parameters()) + list(m.discriminator.parameters()),
+        want_f + want_c + want_d,
+    ):
         assert torch.allclose(got, want.detach(), atol=1e-6)
     assert out["sched/grl_lambda"].item() == pytest.approx(float(lam))
     assert out["loss/cls"].item() == pytest.approx(loss_y.item(), rel=1e-6)

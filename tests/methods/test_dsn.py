@@ -5,10 +5,9 @@ import math
 import pytest
 import torch
 
+from helpers import SpyStepper, build, digit_batches, make_cfg, run_cli
 from uda.config import ConfigError, validate
 from uda.losses import domain_bce, mmd_rbf
-
-from helpers import SpyStepper, build, digit_batches, make_cfg, run_cli
 
 
 @pytest.mark.parametrize("similarity, groups", [
@@ -29,10 +28,36 @@ def test_dsn_warmup_then_all_losses(similarity, groups):
 
 
 def test_dsn_total_loss_is_the_weighted_sum():
+    """Each term recomputed from the networks by hand (task CE, SIMSE reconstructions, the difference of
+    centred, row-normalised codes ||H_c^T H_p||_F^2 / (Dc Dp), the domain log-loss), then weighted."""
+    import torch.nn.functional as F
+
     m = build("method=dsn", "method.adapt_start=0", "method.alpha=0.5", "method.beta=2", "method.gamma=0.3")
     src, tgt = digit_batches()
+    with torch.no_grad():
+        h_c = m.shared(torch.cat([src.x, tgt.x]))
+        h_cs, h_ct, h_ps, h_pt = h_c[:6], h_c[6:], m.private_s(src.x), m.private_t(tgt.x)
+        task = F.cross_entropy(m.classifier(h_cs), src.y)
+
+        def simse(x, x_hat):  # (1/k) ||x - x_hat||^2 - (1/k^2) (sum(x - x_hat))^2, per image, mean
+            d = (x - x_hat).flatten(1)
+            k = d.shape[1]
+            return ((d * d).sum(1) / k - d.sum(1) ** 2 / k**2).mean()
+
+        def difference(a, b):
+            a = F.normalize(a - a.mean(0), dim=1, eps=1e-6)
+            b = F.normalize(b - b.mean(0), dim=1, eps=1e-6)
+            return (a.T @ b).pow(2).sum() / (a.shape[1] * b.shape[1])
+
+        recon = simse(src.x, m.decoder(h_cs + h_ps)) + simse(tgt.x, m.decoder(h_ct + h_pt))
+        diff = difference(h_cs, h_ps) + difference(h_ct, h_pt)
+        d = m.discriminator(h_c if m.cfg.similarity_layer.value == "code" else m.shared[0](torch.cat([src.x, tgt.x])))
+        sim = F.binary_cross_entropy_with_logits(d.squeeze(1), torch.cat([torch.zeros(6), torch.ones(6)]))
     out = m.update(src, tgt, 0, SpyStepper(m, lr=0.0))
-    want = out["loss/task"] + 0.5 * out["loss/recon"] + 2 * out["loss/difference"] + 0.3 * out["loss/similarity"]
+    for key, want in (("loss/task", task), ("loss/recon", recon), ("loss/difference", diff),
+                      ("loss/similarity", sim)):
+        assert out[key].item() == pytest.approx(want.item(), rel=1e-4), key
+    want = task + 0.5 * recon + 2 * diff + 0.3 * sim
     assert out["loss/total"].item() == pytest.approx(want.item(), rel=1e-5)
 
 
@@ -75,7 +100,9 @@ def test_dsn_bad_values(override, message):
 
 
 def test_unknown_similarity_is_rejected_with_choices(tmp_path):
-    res = run_cli("train", "method=dsn", "method.similarity=cosine", f"hydra.run.dir={tmp_path}", cwd=tmp_path, timeout=60)
+    res = run_cli(
+        "train", "method=dsn", "method.similarity=cosine", f"hydra.run.dir={tmp_path}", cwd=tmp_path, timeout=60
+    )
     assert res.returncode != 0 and "cosine" in res.stderr and "dann, mmd" in res.stderr
 
 

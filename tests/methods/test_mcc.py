@@ -6,14 +6,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from test_dann import vector_batches
 from torch import nn
 
+from helpers import build, changed, sgd_stepper, snapshot
 from uda.config import OptimizerConfig
 from uda.methods.mcc import MCC, MCCConfig, class_confusion
-
-from helpers import build, changed, sgd_stepper, snapshot
-
-from test_dann import vector_batches
 
 
 def _confusion_by_hand(logits, t):

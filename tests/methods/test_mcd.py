@@ -5,14 +5,12 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from test_dann import vector_batches
 from torch import nn
 
+from helpers import SpyStepper, build, sgd_stepper
 from uda.config import OptimizerConfig
 from uda.methods.mcd import MCD, MCDConfig, discrepancy
-
-from helpers import SpyStepper, build, sgd_stepper
-
-from test_dann import vector_batches
 
 
 def test_discrepancy_by_hand():

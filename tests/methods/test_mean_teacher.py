@@ -10,13 +10,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from helpers import build, changed, digit_batches, make_cfg, sgd_stepper, snapshot
 from uda.config import OptimizerConfig
 from uda.data.streams import step_generator
 from uda.methods.common import ema_update
-from uda.methods.mean_teacher import (AUGMENT_STREAM, MeanTeacher, MeanTeacherConfig, random_affine,
-                                      self_ensembling_loss, standardise, warp)
-
-from helpers import build, changed, digit_batches, make_cfg, sgd_stepper, snapshot
+from uda.methods.mean_teacher import (
+    AUGMENT_STREAM,
+    MeanTeacher,
+    MeanTeacherConfig,
+    random_affine,
+    self_ensembling_loss,
+    standardise,
+    warp,
+)
 
 
 def test_standardise_matches_numpy_per_image():
