@@ -171,7 +171,10 @@ def compare(a_file: Path, b_file: Path, renames: list[str] = ()) -> int:
             d = diff(a[section][name], b[section][name])
             bad += bool(d)
             extra = f" ({len(a[section][name]['tensors'])} tensors)" if section == "runs" else ""
-            print(f"{section}/{name}: " + ("identical" + extra if not d else f"{len(d)} difference(s): " + "; ".join(d[:8])))
+            print(
+                f"{section}/{name}: "
+                + ("identical" + extra if not d else f"{len(d)} difference(s): " + "; ".join(d[:8]))
+            )
     print("all identical" if not bad else f"{bad} differing entr{'y' if bad == 1 else 'ies'}")
     return 1 if bad else 0
 

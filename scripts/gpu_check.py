@@ -71,11 +71,14 @@ def fp16_run(name: str, overrides: list[str], work: Path) -> dict:
     overflows = round(math.log2(INIT_SCALE / s["loss_scale"])) if STEPS < 2000 else None
     ok = (s["precision"] == "fp16" and s["skipped_longest_run"] < 10 and s["skipped_updates"] <= STEPS // 10
           and (overflows is None or overflows <= STEPS // 10))
-    return {"step": f"fp16 {name}", "result": "ok" if ok else "CHECK",
-            "detail": f"{STEPS} steps, {s['images_per_s']:.0f} img/s, target_{metric} {s[f'target_{metric}']:.2f}; "
-                      f"loss scale {INIT_SCALE:g} -> {s['loss_scale']:g} ({'moved' if len(set(scales)) > 1 else 'constant'}"
-                      f" between logging points): {overflows} steps skipped by the scaler, {s['skipped_updates']} of them for a "
-                      f"non-finite loss (longest run {s['skipped_longest_run']})"}
+    return {
+        "step": f"fp16 {name}",
+        "result": "ok" if ok else "CHECK",
+        "detail": f"{STEPS} steps, {s['images_per_s']:.0f} img/s, target_{metric} {s[f'target_{metric}']:.2f}; "
+        f"loss scale {INIT_SCALE:g} -> {s['loss_scale']:g} ({'moved' if len(set(scales)) > 1 else 'constant'}"
+        f" between logging points): {overflows} steps skipped by the scaler, {s['skipped_updates']} of them for a "
+        f"non-finite loss (longest run {s['skipped_longest_run']})",
+    }
 
 
 def bench(out: Path) -> list[dict]:

@@ -36,7 +36,11 @@ def rescore(run_dir: Path, keys: list[str], dry_run: bool = False) -> dict[str, 
         scores = evaluate_checkpoint(ev, ckpt)
         for k, v in scores.items():
             if k in row and k not in keys and isinstance(v, float) and isinstance(row[k], (int, float)):
-                d = abs(v - row[k]) if math.isfinite(v) and math.isfinite(row[k]) else (0.0 if v == row[k] else math.inf)
+                d = (
+                    abs(v - row[k])
+                    if math.isfinite(v) and math.isfinite(row[k])
+                    else (0.0 if v == row[k] else math.inf)
+                )
                 diffs[k] = max(diffs.get(k, 0.0), d)
         new_rows.append(row | {k: scores[k] for k in keys if k in scores})
     if not dry_run:

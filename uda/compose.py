@@ -102,8 +102,10 @@ def compose_job(overrides: list[str], *, config_dir: str | None = None, config_n
         if unknown:
             key, valid = unknown[0]
             added = _added(key, overrides)
-            raise ConfigError(f"unknown key {added}{key}{_did_you_mean(key.rsplit('.', 1)[-1], valid, key.rpartition('.')[0])}"
-                              f": a + adds no setting the schema lacks; valid keys{_of(key)}: {', '.join(valid)}")
+            raise ConfigError(
+                f"unknown key {added}{key}{_did_you_mean(key.rsplit('.', 1)[-1], valid, key.rpartition('.')[0])}"
+                f": a + adds no setting the schema lacks; valid keys{_of(key)}: {', '.join(valid)}"
+            )
         try:
             return OmegaConf.to_object(cfg), paths
         except Exception as e:  # noqa: BLE001 -- e.g. a required key left at ??? (data.source.path)
@@ -221,7 +223,9 @@ def _missing_option(text: str, options: list[str] | None, overrides: list[str]) 
     group, _, name = m.group(1).rpartition("/")
     opts = sorted(options) if options else _group_options(group)
     if not opts:
-        return f"unknown config group {group!r} in {_override_for(group, overrides)}; valid groups: {', '.join(_groups())}"
+        return (
+            f"unknown config group {group!r} in {_override_for(group, overrides)}; valid groups: {', '.join(_groups())}"
+        )
     return f"unknown {group}={name}{_did_you_mean(name, opts)}; valid {group} choices: {', '.join(opts)}"
 
 

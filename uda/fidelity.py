@@ -157,9 +157,20 @@ _TLLIB = {"optimizer.nesterov": True, "backbone.head_lr_mult": 10.0, "optimizer.
 
 def _tllib(method: str, *, lr: float, gamma: float, wd: float, batch: int, steps: int, bottleneck: int,
            depth: int, **extra: object) -> dict[str, object]:
-    return _TLLIB | {"method.name": method, "optimizer.lr": lr / 10, "optimizer.weight_decay": wd,
-                     "optimizer.sched_alpha": round(gamma * steps, 6), "trainer.max_steps": steps, "trainer.batch_size": batch,
-                     "backbone.bottleneck": bottleneck, "backbone.depth": depth} | extra
+    return (
+        _TLLIB
+        | {
+            "method.name": method,
+            "optimizer.lr": lr / 10,
+            "optimizer.weight_decay": wd,
+            "optimizer.sched_alpha": round(gamma * steps, 6),
+            "trainer.max_steps": steps,
+            "trainer.batch_size": batch,
+            "backbone.bottleneck": bottleneck,
+            "backbone.depth": depth,
+        }
+        | extra
+    )
 
 
 for _bench, _depth, _ipe, _so_ipe in (("officehome", 50, 1000, 500), ("visda17", 101, 1000, 1000),

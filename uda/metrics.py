@@ -3,7 +3,7 @@ per-class and mean class accuracy (classification), per-class IoU and mIoU (segm
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 

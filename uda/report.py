@@ -243,11 +243,16 @@ def write_markdown(rows: list[dict[str, str]], unfinished: list[Run], path: Path
     for pair in sorted({r["pair"] for r in crit_rows or []}):
         pr = [r for r in crit_rows if r["pair"] == pair]
         labels = list(dict.fromkeys(r["label"] for r in pr if r["method"] != "(all)"))
-        lines += ["", f"## How far to trust each criterion: {pair}", "",
-                  "Regret: the oracle's target metric minus that of the evaluation the criterion picks, per run "
-                  "(mean ± std [95% t interval] over runs; `last`: keeping the final checkpoint). Spearman / Kendall: rank "
-                  "correlation between the score (signed so larger is better for it) and the target metric over "
-                  "each run's evaluations, mean over runs. `all runs` pools every run on the pair.", ""]
+        lines += [
+            "",
+            f"## How far to trust each criterion: {pair}",
+            "",
+            "Regret: the oracle's target metric minus that of the evaluation the criterion picks, per run "
+            "(mean ± std [95% t interval] over runs; `last`: keeping the final checkpoint). Spearman / Kendall: rank "
+            "correlation between the score (signed so larger is better for it) and the target metric over "
+            "each run's evaluations, mean over runs. `all runs` pools every run on the pair.",
+            "",
+        ]
         body = []
         for crit in ("last", *LABEL_FREE):
             allr = next((r for r in pr if r["criterion"] == crit and r["method"] == "(all)"), None)
@@ -351,9 +356,12 @@ def _print_rich(rows: list[dict[str, str]], unfinished: list[Run], sel_rows: lis
     for r in rows:
         t.add_row(*(r[c] for c in cols))
     console.print(t)
-    console.print(f"mean ± std [95% t interval] over seeds; last: final checkpoint; vs_source_only: paired t-test by seed; {rec}: "
-                  "the recommended label-free criterion's pick; oracle: best by target test labels (reference only). "
-                  "All criteria: report.md, criteria.csv, selection.csv")
+    console.print(
+        "mean ± std [95% t interval] over seeds; last: final checkpoint; vs_source_only: paired t-test by seed; "
+        f"{rec}: "
+        "the recommended label-free criterion's pick; oracle: best by target test labels (reference only). "
+        "All criteria: report.md, criteria.csv, selection.csv"
+    )
     for pair in sorted({r["pair"] for r in crit_rows}):
         c = Table(title=f"{pair}: how far to trust each criterion (all runs pooled; regret = oracle - picked)")
         for col in ("criterion", "checkpoint regret", "Spearman", "Kendall", "sweep regret"):
@@ -375,7 +383,9 @@ def _print_rich(rows: list[dict[str, str]], unfinished: list[Run], sel_rows: lis
                       f"{r['oracle_chosen']} @ {r['oracle_step']}: {r['oracle_mean']:.2f}", f"{r['regret']:.2f}")
         console.print(s)
     for run, kept in (d for g in groups for d in g.duplicates):
-        console.print(f"[yellow]duplicate, counted once:[/yellow] {run.path} = {kept.path} (same configuration and seed)")
+        console.print(
+            f"[yellow]duplicate, counted once:[/yellow] {run.path} = {kept.path} (same configuration and seed)"
+        )
     single = single_evaluation([r for g in groups for r in g.runs])
     if single:
         console.print(f"[yellow]{len(single)} run(s) evaluated once, left out of the criteria tables (nothing to "

@@ -6,8 +6,17 @@ a schema cannot express. Each default is written once, in the dataclass; a YAML 
 differs. The method schemas live next to their methods (``uda/methods/<name>.py``); ``uda.compose``
 registers them all. This package imports neither torch nor torchvision.
 """
-from uda.config.backbone import (BACKBONES, BackboneConfig, DANNDigitsConfig, DeepLabV2Config, FCN8sConfig,
-                                 LeNetConfig, ResNetConfig, SegSmallConfig, TimmConfig)
+from uda.config.backbone import (
+                                 BACKBONES,
+                                 BackboneConfig,
+                                 DANNDigitsConfig,
+                                 DeepLabV2Config,
+                                 FCN8sConfig,
+                                 LeNetConfig,
+                                 ResNetConfig,
+                                 SegSmallConfig,
+                                 TimmConfig,
+)
 from uda.config.base import CLASSIFICATION, SEGMENTATION
 from uda.config.data import DataConfig, DomainConfig
 from uda.config.method import MethodConfig

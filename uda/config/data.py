@@ -107,7 +107,9 @@ class DataConfig:
             raise ConfigError(f"data.load_size ({self.load_size}) must be >= data.image_size ({self.image_size}): "
                               f"crops are taken from the stored images")
         if self.augment and self.task == SEGMENTATION:
-            raise ConfigError("data.augment (random crop + flip of images only) is not available for segmentation pairs")
+            raise ConfigError(
+                "data.augment (random crop + flip of images only) is not available for segmentation pairs"
+            )
 
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]

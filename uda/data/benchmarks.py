@@ -19,8 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from uda.data.common import DataError
-from uda.data.published import PUBLISHED as WHERE
 from uda.data.image_files import FileSplits, fixed_draw, read_list, scan_folder
+from uda.data.published import PUBLISHED as WHERE
 
 OFFICEHOME = {"art": "Art", "clipart": "Clipart", "product": "Product", "realworld": "Real_World"}
 OFFICEHOME_CLASSES = 65

@@ -41,8 +41,10 @@ def load_npz(path: Path, *, role: str) -> tuple[dict[str, tuple[torch.Tensor, to
     optional = {"y_train"} if role == "target" else set()
     missing = [k for k in NPZ_KEYS if k not in data and k not in optional]
     if missing:
-        raise DataError(f"{path}: missing key(s) {', '.join(missing)}; an .npz domain needs {', '.join(NPZ_KEYS)}"
-                        f"{' (y_train optional for a target)' if role == 'target' else ''}; it has {', '.join(have) or 'none'}")
+        raise DataError(
+            f"{path}: missing key(s) {', '.join(missing)}; an .npz domain needs {', '.join(NPZ_KEYS)}"
+            f"{' (y_train optional for a target)' if role == 'target' else ''}; it has {', '.join(have) or 'none'}"
+        )
     splits, shapes = {}, {}
     for split in ("train", "test"):
         x = data[f"x_{split}"]
@@ -51,7 +53,9 @@ def load_npz(path: Path, *, role: str) -> tuple[dict[str, tuple[torch.Tensor, to
         if x.ndim == 3:
             x = x[..., None]
         if x.ndim != 4 or x.shape[-1] not in (1, 3):
-            raise DataError(f"{path}: x_{split} must be N x H x W or N x H x W x C with C = 1 or 3, got shape {x.shape}")
+            raise DataError(
+                f"{path}: x_{split} must be N x H x W or N x H x W x C with C = 1 or 3, got shape {x.shape}"
+            )
         shapes[split] = x.shape[1:]
         if f"y_{split}" in data:
             y = torch.from_numpy(data[f"y_{split}"].astype("int64")).reshape(-1)
@@ -93,7 +97,9 @@ def read_folder(folder: Path, *, size: int | None) -> tuple[torch.Tensor, torch.
     return torch.stack(xs), torch.tensor(ds.targets, dtype=torch.long), ds.classes
 
 
-def load_image_folder(path: Path, *, size: int | None) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], list[str]]:
+def load_image_folder(
+    path: Path, *, size: int | None
+) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], list[str]]:
     splits, classes = {}, None
     for split in ("train", "test"):
         folder = path / split

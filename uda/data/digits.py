@@ -2,7 +2,8 @@
 and Synthetic Digits (Ganin & Lempitsky's SynNumbers, which torchvision lacks) from its .mat release.
 
 Nothing is downloaded here (no network on the machines this runs on): the files are placed under
-``<data root>/usps/`` and ``<data root>/svhn/``, ``<data root>/syndigits/`` (``uda data list`` says where and from which URL).
+``<data root>/usps/`` and ``<data root>/svhn/``, ``<data root>/syndigits/`` (``uda data list`` says where and
+from which URL).
 USPS and SVHN files are checked against the published MD5 sums torchvision records, unless
 ``data.verify=false`` (a modified or subsampled copy). SynDigits has no published checksum: its files
 are checked for their structure only.

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -50,17 +51,19 @@ class Domain(ABC):
     def first_test_images(self, n: int) -> Images:
         """The first ``n`` test images and labels (image grids at each evaluation)."""
 
-    def step_batches(self, stream: "IndexStream", start: int, end: int, *, rank: int, batch: int,
+    def step_batches(self, stream: IndexStream, start: int, end: int, *, rank: int, batch: int,
                      workers: int) -> Iterator[Images]:
         """The training batch of every step in [start, end): this rank's slice of the stream's indices."""
         for step in range(start, end):
             yield self.train_batch(rank_slice(stream.indices(step), rank, batch))
 
-    def to(self, device: torch.device) -> "Domain":
+    def to(self, device: torch.device) -> Domain:
         return self
 
 
-def batches_of(x: torch.Tensor, y: torch.Tensor | None, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+def batches_of(
+    x: torch.Tensor, y: torch.Tensor | None, batch_size: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
     """Consecutive slices of ``batch_size`` of ``x`` (and ``y``; None stays None)."""
     for i in range(0, x.shape[0], batch_size):
         yield x[i : i + batch_size], None if y is None else y[i : i + batch_size]
@@ -101,15 +104,20 @@ class TensorDomain(Domain):
     def first_test_images(self, n: int) -> Images:
         return self.test_x[:n], self.test_y[:n]
 
-    def to(self, device: torch.device) -> "TensorDomain":
-        return TensorDomain(self.name, *(None if t is None else t.to(device) for t in
-                                         (self.train_x, self.train_y, self.test_x, self.test_y, self.val_x, self.val_y)))
+    def to(self, device: torch.device) -> TensorDomain:
+        return TensorDomain(
+            self.name,
+            *(
+                None if t is None else t.to(device)
+                for t in (self.train_x, self.train_y, self.test_x, self.test_y, self.val_x, self.val_y)
+            ),
+        )
 
 
 class _StepBatches:
     """A DataLoader batch sampler: the indices the stream gives for each step in [start, end) (this rank's slice)."""
 
-    def __init__(self, stream: "IndexStream", start: int, end: int, batch: int, rank: int):
+    def __init__(self, stream: IndexStream, start: int, end: int, batch: int, rank: int):
         self.stream, self.start, self.end, self.batch, self.rank = stream, start, end, batch, rank
 
     def __iter__(self):
@@ -128,8 +136,8 @@ class FileDomain(Domain):
     keeps its held-out validation images in memory (``val``) and tests in batches (``test_batch_size`` None)."""
 
     name: str
-    train: "Dataset"
-    test: "Dataset"
+    train: Dataset
+    test: Dataset
     classes: tuple[str, ...] = ()
     val: Images | None = None
     # test images per batch: 1 for segmentation (full-size Cityscapes labels differ from the resized input);
@@ -144,7 +152,7 @@ class FileDomain(Domain):
         items = [self.train[i] for i in idx.tolist()]
         return torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
 
-    def step_batches(self, stream: "IndexStream", start: int, end: int, *, rank: int, batch: int,
+    def step_batches(self, stream: IndexStream, start: int, end: int, *, rank: int, batch: int,
                      workers: int) -> Iterator[Images]:
         from torch.utils.data import DataLoader
 
@@ -164,7 +172,7 @@ class FileDomain(Domain):
         items = [self.test[i] for i in range(min(n, len(self.test)))]
         return torch.stack([a for a, _ in items]), torch.stack([b for _, b in items])
 
-    def to(self, device: torch.device) -> "FileDomain":
+    def to(self, device: torch.device) -> FileDomain:
         """The files stay where they are; the held-out validation images move to ``device``."""
         if self.val is None:
             return self

@@ -42,7 +42,7 @@ class Samples:
     def __len__(self) -> int:
         return len(self.files)
 
-    def take(self, idx) -> "Samples":
+    def take(self, idx) -> Samples:
         return Samples(tuple(self.files[i] for i in idx), tuple(self.labels[i] for i in idx), self.classes)
 
 
@@ -150,5 +150,11 @@ def file_domain(name: str, splits: FileSplits, *, size: int, channels: int, val_
         items = [val_files[i] for i in range(len(val_files))]
         val = (torch.stack([x for x, _ in items]), torch.stack([y for _, y in items]))
         train = train.take(kept)
-    return FileDomain(name, ImageFiles(train, size=size, channels=channels), ImageFiles(test, size=size, channels=channels),
-                      classes=train.classes, val=val, test_batch_size=None)
+    return FileDomain(
+        name,
+        ImageFiles(train, size=size, channels=channels),
+        ImageFiles(test, size=size, channels=channels),
+        classes=train.classes,
+        val=val,
+        test_batch_size=None,
+    )

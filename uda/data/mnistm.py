@@ -111,7 +111,9 @@ def _load_release(folder: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     return out
 
 
-def load_mnistm(root: Path, mnist: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def load_mnistm(
+    root: Path, mnist: dict[str, tuple[torch.Tensor, torch.Tensor]]
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """{"train": (x uint8 [N,3,28,28], y), "test": (...)}: the standard release if present, else the
     offline build (made once, then read from the cache)."""
     release = root / "mnist_m"

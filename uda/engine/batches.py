@@ -8,7 +8,7 @@ this module: the target ``Batch`` carries ``y=None``.
 """
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 
@@ -31,8 +31,12 @@ class PairBatches:
         self.streams = [IndexStream(d.train_size, batch * world, seed=seed, stream=s)
                         for d, s in ((source, SOURCE_STREAM), (target, TARGET_STREAM))]
         self.domains, self.batch = (source, target), batch
-        self.source: Iterator = source.step_batches(self.streams[0], start, end, rank=rank, batch=batch, workers=workers)
-        self.target: Iterator = target.step_batches(self.streams[1], start, end, rank=rank, batch=batch, workers=workers)
+        self.source: Iterator = source.step_batches(
+            self.streams[0], start, end, rank=rank, batch=batch, workers=workers
+        )
+        self.target: Iterator = target.step_batches(
+            self.streams[1], start, end, rank=rank, batch=batch, workers=workers
+        )
 
     def __iter__(self):
         return self
@@ -63,4 +67,3 @@ class PairBatches:
         for role, x in zip(("source", "target"), self._augment(x_s, x_t, self.step)):
             out[f"train/{role}"] = self.prepare.undo(self.prepare(x.to(self.device)))
         return out
-

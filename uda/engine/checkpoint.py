@@ -1,7 +1,7 @@
 """Checkpoints: one file holds models, optimizers, scaler, RNG states, step and config.
 
-Writing (``save_atomic``, through ``uda.io``): the state is serialised in memory, its SHA-256 recorded in the directory's
-``manifest.json`` (itself replaced atomically), the bytes written to a temporary file and fsync'ed,
+Writing (``save_atomic``, through ``uda.io``): the state is serialised in memory, its SHA-256 recorded in the
+directory's ``manifest.json`` (itself replaced atomically), the bytes written to a temporary file and fsync'ed,
 the previous ``last.pt`` hard-linked as ``prev.pt``, and the temporary file renamed over ``last.pt``. A kill
 at any point leaves at least one complete checkpoint whose digest the manifest knows.
 

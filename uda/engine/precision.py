@@ -6,10 +6,8 @@ was when it started).
 * CUDA: fp16 autocast with gradient scaling; channels_last off (not measured on a GPU here).
 * CPU with native bf16 (torch reports AVX-512 BF16 or AMX BF16): the family's row of ``NATIVE_BF16``. A
   family without a row runs fp32 with channels_last off: bf16 is taken only where it was measured faster
-  and its runs kept fp32's accuracy (DSN's did; DANN's digits net is 2x faster in bf16 and collapsed on a
-  seed).
-* CPU without native bf16: fp32, channels_last off. There bf16 autocast is emulated: DANN on an AMD EPYC
-  with AVX2 ran about 7x slower in bf16 + channels_last than in fp32.
+  and its runs kept fp32's accuracy (DSN's did; DANN's digits net collapsed on a seed).
+* CPU without native bf16: fp32, channels_last off. There bf16 autocast is emulated, several times slower.
 
 A run's family is its method's ``family`` where the method sets one (DSN; CycleGAN's and CyCADA's
 translator), else its backbone's name. The measurements: docs/results.md#precision-and-layout
@@ -32,16 +30,11 @@ log = logging.getLogger("uda")
 BF16_FEATURES = {"avx512_bf16": "AVX-512 BF16", "amx_bf16": "AMX BF16"}
 
 # family -> (bf16, channels_last, why) on a CPU with native bf16: the fastest setting whose runs kept fp32's
-# accuracy (2-core Intel Xeon with AVX-512 BF16 and AMX, 2 threads; docs/results.md#precision-and-layout)
+# accuracy. The measurements (CPU, img/s, seeds): docs/results.md#precision-and-layout
 NATIVE_BF16 = {
-    # DANN (and source-only, the same net): bf16 + channels_last 11.6k img/s, fp32 5.5k, fp32 + channels_last
-    # between; bf16 collapsed DANN's seed 1 (with or without channels_last), fp32 + channels_last did not
     "dann_mnist": (False, True, "bf16 collapsed DANN to chance on a seed; fp32 + channels_last did not"),
-    # DSN: bf16 + channels_last 2.9k img/s, fp32 1.4k; 3 seeds 85.01, 81.44, 85.58 against fp32's 83.71, 78.53, 83.82
     "dsn": (True, True, "bf16 + channels_last measured fastest and kept fp32's accuracy"),
-    # bf16 + channels_last 1.34k img/s, fp32 0.75k; every digits_seg result is bf16 + channels_last
     "seg_small": (True, True, "bf16 + channels_last measured fastest; the digits_seg results ran in it"),
-    # CycleGAN's ResNet generator: fp32 + channels_last 2.7 steps/s, bf16 + channels_last 1.8
     "translator": (False, True, "fp32 + channels_last measured fastest"),
 }
 

@@ -39,7 +39,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def plan_stages(method: "Method", max_steps: int) -> list["Stage"]:
+def plan_stages(method: Method, max_steps: int) -> list[Stage]:
     """The method's stages for this budget; ConfigError unless all are positive and fill it exactly."""
     stages = method.stages(max_steps)
     if sum(s.steps for s in stages) != max_steps or any(s.steps <= 0 for s in stages):
@@ -48,7 +48,7 @@ def plan_stages(method: "Method", max_steps: int) -> list["Stage"]:
     return stages
 
 
-def stage_ends(stages: list["Stage"]) -> dict[int, str]:
+def stage_ends(stages: list[Stage]) -> dict[int, str]:
     """step at which each stage ends -> its name."""
     return {sum(s.steps for s in stages[: i + 1]): s.name for i, s in enumerate(stages)}
 
@@ -62,7 +62,7 @@ def build_optimizer(params: list[nn.Parameter], cfg: OptimizerConfig) -> torch.o
     raise ValueError(f"unknown optimizer {cfg.name}")
 
 
-def build_optimizers(method: "Method", default: OptimizerConfig) -> tuple[dict[str, OptimizerConfig],
+def build_optimizers(method: Method, default: OptimizerConfig) -> tuple[dict[str, OptimizerConfig],
                                                                          dict[str, torch.optim.Optimizer]]:
     """(config, optimizer) per parameter group: the method's override for the group, else ``default``."""
     groups, overrides = method.param_groups(), method.optimizer_overrides()

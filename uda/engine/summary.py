@@ -27,7 +27,9 @@ def git_commit() -> str | None:
     """HEAD of the checkout ``uda`` runs from, with ``+dirty`` when tracked files differ from it."""
     here = Path(__file__).parent
     try:
-        out = subprocess.run(["git", "rev-parse", "--verify", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "--verify", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        )
         if out.returncode != 0:
             return None
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,

@@ -9,8 +9,8 @@ from uda.methods.advent import ADVENT
 from uda.methods.base import Batch, Method, Stage
 from uda.methods.cdan import CDAN
 from uda.methods.cycada import CyCADA
-from uda.methods.dacs import DACS
 from uda.methods.cyclegan import CycleGAN
+from uda.methods.dacs import DACS
 from uda.methods.dann import DANN
 from uda.methods.dsn import DSN
 from uda.methods.lsd import LSD

@@ -62,7 +62,7 @@ class Method(nn.Module):
     family: ClassVar[str | None] = None
 
     @classmethod
-    def from_config(cls, cfg: "TrainConfig", info: "PairInfo") -> "Method":
+    def from_config(cls, cfg: TrainConfig, info: PairInfo) -> Method:
         """Build the networks from the config and hand them to the keyword-only constructor."""
         raise NotImplementedError
 
@@ -70,7 +70,7 @@ class Method(nn.Module):
         """Named parameter groups ("feat", "cls", "disc", ...); the trainer gives each an optimizer."""
         raise NotImplementedError
 
-    def optimizer_overrides(self) -> dict[str, "OptimizerConfig"]:
+    def optimizer_overrides(self) -> dict[str, OptimizerConfig]:
         """Parameter groups whose optimizer differs from the run's ``optimizer`` config (ADDA stage 2)."""
         return {}
 

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from uda.methods.base import Stage
 from uda.losses import gan_loss
+from uda.methods.base import Stage
 from uda.nets import build_backbone
 from uda.nets.segmentation import SegOut, upsample
 
@@ -90,13 +90,13 @@ def adversarial_groups(features: nn.Module, classifier: nn.Module,
     return head_groups(features, cls=classifier, disc=discriminator)
 
 
-def new_layer_overrides(groups: tuple[str, ...], head: "OptimizerConfig") -> dict[str, "OptimizerConfig"]:
+def new_layer_overrides(groups: tuple[str, ...], head: OptimizerConfig) -> dict[str, OptimizerConfig]:
     """Every group but the pretrained body "feat" (a bottleneck "neck", classifiers, discriminators,
     adversarial heads) at ``head`` (backbone.head_lr_mult x the lr; 1x for the digit nets)."""
     return {g: head for g in groups if g != "feat"}
 
 
-def classifier_nets(cfg: "TrainConfig", info: "PairInfo") -> tuple[nn.Module, nn.Module, int]:
+def classifier_nets(cfg: TrainConfig, info: PairInfo) -> tuple[nn.Module, nn.Module, int]:
     """(features, classifier, feature width) of ``cfg.backbone`` for the pair ``info``."""
     return build_backbone(cfg.backbone, in_channels=info.channels, image_size=info.image_size,
                           num_classes=info.num_classes)
@@ -120,7 +120,7 @@ def ema_update(teacher: nn.Module, student: nn.Module, alpha: float) -> None:
         p_t.mul_(alpha).add_(p_s.detach(), alpha=1 - alpha)
 
 
-def head_optimizer(cfg: "TrainConfig") -> "OptimizerConfig":
+def head_optimizer(cfg: TrainConfig) -> OptimizerConfig:
     """The optimizer of layers new on a pretrained body (heads, a bottleneck, domain classifiers): the run's,
     at ``backbone.head_lr_mult`` x its learning rate (DeepLab: 10; Office-31's ResNet recipe: 10)."""
     return dataclasses.replace(cfg.optimizer, lr=cfg.optimizer.lr * cfg.backbone.head_lr_mult)

@@ -158,7 +158,11 @@ class CyCADA(Method):
             loss_adv = domain_ce(self.feat_disc(f_t), SOURCE)
             set_requires_grad([self.feat_disc], True)
             loss = loss + self.cfg.feature_weight * loss_adv
-            out |= {"loss/disc": loss_d.detach(), "loss/adv": loss_adv.detach(), "acc/domain": domain_accuracy(d_s, d_t)}
+            out |= {
+                "loss/disc": loss_d.detach(),
+                "loss/adv": loss_adv.detach(),
+                "acc/domain": domain_accuracy(d_s, d_t),
+            }
         opt.step(loss, "task_enc", "task_cls")
         return out
 

@@ -86,7 +86,7 @@ class DANN(Method):
     def update(self, src: Batch, tgt: Batch, step, opt):
         lam = self.grl_lambda(step)
         n_s = src.x.shape[0]
-        # one forward through F for both domains (the net has no batch statistics)
+        # one forward through F for both domains (batch statistics, where F has them, over both: TLlib's DANN)
         f = self.features(torch.cat([src.x, tgt.x]))
         f_s, f_t = f[:n_s], f[n_s:]
         logits_s = self.classifier(f_s)

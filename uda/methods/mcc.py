@@ -23,8 +23,14 @@ from uda.config.base import nonneg, positive
 from uda.config.method import MethodConfig
 from uda.config.optimizer import OptimizerConfig
 from uda.methods.base import Batch, Method
-from uda.methods.common import (classifier_nets, feature_groups, head_groups, head_optimizer, new_layer_overrides,
-                               source_ce)
+from uda.methods.common import (
+    classifier_nets,
+    feature_groups,
+    head_groups,
+    head_optimizer,
+    new_layer_overrides,
+    source_ce,
+)
 
 
 @dataclass

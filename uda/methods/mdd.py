@@ -26,8 +26,15 @@ from uda.config.method import MethodConfig
 from uda.config.optimizer import OptimizerConfig
 from uda.losses import grad_reverse, grl_lambda
 from uda.methods.base import Batch, Method
-from uda.methods.common import (classifier_nets, feature_groups, fresh_copy, head_groups, head_optimizer,
-                               new_layer_overrides, source_ce)
+from uda.methods.common import (
+    classifier_nets,
+    feature_groups,
+    fresh_copy,
+    head_groups,
+    head_optimizer,
+    new_layer_overrides,
+    source_ce,
+)
 
 
 @dataclass

@@ -37,8 +37,15 @@ from uda.config.optimizer import OptimizerConfig
 from uda.data.streams import step_generator
 from uda.errors import ConfigError
 from uda.methods.base import Batch, Method
-from uda.methods.common import (classifier_nets, ema_update, feature_groups, head_groups, head_optimizer,
-                               new_layer_overrides, source_ce)
+from uda.methods.common import (
+    classifier_nets,
+    ema_update,
+    feature_groups,
+    head_groups,
+    head_optimizer,
+    new_layer_overrides,
+    source_ce,
+)
 
 AUGMENT_STREAM = 3  # after the source (1) and target (2) index streams
 

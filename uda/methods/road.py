@@ -196,7 +196,9 @@ class ROAD(Method):
         r_t = split_regions(grad_reverse(f_t, lam), rows, cols)
         pool = self.cfg.region_output == RegionOutput.region
         score = lambda d, r: d(r).mean((2, 3)) if pool else d(r)  # noqa: E731  [N, 1] or [N, 1, h, w]
-        return [0.5 * (domain_bce(score(d, a), 0) + domain_bce(score(d, b), 1)) for d, a, b in zip(self.regions, r_s, r_t)]
+        return [
+            0.5 * (domain_bce(score(d, a), 0) + domain_bce(score(d, b), 1)) for d, a, b in zip(self.regions, r_s, r_t)
+        ]
 
     def update(self, src: Batch, tgt: Batch, step, opt):
         c = self.cfg

@@ -13,8 +13,8 @@ normalised space. Both maps are per-channel affine (identities for mean = std = 
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import nn
@@ -131,7 +131,9 @@ class Translator(nn.Module):
     def optimizers(self) -> dict[str, OptimizerConfig]:
         return {"gen": self.cfg.gan_optimizer, "disc": self.cfg.gan_optimizer}
 
-    def step(self, src: Batch, tgt: Batch, opt: Optimizers, extra: ExtraLosses | None = None) -> dict[str, torch.Tensor]:
+    def step(
+        self, src: Batch, tgt: Batch, opt: Optimizers, extra: ExtraLosses | None = None
+    ) -> dict[str, torch.Tensor]:
         """One translator iteration, (a) then (b) of the module docstring; the losses, detached."""
         cfg = self.cfg
         real_s, real_t = self.to_pm1(src.x), self.to_pm1(tgt.x)
@@ -157,7 +159,11 @@ class Translator(nn.Module):
         loss_dt = 0.5 * (lsgan(self.d_t(real_t), True) + lsgan(self.d_t(pooled_t), False))
         loss_ds = 0.5 * (lsgan(self.d_s(real_s), True) + lsgan(self.d_s(pooled_s), False))
         opt.step(loss_dt + loss_ds, "disc")
-        return {**{k: v.detach() for k, v in losses.items()}, "loss/d_t": loss_dt.detach(), "loss/d_s": loss_ds.detach()}
+        return {
+            **{k: v.detach() for k, v in losses.items()},
+            "loss/d_t": loss_dt.detach(),
+            "loss/d_s": loss_ds.detach(),
+        }
 
     @torch.no_grad()
     def translate(self, x_s: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,9 @@ def set_requires_grad(modules: list[nn.Module], flag: bool) -> None:
             p.requires_grad_(flag)
 
 
-def build_backbone(cfg: BackboneConfig, *, in_channels: int, image_size: int, num_classes: int) -> tuple[nn.Module, nn.Module, int]:
+def build_backbone(
+    cfg: BackboneConfig, *, in_channels: int, image_size: int, num_classes: int
+) -> tuple[nn.Module, nn.Module, int]:
     """Return (feature extractor, classifier head, feature dimension)."""
     if isinstance(cfg, DANNDigitsConfig):
         features = DANNDigitsFeatures(in_channels=in_channels, image_size=image_size, channels=cfg.conv_channels)

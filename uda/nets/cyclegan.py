@@ -22,7 +22,12 @@ class ResnetBlock(nn.Module):
 
 
 def generator(channels: int, ngf: int = 32, n_down: int = 2, n_blocks: int = 6) -> nn.Sequential:
-    layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(channels, ngf, 7), nn.InstanceNorm2d(ngf), nn.ReLU(True)]
+    layers: list[nn.Module] = [
+        nn.ReflectionPad2d(3),
+        nn.Conv2d(channels, ngf, 7),
+        nn.InstanceNorm2d(ngf),
+        nn.ReLU(True),
+    ]
     width = ngf
     for _ in range(n_down):
         layers += [nn.Conv2d(width, width * 2, 3, stride=2, padding=1), nn.InstanceNorm2d(width * 2), nn.ReLU(True)]

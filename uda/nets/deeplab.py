@@ -19,7 +19,6 @@ Choices, where this differs from AdaptSegNet's Caffe-converted ResNet-101:
 """
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 

@@ -26,7 +26,9 @@ class DANNDigitsFeatures(nn.Module):
         if side < 1:
             raise ConfigError(f"data.image_size={image_size} is too small for the DANN digits net (needs >= 16)")
         if image_size > MAX_DIGITS_SIZE:
-            raise ConfigError(f"data.image_size={image_size} is too large for the DANN digits net (at most {MAX_DIGITS_SIZE})")
+            raise ConfigError(
+                f"data.image_size={image_size} is too large for the DANN digits net (at most {MAX_DIGITS_SIZE})"
+            )
         self.out_dim = c2 * side * side
 
     def forward(self, x):

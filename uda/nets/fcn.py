@@ -6,8 +6,8 @@ and fc7 as a 1x1 conv (4096 channels, ReLU + dropout 0.5), which *are* torchvisi
 ``classifier.3`` Linear layers viewed as convolutions (same storage: ImageNet weights reach them by the
 reshape ``[4096, 512*7*7] -> [4096, 512, 7, 7]``). Class scores from fc7 (``score_fr``), pool4
 (``score_pool4``) and pool3 (``score_pool3``) are fused coarse to fine: ``s = up(score_fr) + score_pool4;
-logits = up(s) + score_pool3``. ``features`` is fc7's output after its ReLU, before the dropout that score_fr reads through (the
-features ROAD distils and LSD decodes carry no dropout noise of their own).
+logits = up(s) + score_pool3``. ``features`` is fc7's output after its ReLU, before the dropout that score_fr
+reads through (the features ROAD distils and LSD decodes carry no dropout noise of their own).
 
 Choices:
 - Alignment instead of pad 100 and crops: torchvision's VGG pads every 3x3 conv by 1 and fc6 is padded

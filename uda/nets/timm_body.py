@@ -34,7 +34,9 @@ def _create(name: str, *, in_channels: int, image_size: int) -> nn.Module:
     return timm.create_model(name, **kwargs)
 
 
-def build_timm(cfg: TimmConfig, *, in_channels: int, image_size: int, num_classes: int) -> tuple[nn.Module, nn.Module, int]:
+def build_timm(
+    cfg: TimmConfig, *, in_channels: int, image_size: int, num_classes: int
+) -> tuple[nn.Module, nn.Module, int]:
     """(timm body [+ bottleneck], linear classifier, feature width)."""
     body = _create(cfg.model, in_channels=in_channels, image_size=image_size)
     if cfg.weights:
