@@ -2,12 +2,20 @@
 Shared helpers (configs, the CLI, tiny batches, spies) are in ``helpers.py``."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 from helpers import KILL_ARGS, run_cli
+
+
+def pytest_configure(config):
+    """Under pytest-xdist each worker trains with one torch thread: two workers share 2 cores without contention."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
+        os.environ["OMP_NUM_THREADS"] = "1"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -39,7 +47,7 @@ def mnist_root() -> Path:
 
 
 @pytest.fixture(scope="session")
-def uninterrupted(tmp_path_factory, mnist_root) -> dict:
+def uninterrupted(tmp_path_factory) -> dict:
     """The final checkpoint of KILL_ARGS run without interruption (the reference for resumed runs)."""
     from uda.engine import checkpoint as ckpt
 

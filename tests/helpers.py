@@ -61,6 +61,23 @@ def run_cli(*args: str, cwd: Path, timeout: float = 300, **kw) -> subprocess.Com
                           text=True, timeout=timeout, **kw)
 
 
+def cli(*args: str, **_) -> subprocess.CompletedProcess:
+    """``uda args`` in this process (seconds faster than ``run_cli``): for commands that train nothing (``uda
+    data``, ``uda report``, a ``uda train`` refused before Hydra runs). Same result type as ``run_cli``."""
+    import contextlib
+    import io
+
+    from uda.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as e:  # argparse's own errors
+            code = e.code if isinstance(e.code, int) else 2
+    return subprocess.CompletedProcess(["uda", *args], code, out.getvalue(), err.getvalue())
+
+
 def spawn_train(*args: str, run_dir: Path, cwd: Path) -> subprocess.Popen:
     """``uda train`` in the background (1 thread), to be signalled or killed by a test."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

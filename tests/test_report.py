@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from helpers import run_cli
+from helpers import cli
 from uda.report import report
 
 
@@ -96,7 +96,7 @@ def test_report_labels_segmentation_groups_as_miou(tmp_path):
 
 
 def test_report_cli_errors_on_an_empty_tree(tmp_path):
-    res = run_cli("report", str(tmp_path), cwd=tmp_path, timeout=60)
+    res = cli("report", str(tmp_path), cwd=tmp_path, timeout=60)
     assert res.returncode == 2 and "no runs" in res.stderr
 
 

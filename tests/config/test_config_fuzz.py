@@ -106,7 +106,7 @@ override = st.one_of(
 
 
 @settings(
-    max_examples=int(__import__("os").environ.get("UDA_FUZZ_EXAMPLES", 80)),
+    max_examples=int(__import__("os").environ.get("UDA_FUZZ_EXAMPLES", 30)),
     deadline=None,
     suppress_health_check=list(HealthCheck),
 )

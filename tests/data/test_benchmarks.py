@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import make_cfg, resumes_exactly, run_cli
+from helpers import cli, make_cfg, resumes_exactly, run_cli
 from uda.config import validate
 from uda.config.data import benchmark_pairs
 from uda.data.common import DataError
@@ -131,6 +131,7 @@ def test_a_missing_list_file_and_a_malformed_line_are_one_line_each(visda, tmp_p
         build_pair(make_cfg("data=custom", f"data.source.path={bad}", f"data.target.path={bad}", *SMALL).data)
 
 
+@pytest.mark.slow  # a CLI run per case
 def test_custom_takes_the_richer_channel_count_and_records_the_pair(tmp_path):
     """A grayscale .npz source (MNIST-like) and an RGB ImageFolder target: the pair is RGB (it was grey)."""
     rng = np.random.default_rng(3)
@@ -161,6 +162,7 @@ def test_custom_takes_the_richer_channel_count_and_records_the_pair(tmp_path):
     assert (run / "images" / "train_source_0000000.png").is_file()  # what the network saw, once per run
 
 
+@pytest.mark.slow  # a CLI run per case
 @pytest.mark.parametrize("backbone", [("backbone=resnet50", "backbone.depth=18"),
                                       ("backbone=timm", "backbone.model=test_vit")])
 def test_dann_on_officehome_files_end_to_end(officehome, tmp_path, backbone):
@@ -174,6 +176,7 @@ def test_dann_on_officehome_files_end_to_end(officehome, tmp_path, backbone):
     assert (run / "checkpoints" / "last.pt").is_file()
 
 
+@pytest.mark.slow  # a CLI run per case
 @pytest.mark.parametrize("layout", ["visda", "domainnet"])
 def test_source_only_on_the_list_layouts_end_to_end(layout, request, tmp_path):
     root = request.getfixturevalue(layout)
@@ -217,6 +220,7 @@ def test_per_class_accuracy_equals_a_hand_count(officehome):
     assert res["target_mean_class_acc"] == pytest.approx(100 / 3)
 
 
+@pytest.mark.slow  # a CLI run
 def test_timm_weights_that_do_not_fit_are_one_line_naming_the_keys(tmp_path):
     import timm
 
@@ -241,7 +245,7 @@ def test_timm_weights_from_a_local_file_load(tmp_path):
 
 
 def test_data_list_shows_the_new_datasets_with_their_paths_and_sources(officehome):
-    res = run_cli("data", "list", "--root", str(officehome), cwd=officehome, timeout=120)
+    res = cli("data", "list", "--root", str(officehome), cwd=officehome, timeout=120)
     lines = {ln.split()[0]: ln for ln in res.stdout.splitlines() if ln.strip()}
     assert "present" in lines["officehome_art"] and "hemanthdv.org" in res.stdout
     assert "missing" in lines["visda17_train"] and "taskcv-2017" in res.stdout

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import make_cfg, run_cli
+from helpers import cli, make_cfg, run_cli
 from uda.config import ConfigError
 from uda.data.common import DataError
 from uda.data.pairs import build_pair
@@ -97,8 +97,7 @@ def test_images_of_the_wrong_size_are_named(tmp_path):
 
 
 def test_custom_needs_both_paths(tmp_path):
-    res = run_cli("train", "data=custom", f"data.source.path={tmp_path}", f"hydra.run.dir={tmp_path / 'r'}",
-                  cwd=tmp_path, timeout=60)
+    res = cli("train", "data=custom", f"data.source.path={tmp_path}", f"hydra.run.dir={tmp_path / 'r'}")
     assert res.returncode != 0 and "data.target.path" in res.stderr and "Traceback" not in res.stderr
 
 
@@ -121,6 +120,7 @@ def assert_one_line_error(tmp_path, domain, start):
     assert res.stderr.strip().splitlines()[-1].startswith(start)
 
 
+@pytest.mark.slow  # a CLI run per case
 def test_a_corrupt_image_in_an_image_folder_is_one_line_naming_it(tmp_path):
     folder = write_folder(tmp_path / "imgs")
     bad = folder / "train" / "b" / "1.png"
@@ -130,6 +130,7 @@ def test_a_corrupt_image_in_an_image_folder_is_one_line_naming_it(tmp_path):
     assert_one_line_error(tmp_path, folder, f"uda: error: {bad}: not a readable image")
 
 
+@pytest.mark.slow  # a CLI run per case
 @pytest.mark.parametrize("damage", ["truncate", "garbage"])
 def test_a_damaged_npz_is_one_line_naming_it(tmp_path, damage):
     path = write_npz(tmp_path / "dom.npz")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import SMALL, make_cfg, run_cli, write_usps
+from helpers import make_cfg, run_cli, write_usps
 from uda.data.common import DataError
 from uda.data.digits import load_svhn, load_syndigits, load_usps
 from uda.data.pairs import build_pair
@@ -115,7 +115,7 @@ def test_pairs_meet_one_network(root, pair, shape):
 @pytest.mark.parametrize("pair", ["mnist_usps", "usps_mnist", "svhn_mnist", "syndigits_svhn"])
 def test_training_on_each_digits_pair_end_to_end(root, tmp_path, pair):
     run = tmp_path / "run"
-    res = run_cli("train", f"data={pair}", f"data.root={root}", "data.verify=false", *SMALL,
+    res = run_cli("train", f"data={pair}", f"data.root={root}", "data.verify=false", "+debug=fast",
                   f"hydra.run.dir={run}", cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     assert json.loads((run / "summary.json").read_text())["data"] == pair

@@ -2,7 +2,7 @@
 ``uda data list | verify | prepare`` reads it (present and missing domains, checksum errors, unknown names)."""
 import pytest
 
-from helpers import make_cfg, run_cli, write_usps
+from helpers import cli, make_cfg, write_usps
 from uda.config import CLASSIFICATION, SEGMENTATION, ConfigError, validate
 from uda.data.domains import DOMAINS, LISTED
 
@@ -29,16 +29,16 @@ def test_an_unknown_domain_names_the_key_and_every_valid_one():
 
 def test_data_list_shows_present_and_missing(tmp_path):
     write_usps(tmp_path / "usps")
-    res = run_cli("data", "list", "--root", str(tmp_path), cwd=tmp_path, timeout=120)
+    res = cli("data", "list", "--root", str(tmp_path), cwd=tmp_path, timeout=120)
     assert res.returncode == 0, res.stderr
     lines = {ln.split()[0]: ln for ln in res.stdout.splitlines() if ln.startswith("  ") and ln.split()}
     assert "present" in lines["usps"] and "missing" in lines["svhn"] and "train_32x32.mat" in lines["svhn"]
     assert "missing" in lines["syndigits"] and "yaroslav.ganin.net" in lines["syndigits"]
     assert "missing" in lines["amazon"] and "office31/amazon/images" in lines["amazon"]
-    bad = run_cli("data", "verify", "usps", "--root", str(tmp_path), cwd=tmp_path, timeout=120)
+    bad = cli("data", "verify", "usps", "--root", str(tmp_path), cwd=tmp_path, timeout=120)
     assert bad.returncode == 2 and "checksum mismatch" in bad.stderr
 
 
 def test_data_verify_of_an_unknown_domain_lists_the_known_ones(tmp_path):
-    res = run_cli("data", "verify", "mnistx", "--root", str(tmp_path), cwd=tmp_path, timeout=60)
+    res = cli("data", "verify", "mnistx", "--root", str(tmp_path), cwd=tmp_path, timeout=60)
     assert res.returncode == 2 and "unknown domain 'mnistx'; valid: mnist, mnistm" in res.stderr

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import make_cfg, run_cli
+from helpers import cli, make_cfg, run_cli
 from uda.config import ConfigError
 from uda.data.common import DataError
 from uda.data.pairs import Normalize, build_pair
@@ -69,6 +69,7 @@ def test_resnet_weights_of_another_depth_are_one_error_naming_the_mismatch(tmp_p
         build_backbone(bad.backbone, in_channels=3, image_size=32, num_classes=31)
 
 
+@pytest.mark.slow  # a ResNet run through the CLI
 def test_dann_with_a_resnet_on_office_end_to_end(office, tmp_path):
     run = tmp_path / "run"
     res = run_cli("train", "+experiment=dann_office31", "backbone.depth=18", f"data.root={office}",
@@ -97,8 +98,8 @@ def test_all_six_office_pairs_compose_and_load(tmp_path, pair):
 
 
 def test_data_verify_counts_office_classes(office):
-    res = run_cli("data", "verify", "amazon", "--root", str(office), cwd=office, timeout=120)
+    res = cli("data", "verify", "amazon", "--root", str(office), cwd=office, timeout=120)
     assert res.returncode == 2 and "3 class folders" in res.stderr and "the release has 31" in res.stderr
-    res = run_cli("data", "list", "--root", str(office), cwd=office, timeout=120)
+    res = cli("data", "list", "--root", str(office), cwd=office, timeout=120)
     line = next(ln for ln in res.stdout.splitlines() if ln.split()[:1] == ["amazon"])
     assert "present" in line and "3 class folders" in line

@@ -54,6 +54,7 @@ def ddp_run(tmp_path_factory):
     return d
 
 
+@pytest.mark.slow  # torchrun, two processes
 def test_two_gloo_ranks_finish_agree_every_step_and_only_rank0_writes(ddp_run):
     run = ddp_run / "ddp"
     summary = json.loads((run / "summary.json").read_text())
@@ -65,6 +66,7 @@ def test_two_gloo_ranks_finish_agree_every_step_and_only_rank0_writes(ddp_run):
     assert not torch.equal(state["rng_ranks"][0]["torch"], state["rng_ranks"][1]["torch"])
 
 
+@pytest.mark.slow  # torchrun, two processes
 def test_ddp_equals_one_process_with_the_same_global_batch(ddp_run):
     """2 ranks x 8 per domain vs 1 process x 16: same batches, gradients averaged -> same parameters."""
     single = ddp_run / "single"
@@ -77,6 +79,7 @@ def test_ddp_equals_one_process_with_the_same_global_batch(ddp_run):
     assert worst <= 1e-4 * scale, f"max |diff| {worst} (largest weight {scale})"  # summation order only
 
 
+@pytest.mark.slow  # torchrun, two processes
 def test_ddp_resume_after_sigterm_matches_the_uninterrupted_run(ddp_run):
     run = ddp_run / "killed"
     proc = torchrun(*COMMON, "trainer.batch_size=8", run_dir=run, cwd=ddp_run, wait=False)

@@ -3,11 +3,12 @@ and best.pt keeps the evaluation the label-free criterion prefers, and `uda eval
 final evaluation (classification and segmentation) and names the checkpoints a run has."""
 import json
 import math
+import shutil
 
 import pytest
 import torch
 
-from helpers import SEG_SMALL, SMALL, make_cfg, run_cli
+from helpers import SEG_SMALL, SMALL, cli, make_cfg, run_cli
 from uda import selection
 from uda.data.pairs import Normalize, build_pair
 from uda.engine import checkpoint as ckpt
@@ -60,28 +61,36 @@ def test_run_records_scores_keeps_best_and_summarises_selection(tmp_path, criter
     assert summary["selected"]["oracle"]["target_acc"] == max(r["target_acc"] for r in rows)
 
 
-def test_uda_eval_reproduces_the_final_evaluation(tmp_path):
-    run = tmp_path / "run"
-    res = run_cli("train", *SMALL, f"hydra.run.dir={run}", cwd=tmp_path)
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    """A run as `uda train` leaves it (.hydra/ included), trained once for the `uda eval` tests."""
+    d = tmp_path_factory.mktemp("cli_run")
+    res = run_cli("train", *SMALL, "trainer.keep_every=3", f"hydra.run.dir={d / 'run'}", cwd=d)
     assert res.returncode == 0, res.stderr[-2000:]
-    out = run_cli("eval", str(run), cwd=tmp_path)
+    return d / "run"
+
+
+def test_uda_eval_reproduces_the_final_evaluation(cli_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(cli_run, run)
+    out = cli("eval", str(run))
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads((run / "eval_last_synthetic.json").read_text())
     last = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()][-1]
     assert result["step"] == 6
     for key in ("source_acc", "target_acc", "source_val_acc"):
         assert result[key] == pytest.approx(last[key])
-    bad = run_cli("eval", str(run), "checkpoint=nope", cwd=tmp_path)
+    bad = cli("eval", str(run), "checkpoint=nope")
     assert bad.returncode == 2 and "last" in bad.stderr and "best" in bad.stderr
 
 
-def test_uda_eval_prints_its_result_when_the_run_cannot_be_written(tmp_path, monkeypatch, capsys):
+def test_uda_eval_prints_its_result_when_the_run_cannot_be_written(cli_run, tmp_path, monkeypatch, capsys):
     """A read-only run directory (simulated at the write: root may write anywhere) loses only the file."""
     from uda import eval_run
     from uda.cli import main
 
     run = tmp_path / "run"
-    assert run_cli("train", *SMALL, f"hydra.run.dir={run}", cwd=tmp_path).returncode == 0
+    shutil.copytree(cli_run, run)
 
     def refuse(data, path, before_replace=None):
         raise PermissionError(13, "Permission denied")
@@ -109,7 +118,7 @@ def test_cli_source_only_on_a_segmentation_pair_prints_miou(tmp_path):
     assert not any("dev" in r or "mixval" in r for r in rows)
     assert summary["best_checkpoint"]["step"] == max(rows, key=lambda r: (r["target_mano"], r["step"]))["step"]
     # `uda eval` on a segmentation run re-computes the final evaluation: mIoU and per-class IoUs
-    out = run_cli("eval", str(tmp_path / "run"), cwd=tmp_path)
+    out = cli("eval", str(tmp_path / "run"))
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads((tmp_path / "run" / "eval_last_synthetic_seg.json").read_text())
     assert "target_acc" not in result
@@ -119,13 +128,12 @@ def test_cli_source_only_on_a_segmentation_pair_prints_miou(tmp_path):
 
 
 def test_a_criterion_without_a_per_pixel_reading_is_refused_for_segmentation(tmp_path):
-    res = run_cli("train", "method=source_only", *SEG_SMALL, "trainer.select=dev", f"hydra.run.dir={tmp_path / 'r'}",
-                  cwd=tmp_path)
+    res = cli("train", "method=source_only", *SEG_SMALL, "trainer.select=dev", f"hydra.run.dir={tmp_path / 'r'}")
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "trainer.select=dev" in res.stderr and "source_val, entropy, im, mano" in res.stderr
 
 
-def test_rescore_recomputes_a_score_from_the_kept_checkpoints(tmp_path):
+def test_rescore_recomputes_a_score_from_the_kept_checkpoints(cli_run, tmp_path):
     import importlib.util
     from pathlib import Path
 
@@ -133,8 +141,7 @@ def test_rescore_recomputes_a_score_from_the_kept_checkpoints(tmp_path):
     rescore = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(rescore)
     run = tmp_path / "run"
-    res = run_cli("train", *SMALL, "trainer.keep_every=3", f"hydra.run.dir={run}", cwd=tmp_path)
-    assert res.returncode == 0, res.stderr[-2000:]
+    shutil.copytree(cli_run, run)
     metrics = run / "metrics.jsonl"
     rows = [json.loads(x) for x in metrics.read_text().splitlines()]
     metrics.write_text("".join(json.dumps(r | {"mixval": -1.0}) + "\n" for r in rows))  # a wrong recorded score

@@ -32,6 +32,7 @@ def _kill_and_resume(tmp_path, reference, delay: float):
     assert final["step"] == 40 and state_equal(final["method"], reference["method"])
 
 
+@pytest.mark.slow  # a killed CLI run per case, then its resume
 @pytest.mark.parametrize("delay", [0.0, 0.3])
 def test_sigkill_during_training_and_writes_then_resume_matches(tmp_path, uninterrupted, delay):
     """kill -9 right as checkpoint writing starts, and later mid-run (checkpoint every step)."""
@@ -56,6 +57,7 @@ def _wait_for_checkpoint(path, proc, min_step, timeout=240):
     raise AssertionError("no checkpoint appeared")
 
 
+@pytest.mark.slow  # a killed CLI run per case, then its resume
 @pytest.mark.parametrize("sig, status", [(signal.SIGKILL, -9), (signal.SIGINT, 130), (signal.SIGTERM, 143),
                                          (signal.SIGUSR1, 138)])
 def test_killed_cli_run_resumes_to_the_uninterrupted_result(tmp_path, uninterrupted, sig, status):

@@ -6,10 +6,10 @@ import logging
 import pytest
 import torch
 
-from helpers import SMALL, make_cfg, state_equal
+from helpers import SMALL, make_cfg
 from uda.config import ConfigError
 from uda.engine import checkpoint as ckpt
-from uda.engine.loop import TrainingInterrupted, train
+from uda.engine.loop import train
 from uda.methods import get_method
 
 
@@ -42,26 +42,6 @@ def test_tensorboard_has_every_curve(tmp_path):
     assert lam == sorted(lam) and lam[0] < lam[-1]
     lr = [e.value for e in acc.Scalars("lr/feat")]
     assert lr == sorted(lr, reverse=True) and lr[0] < 0.01
-
-
-@pytest.mark.parametrize("method", ["dann", "source_only", "cdan", "mcc", "mdd", "mcd", "mean_teacher"])
-def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, method):
-    cfg = make_cfg(*SMALL, f"method={method}")
-    full = train(cfg, tmp_path / "full")
-    with pytest.raises(TrainingInterrupted) as e:
-        train(cfg, tmp_path / "cut", stop_after=4)  # between two periodic checkpoints
-    assert e.value.step == 4
-    assert ckpt.load(tmp_path / "cut" / "checkpoints" / "last.pt")["step"] == 4
-    resumed = train(make_cfg(*SMALL, f"method={method}", "resume=true"), tmp_path / "cut")
-    a = ckpt.load(tmp_path / "full" / "checkpoints" / "last.pt")
-    b = ckpt.load(tmp_path / "cut" / "checkpoints" / "last.pt")
-    assert state_equal(a["method"], b["method"])
-    assert a["optimizers"]["feat"]["state"].keys() == b["optimizers"]["feat"]["state"].keys()
-    for k, s in a["optimizers"]["feat"]["state"].items():  # SGD's momentum buffers, Adam's moments and step
-        assert state_equal(s, b["optimizers"]["feat"]["state"][k])
-    assert resumed["target_acc"] == full["target_acc"]
-    steps = [json.loads(x)["step"] for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [3, 6]
 
 
 def test_resume_guards(tmp_path):

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from helpers import SpyStepper, build, digit_batches, make_cfg, run_cli
+from helpers import SpyStepper, build, cli, digit_batches, make_cfg
 from uda.config import ConfigError, validate
 from uda.losses import domain_bce, mmd_rbf
 
@@ -100,9 +100,7 @@ def test_dsn_bad_values(override, message):
 
 
 def test_unknown_similarity_is_rejected_with_choices(tmp_path):
-    res = run_cli(
-        "train", "method=dsn", "method.similarity=cosine", f"hydra.run.dir={tmp_path}", cwd=tmp_path, timeout=60
-    )
+    res = cli("train", "method=dsn", "method.similarity=cosine", f"hydra.run.dir={tmp_path}")
     assert res.returncode != 0 and "cosine" in res.stderr and "dann, mmd" in res.stderr
 
 

@@ -11,6 +11,7 @@ of both tasks), so a new method is covered the moment it is listed (as DomainBed
 The hand computations of each update stay in ``test_<name>.py``.
 """
 import importlib.util
+import json
 import math
 from pathlib import Path
 
@@ -65,7 +66,7 @@ def references(tmp_path_factory):
         if (name, task) not in cache:
             d, cfg = tmp_path_factory.mktemp(f"ref_{name}_{task}"), make_cfg(*overrides(name, task))
             validate(cfg)  # the small setting is a valid one
-            cache[(name, task)] = (train(cfg, d), ckpt.load(d / "checkpoints" / "last.pt"))
+            cache[(name, task)] = (train(cfg, d), ckpt.load(d / "checkpoints" / "last.pt"), d)
         return cache[(name, task)]
 
     return get
@@ -73,7 +74,7 @@ def references(tmp_path_factory):
 
 @pytest.mark.parametrize("name, task", CASES, ids=IDS)
 def test_a_few_steps_on_the_synthetic_pair(name, task, references):
-    summary, state = references(name, task)
+    summary, state, _ = references(name, task)
     metric = "acc" if task == CLASSIFICATION else "miou"
     assert summary["method"] == name and summary["steps"] == 6 and state["step"] == 6
     assert summary["skipped_updates"] == 0
@@ -83,10 +84,15 @@ def test_a_few_steps_on_the_synthetic_pair(name, task, references):
 
 @pytest.mark.parametrize("name, task", CASES, ids=IDS)
 def test_resumes_exactly(name, task, references, tmp_path):
-    _, ref = references(name, task)
+    summary, ref, ref_dir = references(name, task)
     with pytest.raises(TrainingInterrupted):
         train(make_cfg(*overrides(name, task)), tmp_path, stop_after=4)  # between the checkpoints at 3 and 6
-    train(make_cfg(*overrides(name, task), "resume=true"), tmp_path)
+    resumed = train(make_cfg(*overrides(name, task), "resume=true"), tmp_path)
+    metric = "acc" if task == CLASSIFICATION else "miou"
+    assert resumed[f"target_{metric}"] == summary[f"target_{metric}"]
+    rows = [(tmp_path / "metrics.jsonl").read_text(), (ref_dir / "metrics.jsonl").read_text()]
+    steps = [[json.loads(r)["step"] for r in t.splitlines()] for t in rows]
+    assert steps[0] == steps[1] and 3 in steps[0] and 6 in steps[0]  # the evaluation before the stop kept once
     cut = ckpt.load(tmp_path / "checkpoints" / "last.pt")
     assert state_equal(ref["method"], cut["method"])
     assert ref["optimizers"].keys() == cut["optimizers"].keys()

@@ -73,9 +73,12 @@ def test_road_teacher_is_copied_once_at_the_stage_boundary_and_never_changes():
     assert not state_equal(m.segmenter.state_dict(), at_boundary)
 
 
-@pytest.mark.parametrize("backbone", [TINY_SEG, ["data=digits_seg", "backbone=fcn8s"],
-                                      ["data=digits_seg", "backbone=deeplabv2", "backbone.depth=50"]],
-                         ids=["seg_small", "fcn8s", "deeplabv2"])
+@pytest.mark.parametrize("backbone", [
+    pytest.param(TINY_SEG, id="seg_small"),  # FCN-8s and DeepLab are seconds a step on a CPU: slow
+    pytest.param(["data=digits_seg", "backbone=fcn8s"], id="fcn8s", marks=pytest.mark.slow),
+    pytest.param(["data=digits_seg", "backbone=deeplabv2", "backbone.depth=50"], id="deeplabv2",
+                 marks=pytest.mark.slow),
+])
 def test_road_distillation_is_exactly_zero_at_the_copy_and_then_grows(backbone):
     # the teacher runs as the student (same batch, same dropout masks and batch statistics): at the copy
     # student == teacher, so L_dist == 0 exactly (an eval-mode teacher left FCN-8s's dropout noise in it)

@@ -141,6 +141,7 @@ def test_deeplab_loads_local_resnet_weights(tmp_path):
         _deeplab(weights=str(tmp_path / "nope.pth"))
 
 
+@pytest.mark.slow  # VGG16 on a CPU
 def test_fcn8s_shapes_and_gradients(fcn):
     fcn.train()
     out = _grads_reach(fcn, torch.randn(1, 3, 64, 64))
@@ -153,6 +154,7 @@ def test_fcn8s_shapes_and_gradients(fcn):
         assert fcn(torch.randn(1, 3, 65, 97)).logits.shape == (1, K, 8, 12)  # odd sizes: floor(H/8)
 
 
+@pytest.mark.slow  # VGG16 on a CPU
 def test_fcn8s_loads_local_vgg16_weights(tmp_path, fcn):
     # a vgg16 state_dict made from the fixture's tensors + 1 (cheaper than building another VGG16),
     # with exactly torchvision's keys and shapes (checked against a vgg16 built on the meta device)
