@@ -59,7 +59,7 @@ def compose(method: str, precision: str, channels_last: bool | str, batch: int |
             threads: int, device: str = "cpu"):
     """The method's config for ``steps`` steps with logging points every ``log_every`` (evaluation at the end)."""
     from uda.compose import compose as uda_compose
-    from uda.config import validate
+    from uda.schema import validate
 
     overrides = [f"method={METHOD_OF.get(method, method)}", f"trainer.precision={precision}",
                  f"trainer.channels_last={str(channels_last).lower()}", f"trainer.max_steps={steps}",
@@ -76,10 +76,10 @@ def compose(method: str, precision: str, channels_last: bool | str, batch: int |
 def bare_step_rate(cfg, choice, steps: int, warmup: int, compiled: bool) -> float:
     """images/s of method.update on one fixed in-memory batch (2 x batch_size images per step), in the
     precision and layout ``choice`` (``uda.engine.precision.choose``) resolved."""
-    from uda.config import Precision
     from uda.data.pairs import Normalize, build_pair
     from uda.engine.runtime import Stepper, autocast, build_optimizers
     from uda.methods import Batch, get_method
+    from uda.schema import Precision
 
     device = torch.device(cfg.device.value)
     source, target, info = build_pair(cfg.data)

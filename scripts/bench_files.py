@@ -70,10 +70,10 @@ def main() -> None:
     import torch
 
     from uda.compose import compose
-    from uda.config import validate
     from uda.data.pairs import build_pair
     from uda.data.streams import IndexStream
     from uda.engine.loop import train
+    from uda.schema import validate
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -38,7 +38,7 @@ def mnist_root() -> Path:
 
     Under CI=true this must succeed: tests that need data run, they never skip.
     """
-    from uda.data.common import data_root
+    from uda.data.files import data_root
     from uda.data.mnist import ensure_mnist
 
     root = data_root()

@@ -12,10 +12,10 @@ import numpy as np
 import torch
 
 from uda.compose import compose
-from uda.config import SEGMENTATION, TrainConfig
 from uda.data.pairs import PairInfo
 from uda.engine.runtime import Stepper
 from uda.methods import Batch, get_method
+from uda.schema import SEGMENTATION, TrainConfig
 
 # a few steps on the synthetic pair generated in memory (no data root, no download): what `+debug=fast` runs
 SMALL = ["data=synthetic", "+debug=fast"]

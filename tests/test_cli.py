@@ -28,8 +28,8 @@ def test_a_short_run_is_evaluated_min_evals_times_and_at_its_last_step(tmp_path,
 
     from helpers import make_cfg
     from uda.cli import announce
-    from uda.config import validate
     from uda.engine.loop import train
+    from uda.schema import validate
 
     cfg = make_cfg(*SMALL, "trainer.min_evals=5", "trainer.max_steps=12", "trainer.eval_every=1000")
     validate(cfg)

@@ -6,9 +6,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from helpers import make_cfg
-from uda.config import CLASSIFICATION
 from uda.fidelity import PAPER, PAPER_RECIPES
 from uda.methods import METHODS
+from uda.schema import CLASSIFICATION
 
 SEG_METHODS = {name for name, m in METHODS.items() if CLASSIFICATION not in m.Config.TASKS}
 LEDGER = Path(__file__).resolve().parents[1] / "docs" / "fidelity.md"

@@ -45,7 +45,7 @@ def test_there_are_no_import_cycles_inside_uda():
 
 
 @pytest.mark.parametrize("layer, forbidden", [
-    ("uda.config", ("uda.engine", "uda.methods", "uda.nets")),
+    ("uda.schema", ("uda.engine", "uda.methods", "uda.nets")),
     ("uda.data", ("uda.engine", "uda.methods", "uda.nets")),
     ("uda.nets", ("uda.engine", "uda.methods")),
     ("uda.methods", ("uda.engine",)),
@@ -71,8 +71,8 @@ def test_the_wheel_ships_every_config_file(tmp_path):
 
 
 def test_config_and_the_criteria_table_import_no_torch():
-    """`uda.config` (and the criteria table it reads) load without torch: config errors and --help are fast."""
-    code = "import sys, uda.config, uda.selection; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))"
+    """`uda.schema` (and the criteria table it reads) load without torch: config errors and --help are fast."""
+    code = "import sys, uda.schema, uda.selection; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

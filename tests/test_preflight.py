@@ -10,9 +10,9 @@ import pytest
 
 from helpers import run_cli
 from uda.cli import main
-from uda.config import ConfigError
-from uda.config.trainer import TrainerConfig
 from uda.preflight import check_writable
+from uda.schema import ConfigError
+from uda.schema.trainer import TrainerConfig
 
 
 def fake_run(d: Path, *, finished: bool = True) -> Path:
@@ -189,7 +189,7 @@ def test_an_existing_run_whose_parts_cannot_be_written_is_refused(tmp_path, monk
 
 # ------------------------------------------------------------------------------ data root
 def test_a_chosen_data_root_must_exist_only_the_default_is_created(tmp_path, monkeypatch, capsys):
-    from uda.data.common import DataError, checked_root
+    from uda.data.files import DataError, checked_root
 
     monkeypatch.setenv("UDA_DATA", str(tmp_path / "typo"))
     with pytest.raises(DataError, match=r"the data root .*/typo \(\$UDA_DATA\) does not exist; .*uda data prepare "

@@ -190,8 +190,8 @@ def test_one_figure_per_custom_pair_with_short_unclipped_labels(tmp_path):
 
 
 def test_figure_keeps_a_very_long_label_inside(tmp_path):
-    from uda import figures
-    from uda.runs import find_runs, group_runs
+    from uda.report import figures
+    from uda.report.runs import find_runs, group_runs
 
     setting = [f"method.option_number_{i}=a_long_value_{i}" for i in range(8)]
     _fake_run(tmp_path / "r" / "a", "dann", 0, [50.0, 60.0], setting=setting)

@@ -144,7 +144,7 @@ def test_mixval_intra_pairs_share_their_label_for_sorted_batches():
 
 
 def test_every_criterion_is_selectable_and_the_default_reads_both_tasks():
-    from uda.config.trainer import Select, TrainerConfig
+    from uda.schema.trainer import Select, TrainerConfig
 
     assert [s.value for s in Select] == list(selection.LABEL_FREE)  # derived from the table
     # the default must work for segmentation pairs too (docs/notes/selection.md)
@@ -158,7 +158,7 @@ def test_every_criterion_is_selectable_and_the_default_reads_both_tasks():
 @pytest.mark.parametrize("criterion", selection.TABLE, ids=lambda c: c.name)
 def test_each_criterion_scores_every_task_it_declares(criterion):
     """A table entry is the whole criterion: its function for each task it names, a paper, what it reads."""
-    from uda.config import CLASSIFICATION, SEGMENTATION
+    from uda.schema import CLASSIFICATION, SEGMENTATION
 
     assert (criterion.classify is not None) == (CLASSIFICATION in criterion.tasks)
     assert (criterion.segment is not None) == (SEGMENTATION in criterion.tasks)

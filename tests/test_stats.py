@@ -1,9 +1,9 @@
-"""uda.stats against hand computations: the t interval, the paired t-test, and the rank correlations."""
+"""uda.report.stats against hand computations: the t interval, the paired t-test, and the rank correlations."""
 import math
 
 import pytest
 
-from uda import stats
+from uda.report import stats
 
 
 def test_summary_and_t_interval_by_hand():

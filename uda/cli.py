@@ -55,8 +55,8 @@ def _check_launcher(overrides: list[str]) -> None:
 def _train(argv: list[str]) -> int:
     """Check the whole command first (``uda.preflight``): a rejected one exits 2 before Hydra writes anything."""
     _check_launcher(argv)
-    from uda.config import UserError
     from uda.preflight import parse_args, preflight
+    from uda.schema import UserError
 
     try:
         args = parse_args(argv)
@@ -121,8 +121,8 @@ def announce(conf, run_dir: Path) -> None:
     """The run's first lines: what runs, where its data is (and what first use prepares), where it writes."""
     import logging
 
-    from uda.data.common import data_root
-    from uda.data.domains import DOMAINS
+    from uda.data.catalog import DOMAINS
+    from uda.data.files import data_root
 
     log = logging.getLogger("uda")
     tr, d = conf.trainer, conf.data
@@ -152,8 +152,8 @@ def run_train(cfg) -> float:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from uda.config import UserError, validate
     from uda.preflight import finished
+    from uda.schema import UserError, validate
 
     try:
         try:
@@ -204,7 +204,7 @@ def _eval(args: list[str]) -> int:
         return 2
     import json
 
-    from uda.config import UserError
+    from uda.schema import UserError
 
     opts = {"checkpoint": "last", "data": None}
     overrides = []
@@ -238,15 +238,15 @@ def _eval(args: list[str]) -> int:
 def _data(args: list[str]) -> int:
     import argparse
 
-    from uda.data.domains import DOMAINS, LISTED, listed
+    from uda.data.catalog import DOMAINS, LISTED, listed
 
     parser = argparse.ArgumentParser(prog="uda data", description="datasets: present, missing, checksums")
     parser.add_argument("action", choices=["list", "verify", "prepare"])
     parser.add_argument("name", nargs="?", help=f"domain (verify, prepare): {', '.join(LISTED)}")
     parser.add_argument("--root", default="", help="data root (default: $UDA_DATA or ~/.cache/uda)")
     ns = parser.parse_args(args)
-    from uda.config import UserError
-    from uda.data.common import data_root
+    from uda.data.files import data_root
+    from uda.schema import UserError
 
     root = data_root(ns.root)
     try:

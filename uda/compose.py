@@ -3,7 +3,7 @@ schemas registered in Hydra's ConfigStore, ``compose`` for code that builds a co
 ``explain``, which turns every error Hydra or OmegaConf raises for an override into one line that names the
 override, a close match and the valid choices.
 
-The schemas come from ``uda.config`` (data, backbone, optimizer, trainer) and from each method's own
+The schemas come from ``uda.schema`` (data, backbone, optimizer, trainer) and from each method's own
 module (``METHODS[name].Config``), so adding a method registers its schema with no line here.
 """
 from __future__ import annotations
@@ -14,8 +14,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from uda.config import BACKBONES, ConfigError, DataConfig, OptimizerConfig, TrainConfig, TrainerConfig
-from uda.config.data import benchmark_pairs
+from uda.schema import BACKBONES, ConfigError, DataConfig, OptimizerConfig, TrainConfig, TrainerConfig
+from uda.schema.data import benchmark_pairs
 
 CONFIG_DIR = str(Path(__file__).resolve().parent / "configs")
 GRAMMAR = "https://hydra.cc/docs/advanced/override_grammar/basic/"
@@ -66,7 +66,7 @@ def check_overrides(overrides: list[str]) -> None:
 
 
 def compose(overrides: list[str] = (), config_dir: str | None = None) -> TrainConfig:
-    """The typed config ``uda train <overrides>`` would run (not validated; ``uda.config.validate`` does
+    """The typed config ``uda train <overrides>`` would run (not validated; ``uda.schema.validate`` does
     that). ``config_dir``: another directory of config groups searched after the shipped ones. Every
     composition error is a one-line ConfigError (``explain``)."""
     return compose_job(list(overrides), config_dir=config_dir)[0]

@@ -1,7 +1,7 @@
 """The errors a user sees as one line (``uda: error: ...``, exit status 2), never as a traceback.
 
 Each layer raises its own subclass: ``ConfigError`` (a setting), ``DataError`` (a dataset file,
-``uda.data.common``), ``CheckpointError`` (a checkpoint, ``uda.engine.checkpoint``).
+``uda.data.files``), ``CheckpointError`` (a checkpoint, ``uda.engine.checkpoint``).
 """
 
 

@@ -23,7 +23,7 @@ def run_config(run_dir: Path, data: str | None = None, overrides: list[str] | No
     from omegaconf import OmegaConf
 
     from uda.compose import compose
-    from uda.config import validate
+    from uda.schema import validate
 
     run_dir = Path(run_dir)
     over_file = run_dir / ".hydra" / "overrides.yaml"

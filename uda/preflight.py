@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from uda.compose import compose_job, parse_overrides
-from uda.config import ConfigError, TrainConfig, validate
-from uda.config.train import resume_problem
+from uda.schema import ConfigError, TrainConfig, validate
+from uda.schema.train import resume_problem
 
 # Hydra flags after which nothing is trained or written: composition is checked (so --cfg job shows what a
 # recipe composes to, valid or not), the settings and the directories are not
@@ -87,8 +87,8 @@ def preflight(args: argparse.Namespace) -> list[Job]:
 def check_job(job: Job, *, multirun: bool, output_subdir: str | None) -> None:
     """The data root exists, the run directory is writable, ``resume`` agrees with what it holds."""
     cfg = job.cfg
-    from uda.data.common import checked_root
-    from uda.data.domains import DOMAINS
+    from uda.data.catalog import DOMAINS
+    from uda.data.files import checked_root
 
     for role in (cfg.data.source, cfg.data.target):
         if role.name in DOMAINS and DOMAINS[role.name].needs_root:

@@ -5,7 +5,7 @@ that scores an evaluation), the functions behind them, and picking a checkpoint 
 Every list of criteria (``trainer.select``'s choices, the segmentation subset, the columns an evaluation
 writes, ``uda report``'s columns) is derived from ``TABLE``: adding a criterion is adding its entry (and its
 function). Target labels are read by none of them; target test accuracy is only reported, as "oracle".
-This module imports torch inside its functions, so that ``uda.config`` can read the table without torch.
+This module imports torch inside its functions, so that ``uda.schema`` can read the table without torch.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-CLASSIFICATION, SEGMENTATION = "classification", "segmentation"  # (uda.config.base's; no import cycle)
+CLASSIFICATION, SEGMENTATION = "classification", "segmentation"  # (uda.schema.base's; no import cycle)
 # MixVal (official defaults): the mixing weight of the dominant image, and the batch within which each
 # image is paired with its mirror
 MIXVAL_LAMBDA, MIXVAL_BATCH = 0.55, 128
@@ -323,59 +323,3 @@ def select(rows: list[dict[str, Any]], criterion: str) -> dict[str, Any] | None:
         return None
     sign = 1 if higher else -1
     return max(scored, key=lambda r: (sign * r[key], r["step"]))
-
-
-# ------------------------------------------------------------------ how far to trust a criterion
-def target_key(rows: list[dict[str, Any]]) -> str:
-    return f"target_{metric_of(rows[0])}" if rows else "target_acc"
-
-
-def run_regret(rows: list[dict[str, Any]], criterion: str) -> float | None:
-    """The oracle's target metric minus the target metric of the evaluation ``criterion`` picks in one
-    run (0 = it picked the best evaluation); None if the run has no score for it."""
-    pick, best = select(rows, criterion), select(rows, "oracle")
-    if pick is None or best is None:
-        return None
-    key = target_key(rows)
-    return best[key] - pick[key]
-
-
-def run_correlation(rows: list[dict[str, Any]], criterion: str) -> tuple[float, float] | None:
-    """(Spearman, Kendall) between the criterion's score, signed so that larger means "better" for
-    it, and the target metric over the evaluations of one run; None below three scored evaluations."""
-    from uda import stats
-
-    key, higher = criterion_key(criterion, metric_of(rows[0]) if rows else "acc")
-    t_key = target_key(rows)
-    pts = [(r[key] if higher else -r[key], r[t_key]) for r in rows
-           if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
-    if len(pts) < 3:
-        return None
-    s, t = [p[0] for p in pts], [p[1] for p in pts]
-    return stats.spearman(s, t), stats.kendall(s, t)
-
-
-def sweep_select(candidates: dict[str, list[list[dict[str, Any]]]], criterion: str) -> tuple[str, int] | None:
-    """Across a sweep: ``candidates`` maps a configuration to its runs (one evaluation history per seed).
-    Each (configuration, step) that every seed evaluated is scored by the criterion's score averaged over
-    the seeds; the best one is returned (ties: the later step, then the first configuration)."""
-    best: tuple[float, int, int] | None = None
-    choice = None
-    for order, (label, runs) in enumerate(candidates.items()):
-        if not runs or not runs[0]:
-            continue
-        key, higher = criterion_key(criterion, metric_of(runs[0][0]))
-        by_step: dict[int, list[float]] = {}
-        for rows in runs:
-            for r in rows:
-                v = r.get(key)
-                if isinstance(v, (int, float)) and math.isfinite(v):
-                    by_step.setdefault(r["step"], []).append(v)
-        for step, vals in by_step.items():
-            if len(vals) != len(runs):
-                continue  # a step some seed did not evaluate (or could not score) is no candidate
-            mean = sum(vals) / len(vals)
-            rank = ((mean if higher else -mean), step, -order)
-            if best is None or rank > best:
-                best, choice = rank, (label, step)
-    return choice

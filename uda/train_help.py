@@ -11,10 +11,10 @@ from pathlib import Path
 GROUPS = ("method", "data", "backbone", "optimizer", "trainer", "experiment", "debug")
 # the settings shown, by schema: (prefix, dataclass, fields; None = all)
 SETTINGS = (
-    ("", "uda.config.train:TrainConfig", ("seed", "resume", "device", "deterministic")),
-    ("trainer.", "uda.config.trainer:TrainerConfig", None),
-    ("data.", "uda.config.data:DataConfig", ("root", "val_size", "train_subset", "test_subset", "workers")),
-    ("optimizer.", "uda.config.optimizer:OptimizerConfig", ("name", "lr", "momentum", "weight_decay", "schedule")),
+    ("", "uda.schema.train:TrainConfig", ("seed", "resume", "device", "deterministic")),
+    ("trainer.", "uda.schema.trainer:TrainerConfig", None),
+    ("data.", "uda.schema.data:DataConfig", ("root", "val_size", "train_subset", "test_subset", "workers")),
+    ("optimizer.", "uda.schema.optimizer:OptimizerConfig", ("name", "lr", "momentum", "weight_decay", "schedule")),
 )
 WIDTH = 110
 
@@ -51,7 +51,7 @@ def _default(f: dataclasses.Field) -> str:
 
 
 def _options(group: str) -> list[str]:
-    from uda.config.data import benchmark_pairs
+    from uda.schema.data import benchmark_pairs
 
     names = sorted(p.stem for p in (Path(__file__).parent / "configs" / group).glob("*.yaml"))
     if group == "data":  # the generated pairs, one pattern per benchmark

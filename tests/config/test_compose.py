@@ -6,9 +6,9 @@ import pytest
 
 from helpers import make_cfg
 from uda.compose import CONFIG_DIR
-from uda.config import ConfigError, Device, Precision, validate
 from uda.methods.dann import DANNConfig
 from uda.methods.source_only import SourceOnlyConfig
+from uda.schema import ConfigError, Device, Precision, validate
 
 
 def test_default_config_is_dann_on_mnist_mnistm_with_paper_settings():

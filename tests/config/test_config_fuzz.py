@@ -10,10 +10,10 @@ from hypothesis import strategies as st
 from omegaconf.errors import OmegaConfBaseException
 
 from helpers import make_cfg
-from uda.config import UserError, validate
 from uda.data.pairs import PairInfo
 from uda.engine.runtime import plan_stages
 from uda.methods import get_method
+from uda.schema import UserError, validate
 
 USER_FACING = (HydraException, OmegaConfBaseException, UserError)
 

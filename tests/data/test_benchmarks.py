@@ -9,11 +9,11 @@ import torch
 from PIL import Image
 
 from helpers import cli, make_cfg, resumes_exactly, run_cli
-from uda.config import validate
-from uda.config.data import benchmark_pairs
-from uda.data.common import DataError
 from uda.data.domain import FileDomain
+from uda.data.files import DataError
 from uda.data.pairs import build_pair
+from uda.schema import validate
+from uda.schema.data import benchmark_pairs
 
 CLASSES = ("Alarm_Clock", "Bike", "Candles")
 SMALL = ("data.image_size=16", "data.load_size=20")

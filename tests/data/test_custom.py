@@ -8,9 +8,9 @@ import torch
 from PIL import Image
 
 from helpers import cli, make_cfg, run_cli
-from uda.config import ConfigError
-from uda.data.common import DataError
+from uda.data.files import DataError
 from uda.data.pairs import build_pair
+from uda.schema import ConfigError
 
 
 def write_npz(path, *, classes=3, size=28, n_train=60, n_test=30, drop=(), test_size=None, channels=None):

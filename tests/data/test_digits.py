@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from helpers import make_cfg, run_cli, write_usps
-from uda.data.common import DataError
 from uda.data.digits import load_svhn, load_syndigits, load_usps
+from uda.data.files import DataError
 from uda.data.pairs import build_pair
 
 

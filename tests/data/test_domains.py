@@ -3,8 +3,8 @@
 import pytest
 
 from helpers import cli, make_cfg, write_usps
-from uda.config import CLASSIFICATION, SEGMENTATION, ConfigError, validate
-from uda.data.domains import DOMAINS, LISTED
+from uda.data.catalog import DOMAINS, LISTED
+from uda.schema import CLASSIFICATION, SEGMENTATION, ConfigError, validate
 
 
 def test_every_domain_has_a_task_a_loader_and_notes_and_uda_data_lists_all_but_custom():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from uda.data.common import DataError
+from uda.data.files import DataError
 from uda.data.mnist import MNIST_SHA256, ensure_mnist, load_mnist, raw_dir
 from uda.data.mnistm import blend
 

@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 
 from helpers import cli, make_cfg, run_cli
-from uda.config import ConfigError
-from uda.data.common import DataError
+from uda.data.files import DataError
 from uda.data.pairs import Normalize, build_pair
+from uda.schema import ConfigError
 
 CLASSES = ("back_pack", "bike", "calculator")
 

@@ -10,12 +10,12 @@ import torch
 from PIL import Image
 
 from helpers import make_cfg, state_equal
-from uda.config import ConfigError, validate
 from uda.data import segmentation as seg
-from uda.data.common import DataError
-from uda.data.domains import DOMAINS
+from uda.data.catalog import DOMAINS
+from uda.data.files import DataError
 from uda.engine import checkpoint as ckpt
 from uda.engine.loop import TrainingInterrupted, train
+from uda.schema import ConfigError, validate
 
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from helpers import SMALL, make_cfg
-from uda.config import ConfigError
 from uda.engine import checkpoint as ckpt
 from uda.engine.loop import NonFiniteLoss, train
 from uda.engine.runtime import Stepper
+from uda.schema import ConfigError
 
 
 def test_unwritable_output_directory_fails_before_training(tmp_path):

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from helpers import SMALL, make_cfg
-from uda.config import ConfigError, Precision, validate
 from uda.engine import precision as prec
 from uda.engine.loop import train
+from uda.schema import ConfigError, Precision, validate
 
 AVX2 = prec.CPU("AMD EPYC 7B13", "AVX2", ())
 AMX = prec.CPU("Intel Xeon", "AVX512", ("AVX-512 BF16", "AMX BF16"))

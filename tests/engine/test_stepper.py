@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from uda.config import OptimizerConfig, Schedule
 from uda.engine.runtime import Stepper, lr_factor, lr_factors
+from uda.schema import OptimizerConfig, Schedule
 
 
 def linear_stepper():
@@ -80,7 +80,7 @@ def test_a_horizon_longer_than_the_run_stops_the_schedule_early():
 
 def test_a_horizon_shorter_than_the_run_is_a_clear_error():
     from helpers import make_cfg
-    from uda.config import ConfigError, validate
+    from uda.schema import ConfigError, validate
     with pytest.raises(ConfigError, match="optimizer.horizon=500 must be 0"):
         validate(make_cfg("optimizer.horizon=500", "trainer.max_steps=1000"))
     with pytest.raises(ConfigError, match="optimizer.horizon must be >= 0"):

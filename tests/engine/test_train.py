@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from helpers import SMALL, make_cfg
-from uda.config import ConfigError
 from uda.engine import checkpoint as ckpt
 from uda.engine.loop import train
 from uda.methods import get_method
+from uda.schema import ConfigError
 
 
 def test_run_writes_everything_a_report_or_resume_needs(tmp_path):

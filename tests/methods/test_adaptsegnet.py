@@ -80,7 +80,7 @@ def test_adaptsegnet_run_writes_colourised_grids(seg_reference):
     d, _ = seg_reference
     grid = d / "images" / "seg_target_0000006.png"
     assert grid.is_file()
-    from uda.data.common import read_image
+    from uda.data.files import read_image
 
     img = read_image(grid)
     assert img.shape[0] == 3 and img.shape[1] > 3 * 32  # rows: images, labels, predictions

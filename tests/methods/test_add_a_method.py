@@ -8,9 +8,9 @@ import pytest
 
 from helpers import SMALL
 from uda.compose import compose
-from uda.config import ConfigError, validate
 from uda.engine.loop import train
 from uda.methods import METHODS
+from uda.schema import ConfigError, validate
 
 MODULE = '''
 """Centroid matching: CE on source plus the squared distance between the domains' mean features.
@@ -22,11 +22,11 @@ from dataclasses import dataclass
 
 import torch
 
-from uda.config.base import nonneg
-from uda.config.method import MethodConfig
+from uda.schema.base import nonneg
+from uda.schema.method import MethodConfig
 from uda.methods.base import Method
-from uda.methods.common import source_ce
-from uda.nets import build_backbone
+from uda.methods.parts import source_ce
+from uda.methods.parts import classifier_nets
 
 
 @dataclass
@@ -47,8 +47,7 @@ class Centroid(Method):
 
     @classmethod
     def from_config(cls, cfg, info):
-        features, classifier, _ = build_backbone(cfg.backbone, in_channels=info.channels,
-                                                 image_size=info.image_size, num_classes=info.num_classes)
+        features, classifier, _ = classifier_nets(cfg, info)
         return cls(cfg=cfg.method, features=features, classifier=classifier)
 
     def param_groups(self):

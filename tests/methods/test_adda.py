@@ -9,11 +9,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from helpers import SMALL, SpyStepper, build, digit_batches, make_cfg, state_equal
-from uda.config import ConfigError, validate
 from uda.engine import checkpoint as ckpt
 from uda.engine.loop import TrainingInterrupted, train
 from uda.methods import Batch
-from uda.methods.common import SOURCE
+from uda.methods.parts import SOURCE
+from uda.schema import ConfigError, validate
 
 
 def test_adda_stage1_changes_only_source_encoder_and_classifier():

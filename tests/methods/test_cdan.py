@@ -10,9 +10,9 @@ from test_dann import vector_batches
 from torch import nn
 
 from helpers import build, changed, sgd_stepper, snapshot
-from uda.config import OptimizerConfig
 from uda.losses import grl_lambda
 from uda.methods.cdan import CDAN, CDANConfig, entropy_weights, multilinear, randomized_multilinear
+from uda.schema import OptimizerConfig
 
 
 def tiny_cdan(**kw):

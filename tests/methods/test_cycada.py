@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from helpers import SMALL, SpyStepper, build, digit_batches, make_cfg, state_equal
-from uda.config import ConfigError, validate
 from uda.engine import checkpoint as ckpt
 from uda.engine.loop import TrainingInterrupted, train
 from uda.engine.runtime import lr_factor
+from uda.schema import ConfigError, validate
 
 TINY = ["method.ngf=4", "method.n_blocks=1", "method.ndf=4"]
 

@@ -8,10 +8,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from helpers import build, changed, make_cfg, sgd_stepper, snapshot
-from uda.config import OptimizerConfig
 from uda.losses import grl_lambda
 from uda.methods import Batch, get_method
 from uda.methods.dann import DANN, DANNConfig, DomainReduction
+from uda.schema import OptimizerConfig
 
 
 def tiny_dann(max_steps=10, **kw):

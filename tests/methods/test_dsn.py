@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from helpers import SpyStepper, build, cli, digit_batches, make_cfg
-from uda.config import ConfigError, validate
 from uda.losses import domain_bce, mmd_rbf
+from uda.schema import ConfigError, validate
 
 
 @pytest.mark.parametrize("similarity, groups", [

@@ -19,11 +19,11 @@ import pytest
 import torch
 
 from helpers import SEG_INFO, SEG_SMALL, SMALL, ApplySpy, make_cfg, seg_batches, state_equal
-from uda.config import CLASSIFICATION, SEGMENTATION, validate
 from uda.data.pairs import PairInfo
 from uda.engine import checkpoint as ckpt
 from uda.engine.loop import TrainingInterrupted, train
 from uda.methods import METHODS, Batch, get_method
+from uda.schema import CLASSIFICATION, SEGMENTATION, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 CASES = [(name, task) for name, cls in METHODS.items() for task in cls.Config.TASKS]

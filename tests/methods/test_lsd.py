@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from helpers import SEG_INFO, SEG_SMALL, TINY_SEG, SpyStepper, build_seg, joint, make_cfg, resumes_exactly, seg_batches
-from uda.config import ConfigError, validate
 from uda.methods import Batch
 from uda.methods.lsd import SRC_FAKE, SRC_REAL, TGT_FAKE, TGT_REAL, four_way
+from uda.schema import ConfigError, validate
 
 LSD = ["method=lsd", "method.ngf=4", "method.ndf=4", "method.dropout=0"]
 

@@ -10,8 +10,8 @@ from test_dann import vector_batches
 from torch import nn
 
 from helpers import build, changed, sgd_stepper, snapshot
-from uda.config import OptimizerConfig
 from uda.methods.mcc import MCC, MCCConfig, class_confusion
+from uda.schema import OptimizerConfig
 
 
 def _confusion_by_hand(logits, t):

@@ -9,8 +9,8 @@ from test_dann import vector_batches
 from torch import nn
 
 from helpers import SpyStepper, build, sgd_stepper
-from uda.config import OptimizerConfig
 from uda.methods.mcd import MCD, MCDConfig, discrepancy
+from uda.schema import OptimizerConfig
 
 
 def test_discrepancy_by_hand():

@@ -10,8 +10,8 @@ from test_dann import vector_batches
 from torch import nn
 
 from helpers import build, changed, sgd_stepper, snapshot
-from uda.config import OptimizerConfig
 from uda.methods.mdd import MDD, MDDConfig, log_one_minus_softmax, margin_disparity
+from uda.schema import OptimizerConfig
 
 
 def test_log_one_minus_softmax_is_exact_and_finite_where_the_naive_form_is_not():

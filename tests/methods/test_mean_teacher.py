@@ -11,9 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from helpers import build, changed, digit_batches, make_cfg, sgd_stepper, snapshot
-from uda.config import OptimizerConfig
 from uda.data.streams import step_generator
-from uda.methods.common import ema_update
 from uda.methods.mean_teacher import (
     AUGMENT_STREAM,
     MeanTeacher,
@@ -23,6 +21,8 @@ from uda.methods.mean_teacher import (
     standardise,
     warp,
 )
+from uda.methods.parts import ema_update
+from uda.schema import OptimizerConfig
 
 
 def test_standardise_matches_numpy_per_image():

@@ -20,8 +20,8 @@ from helpers import (
     seg_batches,
     state_equal,
 )
-from uda.config import ConfigError, validate
 from uda.methods.road import distillation, split_regions
+from uda.schema import ConfigError, validate
 
 ROAD = ["method=road", "method.disc_hidden=4", "method.warmup_steps=2", "trainer.max_steps=10"]
 

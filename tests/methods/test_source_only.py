@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from helpers import ApplySpy, build, build_seg, changed, seg_batches, sgd_stepper, snapshot, state_equal
-from uda.config import OptimizerConfig
 from uda.methods import Batch
 from uda.methods.source_only import SourceOnly, SourceOnlyConfig
+from uda.schema import OptimizerConfig
 
 
 def test_source_only_changes_only_feature_and_classifier_and_ignores_target():

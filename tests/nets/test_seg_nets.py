@@ -10,10 +10,10 @@ import torchvision
 from torch import nn
 
 from helpers import build_seg, joint, seg_batches
-from uda.config import ConfigError, DeepLabV2Config, FCN8sConfig
 from uda.nets.deeplab import ASPP, DeepLabV2, deeplab_v2
 from uda.nets.fcn import fcn8s
 from uda.nets.segmentation import SegOut, build_segmenter, forward_pair
+from uda.schema import ConfigError, DeepLabV2Config, FCN8sConfig
 
 K = 5  # classes
 

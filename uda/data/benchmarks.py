@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from uda.data.common import DataError
+from uda.data.files import DataError
 from uda.data.image_files import FileSplits, fixed_draw, read_list, scan_folder
 from uda.data.published import PUBLISHED as WHERE
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from uda.data.common import DataError
+from uda.data.files import DataError
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 UNLABELLED = -1  # a target train split without labels

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from uda.data.common import DataError, sha256
+from uda.data.files import DataError, sha256
 
 Splits = dict[str, tuple[torch.Tensor, torch.Tensor]]
 

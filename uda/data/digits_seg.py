@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from uda.data.common import read_build
+from uda.data.files import read_build
 from uda.io import save_file
 
 log = logging.getLogger(__name__)

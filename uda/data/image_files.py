@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from uda.data.common import DataError, read_image
 from uda.data.domain import FileDomain
+from uda.data.files import DataError, read_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 LIST_FORMAT = "one 'relative/path.jpg label' per line"

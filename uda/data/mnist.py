@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from uda.data.common import DataError, verify
+from uda.data.files import DataError, verify
 
 log = logging.getLogger(__name__)
 

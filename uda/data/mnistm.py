@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from uda.data.common import DataError, read_build
+from uda.data.files import DataError, read_build
 from uda.io import save_file
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from uda.data.common import DataError
+from uda.data.files import DataError
 
 SOURCE = "domain_adaptation_images.tar.gz (Saenko et al. 2010), unpacked so that"
 CLASSES = 31

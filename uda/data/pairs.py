@@ -8,15 +8,15 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from uda.config.base import CLASSIFICATION, SEGMENTATION
-from uda.data.common import checked_root, data_root
+from uda.data.catalog import DOMAINS, spec
 from uda.data.domain import Domain, TensorDomain
-from uda.data.domains import DOMAINS, spec
+from uda.data.files import checked_root, data_root
 from uda.data.image_files import FileSplits, file_domain
 from uda.errors import ConfigError
+from uda.schema.base import CLASSIFICATION, SEGMENTATION
 
 if TYPE_CHECKING:
-    from uda.config.data import DataConfig
+    from uda.schema.data import DataConfig
 
 log = logging.getLogger("uda")
 

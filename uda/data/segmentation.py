@@ -1,6 +1,6 @@
 """GTA5, SYNTHIA-RAND-CITYSCAPES and Cityscapes in their official on-disk layouts, read lazily from files.
 
-Under the data root (nothing is downloaded; the notes of ``uda.data.domains.DOMAINS`` say where each comes from):
+Under the data root (nothing is downloaded; the notes of ``uda.data.catalog.DOMAINS`` say where each comes from):
 ``gta5/images/NNNNN.png`` + ``gta5/labels/NNNNN.png`` (8-bit palette PNGs, index = Cityscapes label id);
 ``synthia/RGB/*.png`` + ``synthia/GT/LABELS/*.png`` (16-bit PNGs, class id in the first (R) channel, instance
 ids in the second); ``cityscapes/leftImg8bit/{train,val}/<city>/<name>_leftImg8bit.png`` +
@@ -22,8 +22,8 @@ import torch
 from cityscapesscripts.helpers.labels import labels as CITYSCAPES_LABELS
 from torch.utils.data import Dataset
 
-from uda.data.common import DataError, decode, decode_png16, read_image
 from uda.data.domain import FileDomain
+from uda.data.files import DataError, decode, decode_png16, read_image
 from uda.errors import ConfigError
 
 IGNORE = 255

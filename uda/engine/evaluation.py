@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from uda import selection
-from uda.config import CLASSIFICATION, SEGMENTATION
 from uda.data.domain import Domain, batches_of
 from uda.engine.logging import write_images
 from uda.metrics import accuracy, class_accuracy, confusion, iou_dict, mean_class_accuracy, miou, prediction_confusion
 from uda.nets.seg_base import upsample
+from uda.schema import CLASSIFICATION, SEGMENTATION
 
 if TYPE_CHECKING:
     from uda.data.pairs import Normalize, PairInfo

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from uda.config import ConfigError, NonFinite, TrainerConfig, UserError
 from uda.engine import dist
+from uda.schema import ConfigError, NonFinite, TrainerConfig, UserError
 
 log = logging.getLogger("uda")
 

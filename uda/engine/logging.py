@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from uda.config import Progress
+from uda.schema import Progress
 
 log = logging.getLogger("uda")
 

@@ -17,7 +17,6 @@ from typing import Any
 
 import torch
 
-from uda.config import Precision, Progress, TrainConfig
 from uda.data.pairs import Normalize, PairInfo, build_pair
 from uda.engine import dist
 from uda.engine.batches import PairBatches
@@ -39,6 +38,7 @@ from uda.engine.signals import StopFlag, TrainingInterrupted
 from uda.engine.state import Checkpointer, Counters, config_dict, resuming, trim_metrics
 from uda.engine.summary import git_commit, read_metrics, selected, versions, write_summary
 from uda.methods import Method, get_method
+from uda.schema import Precision, Progress, TrainConfig
 
 __all__ = ["NonFiniteLoss", "TrainingInterrupted", "train"]
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from uda.config import Precision, TrainConfig
+from uda.schema import Precision, TrainConfig
 
 log = logging.getLogger("uda")
 

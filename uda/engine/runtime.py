@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from uda.config import ConfigError, Device, OptimizerConfig, OptimName, Precision, Schedule
 from uda.engine import dist
+from uda.schema import ConfigError, Device, OptimizerConfig, OptimName, Precision, Schedule
 
 if TYPE_CHECKING:
     from uda.methods.base import Method, Stage

@@ -17,11 +17,11 @@ from typing import Any
 
 import torch
 
-from uda.config import ConfigError, TrainConfig
-from uda.config.train import resume_problem
 from uda.engine import checkpoint as ckpt
 from uda.engine import dist
 from uda.engine.summary import versions
+from uda.schema import ConfigError, TrainConfig
+from uda.schema.train import resume_problem
 
 log = logging.getLogger("uda")
 

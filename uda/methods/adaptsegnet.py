@@ -29,15 +29,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from uda.config import SEGMENTATION, OptimizerConfig
-from uda.config.base import nonneg, positive
-from uda.config.method import MethodConfig
-from uda.config.optimizer import Schedule, adam
 from uda.losses import gan_loss, seg_ce
 from uda.methods.base import Batch, Method
-from uda.methods.common import SOURCE, head_optimizer, output_disc_loss, output_levels, pixel_accuracy, seg_groups
+from uda.methods.parts import SOURCE, head_optimizer, output_disc_loss, output_levels, pixel_accuracy, seg_groups
 from uda.nets import set_requires_grad
 from uda.nets.segmentation import OutputDiscriminator, SegNet, build_segmenter, forward_pair
+from uda.schema import SEGMENTATION, OptimizerConfig
+from uda.schema.base import nonneg, positive
+from uda.schema.method import MethodConfig
+from uda.schema.optimizer import Schedule, adam
 
 
 class GanLoss(str, Enum):

@@ -25,13 +25,13 @@ from enum import Enum
 import torch
 from torch import nn
 
-from uda.config.base import positive, scaled_phase, widths
-from uda.config.method import MethodConfig, one_learning_rate
-from uda.config.optimizer import OptimizerConfig, adam
 from uda.errors import ConfigError
 from uda.methods.base import Batch, Method, Stage
-from uda.methods.common import SOURCE, TARGET, domain_accuracy, domain_ce, source_ce
-from uda.nets import build_backbone, mlp
+from uda.methods.parts import SOURCE, TARGET, classifier_nets, domain_accuracy, domain_ce, source_ce
+from uda.nets import mlp
+from uda.schema.base import positive, scaled_phase, widths
+from uda.schema.method import MethodConfig, one_learning_rate
+from uda.schema.optimizer import OptimizerConfig, adam
 
 
 class DiscInput(str, Enum):
@@ -84,8 +84,7 @@ class ADDA(Method):
     @classmethod
     def from_config(cls, cfg, info):
         m = cfg.method
-        encoder, classifier, feat_dim = build_backbone(
-            cfg.backbone, in_channels=info.channels, image_size=info.image_size, num_classes=info.num_classes)
+        encoder, classifier, feat_dim = classifier_nets(cfg, info)
         disc_in = feat_dim if m.disc_input == DiscInput.features else info.num_classes
         return cls(cfg=m, src_encoder=encoder, tgt_encoder=copy.deepcopy(encoder), classifier=classifier,
                    discriminator=mlp(disc_in, m.disc_hidden, 2), pretrain_steps=m.pretrain(cfg.trainer.max_steps))

@@ -2,7 +2,7 @@
 
 A method owns its networks and its per-iteration update order; the trainer owns everything else
 (device, AMP, optimizers and learning-rate schedules, gradient scaling, checkpoints, evaluation,
-logging). Methods share code through functions (``uda.methods.common``, ``uda.losses``, ``uda.nets``),
+logging). Methods share code through functions (``uda.methods.parts``, ``uda.losses``, ``uda.nets``),
 not through hooks here.
 """
 from __future__ import annotations
@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, ClassVar, NamedTuple, Protocol
 import torch
 from torch import nn
 
-from uda.config.method import MethodConfig
+from uda.schema.method import MethodConfig
 
 if TYPE_CHECKING:
-    from uda.config import OptimizerConfig, TrainConfig
     from uda.data.pairs import PairInfo
+    from uda.schema import OptimizerConfig, TrainConfig
 
 
 class Batch(NamedTuple):

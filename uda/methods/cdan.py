@@ -23,13 +23,20 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from uda.config.base import nonneg, positive, widths
-from uda.config.method import MethodConfig
-from uda.config.optimizer import OptimizerConfig
 from uda.losses import binary_accuracy, grad_reverse, grl_lambda
 from uda.methods.base import Batch, Method
-from uda.methods.common import adversarial_groups, feature_groups, head_optimizer, new_layer_overrides, source_ce
-from uda.nets import build_backbone, mlp
+from uda.methods.parts import (
+    classifier_nets,
+    feature_groups,
+    head_groups,
+    head_optimizer,
+    new_layer_overrides,
+    source_ce,
+)
+from uda.nets import mlp
+from uda.schema.base import nonneg, positive, widths
+from uda.schema.method import MethodConfig
+from uda.schema.optimizer import OptimizerConfig
 
 
 @dataclass
@@ -101,16 +108,14 @@ class CDAN(Method):
 
     @classmethod
     def from_config(cls, cfg, info):
-        features, classifier, feat_dim = build_backbone(
-            cfg.backbone, in_channels=info.channels, image_size=info.image_size, num_classes=info.num_classes
-        )
+        features, classifier, feat_dim = classifier_nets(cfg, info)
         d_in = cls.disc_input_dim(cfg.method, feat_dim, info.num_classes)
         discriminator = mlp(d_in, cfg.method.disc_hidden, 1)
         return cls(cfg=cfg.method, features=features, classifier=classifier, discriminator=discriminator,
                    feat_dim=feat_dim, num_classes=info.num_classes, head_optimizer=head_optimizer(cfg))
 
     def param_groups(self):
-        return adversarial_groups(self.features, self.classifier, self.discriminator)
+        return head_groups(self.features, cls=self.classifier, disc=self.discriminator)
 
     def optimizer_overrides(self):
         return new_layer_overrides(self.groups, self.head_optimizer)

@@ -26,13 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from uda.config.base import nonneg, positive, widths
-from uda.config.optimizer import OptimizerConfig, adam
 from uda.errors import ConfigError
 from uda.methods.base import Batch, Method, Stage
-from uda.methods.common import SOURCE, TARGET, domain_accuracy, domain_ce, source_ce
+from uda.methods.parts import SOURCE, TARGET, classifier_nets, domain_accuracy, domain_ce, source_ce
 from uda.methods.translator import Translator, TranslatorConfig
-from uda.nets import build_backbone, mlp, set_requires_grad
+from uda.nets import mlp, set_requires_grad
+from uda.schema.base import nonneg, positive, widths
+from uda.schema.optimizer import OptimizerConfig, adam
 
 
 class SemanticSource(str, Enum):
@@ -84,8 +84,7 @@ class CyCADA(Method):
     @classmethod
     def from_config(cls, cfg, info):
         def backbone():
-            return build_backbone(cfg.backbone, in_channels=info.channels, image_size=info.image_size,
-                                  num_classes=info.num_classes)
+            return classifier_nets(cfg, info)
 
         src_enc, src_cls, feat_dim = backbone()
         task_enc, task_cls, _ = backbone()

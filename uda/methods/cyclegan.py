@@ -19,9 +19,8 @@ import torch
 from torch import nn
 
 from uda.methods.base import Batch, Method
-from uda.methods.common import source_ce
+from uda.methods.parts import classifier_nets, source_ce
 from uda.methods.translator import Translator, TranslatorConfig
-from uda.nets import build_backbone
 
 
 @dataclass
@@ -41,8 +40,7 @@ class CycleGAN(Method):
 
     @classmethod
     def from_config(cls, cfg, info):
-        encoder, classifier, _ = build_backbone(cfg.backbone, in_channels=info.channels, image_size=info.image_size,
-                                                num_classes=info.num_classes)
+        encoder, classifier, _ = classifier_nets(cfg, info)
         return cls(cfg=cfg.method, translator=Translator(cfg.method, info), encoder=encoder, classifier=classifier)
 
     def param_groups(self):

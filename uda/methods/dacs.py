@@ -29,15 +29,15 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 
-from uda.config import SEGMENTATION, OptimizerConfig
-from uda.config.base import nonneg, unit_interval
-from uda.config.method import MethodConfig
 from uda.data.streams import step_generator
 from uda.errors import ConfigError
 from uda.losses import seg_ce
 from uda.methods.base import Batch, Method
-from uda.methods.common import ema_update, head_optimizer, pixel_accuracy, seg_groups
+from uda.methods.parts import ema_update, head_optimizer, pixel_accuracy, seg_groups
 from uda.nets.segmentation import SegNet, build_segmenter, upsample
+from uda.schema import SEGMENTATION, OptimizerConfig
+from uda.schema.base import nonneg, unit_interval
+from uda.schema.method import MethodConfig
 
 MIX_STREAM = 4  # after the index streams (1, 2) and mean teacher's augmentations (3)
 

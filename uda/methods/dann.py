@@ -19,13 +19,20 @@ from enum import Enum
 import torch
 from torch import nn
 
-from uda.config.base import nonneg, widths
-from uda.config.method import MethodConfig
-from uda.config.optimizer import OptimizerConfig
 from uda.losses import binary_accuracy, domain_bce, grad_reverse, grl_lambda
 from uda.methods.base import Batch, Method
-from uda.methods.common import adversarial_groups, feature_groups, head_optimizer, new_layer_overrides, source_ce
-from uda.nets import build_backbone, mlp
+from uda.methods.parts import (
+    classifier_nets,
+    feature_groups,
+    head_groups,
+    head_optimizer,
+    new_layer_overrides,
+    source_ce,
+)
+from uda.nets import mlp
+from uda.schema.base import nonneg, widths
+from uda.schema.method import MethodConfig
+from uda.schema.optimizer import OptimizerConfig
 
 
 class DomainReduction(str, Enum):
@@ -67,15 +74,13 @@ class DANN(Method):
 
     @classmethod
     def from_config(cls, cfg, info):
-        features, classifier, feat_dim = build_backbone(
-            cfg.backbone, in_channels=info.channels, image_size=info.image_size, num_classes=info.num_classes
-        )
+        features, classifier, feat_dim = classifier_nets(cfg, info)
         discriminator = mlp(feat_dim, cfg.method.disc_hidden, 1)
         return cls(cfg=cfg.method, features=features, classifier=classifier, discriminator=discriminator,
                    max_steps=cfg.trainer.max_steps, head_optimizer=head_optimizer(cfg))
 
     def param_groups(self):
-        return adversarial_groups(self.features, self.classifier, self.discriminator)
+        return head_groups(self.features, cls=self.classifier, disc=self.discriminator)
 
     def optimizer_overrides(self):
         return new_layer_overrides(self.groups, self.head_optimizer)

@@ -27,15 +27,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from uda.config import DANNDigitsConfig
-from uda.config.base import below_max_steps, nonneg, positive, scaled_phase, widths
-from uda.config.method import MethodConfig, one_learning_rate
 from uda.errors import ConfigError
 from uda.losses import binary_accuracy, difference_loss, domain_bce, grad_reverse, grl_lambda, mmd_rbf, simse
 from uda.methods.base import Batch, Method
-from uda.methods.common import source_ce
-from uda.nets import build_backbone, mlp
+from uda.methods.parts import classifier_nets, source_ce
+from uda.nets import mlp
 from uda.nets.dsn import Decoder, PrivateEncoder
+from uda.schema import DANNDigitsConfig
+from uda.schema.base import below_max_steps, nonneg, positive, scaled_phase, widths
+from uda.schema.method import MethodConfig, one_learning_rate
 
 
 class SimilarityLayer(str, Enum):
@@ -124,8 +124,7 @@ class DSN(Method):
     @classmethod
     def from_config(cls, cfg, info):
         m = cfg.method
-        features, head, feat_dim = build_backbone(
-            cfg.backbone, in_channels=info.channels, image_size=info.image_size, num_classes=info.num_classes)
+        features, head, feat_dim = classifier_nets(cfg, info)
         # E_c = conv layers + the head's first FC (+ReLU); G = the rest of the head
         shared = nn.Sequential(features, head[0], head[1])
         classifier = head[2:]

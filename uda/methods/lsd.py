@@ -42,15 +42,15 @@ from enum import Enum
 import torch
 import torch.nn.functional as F
 
-from uda.config import SEGMENTATION, OptimizerConfig
-from uda.config.base import below_max_steps, nonneg, positive, unit_interval
-from uda.config.method import MethodConfig
-from uda.config.optimizer import adam
 from uda.losses import l1, seg_ce
 from uda.methods.base import Batch, Method
-from uda.methods.common import head_optimizer, seg_groups, warmup_stages
+from uda.methods.parts import head_optimizer, seg_groups, warmup_stages
 from uda.nets import set_requires_grad
 from uda.nets.segmentation import FeatureDecoder, PixelDiscriminator, SegNet, SegOut, build_segmenter, forward_pair
+from uda.schema import SEGMENTATION, OptimizerConfig
+from uda.schema.base import below_max_steps, nonneg, positive, unit_interval
+from uda.schema.method import MethodConfig
+from uda.schema.optimizer import adam
 
 
 class DiscNorm(str, Enum):

@@ -19,11 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from uda.config.base import nonneg, positive
-from uda.config.method import MethodConfig
-from uda.config.optimizer import OptimizerConfig
 from uda.methods.base import Batch, Method
-from uda.methods.common import (
+from uda.methods.parts import (
     classifier_nets,
     feature_groups,
     head_groups,
@@ -31,6 +28,9 @@ from uda.methods.common import (
     new_layer_overrides,
     source_ce,
 )
+from uda.schema.base import nonneg, positive
+from uda.schema.method import MethodConfig
+from uda.schema.optimizer import OptimizerConfig
 
 
 @dataclass

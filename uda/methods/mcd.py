@@ -22,11 +22,8 @@ from enum import Enum
 import torch
 from torch import nn
 
-from uda.config.base import positive
-from uda.config.method import MethodConfig
-from uda.config.optimizer import OptimizerConfig
 from uda.methods.base import Batch, Method
-from uda.methods.common import (
+from uda.methods.parts import (
     classifier_nets,
     feature_groups,
     fresh_copy,
@@ -35,6 +32,9 @@ from uda.methods.common import (
     new_layer_overrides,
     source_ce,
 )
+from uda.schema.base import positive
+from uda.schema.method import MethodConfig
+from uda.schema.optimizer import OptimizerConfig
 
 
 class Predict(str, Enum):

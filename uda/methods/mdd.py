@@ -21,12 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from uda.config.base import nonneg, positive
-from uda.config.method import MethodConfig
-from uda.config.optimizer import OptimizerConfig
 from uda.losses import grad_reverse, grl_lambda
 from uda.methods.base import Batch, Method
-from uda.methods.common import (
+from uda.methods.parts import (
     classifier_nets,
     feature_groups,
     fresh_copy,
@@ -35,6 +32,9 @@ from uda.methods.common import (
     new_layer_overrides,
     source_ce,
 )
+from uda.schema.base import nonneg, positive
+from uda.schema.method import MethodConfig
+from uda.schema.optimizer import OptimizerConfig
 
 
 @dataclass

@@ -31,13 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from uda.config.base import nonneg, unit_interval
-from uda.config.method import MethodConfig
-from uda.config.optimizer import OptimizerConfig
 from uda.data.streams import step_generator
 from uda.errors import ConfigError
 from uda.methods.base import Batch, Method
-from uda.methods.common import (
+from uda.methods.parts import (
     classifier_nets,
     ema_update,
     feature_groups,
@@ -46,6 +43,9 @@ from uda.methods.common import (
     new_layer_overrides,
     source_ce,
 )
+from uda.schema.base import nonneg, unit_interval
+from uda.schema.method import MethodConfig
+from uda.schema.optimizer import OptimizerConfig
 
 AUGMENT_STREAM = 3  # after the source (1) and target (2) index streams
 

@@ -54,14 +54,14 @@ from enum import Enum
 import torch
 from torch import nn
 
-from uda.config import SEGMENTATION, OptimizerConfig
-from uda.config.base import below_max_steps, nonneg, positive, widths
-from uda.config.method import MethodConfig
 from uda.errors import ConfigError
 from uda.losses import domain_bce, grad_reverse, grl_lambda, seg_ce
 from uda.methods.base import Batch, Method
-from uda.methods.common import head_optimizer, seg_groups, warmup_stages
+from uda.methods.parts import head_optimizer, seg_groups, warmup_stages
 from uda.nets.segmentation import SegNet, build_segmenter, forward_pair
+from uda.schema import SEGMENTATION, OptimizerConfig
+from uda.schema.base import below_max_steps, nonneg, positive, widths
+from uda.schema.method import MethodConfig
 
 
 class TeacherNorm(str, Enum):

@@ -17,13 +17,20 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from uda.config import CLASSIFICATION, SEGMENTATION, OptimizerConfig
-from uda.config.method import MethodConfig
 from uda.losses import seg_ce
 from uda.methods.base import Batch, Method
-from uda.methods.common import feature_groups, head_groups, head_optimizer, new_layer_overrides, seg_groups, source_ce
-from uda.nets import build_backbone
+from uda.methods.parts import (
+    classifier_nets,
+    feature_groups,
+    head_groups,
+    head_optimizer,
+    new_layer_overrides,
+    seg_groups,
+    source_ce,
+)
 from uda.nets.segmentation import build_segmenter
+from uda.schema import CLASSIFICATION, SEGMENTATION, OptimizerConfig
+from uda.schema.method import MethodConfig
 
 
 @dataclass
@@ -49,9 +56,7 @@ class SourceOnly(Method):
     def from_config(cls, cfg, info):
         if info.task == SEGMENTATION:
             return SegSourceOnly.from_config(cfg, info)
-        features, classifier, _ = build_backbone(
-            cfg.backbone, in_channels=info.channels, image_size=info.image_size, num_classes=info.num_classes
-        )
+        features, classifier, _ = classifier_nets(cfg, info)
         return cls(cfg=cfg.method, features=features, classifier=classifier, head_optimizer=head_optimizer(cfg))
 
     def param_groups(self):

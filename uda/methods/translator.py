@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from uda.config.base import nonneg, positive
-from uda.config.method import MethodConfig, one_learning_rate
-from uda.config.optimizer import OptimizerConfig, Schedule, adam
 from uda.losses import l1, lsgan
 from uda.methods.base import Batch, Optimizers
 from uda.nets import set_requires_grad
 from uda.nets.cyclegan import generator, patch_discriminator
+from uda.schema.base import nonneg, positive
+from uda.schema.method import MethodConfig, one_learning_rate
+from uda.schema.optimizer import OptimizerConfig, Schedule, adam
 
 
 @dataclass

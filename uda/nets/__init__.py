@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from uda.config import BACKBONES, BackboneConfig, DANNDigitsConfig, LeNetConfig, ResNetConfig, TimmConfig
 from uda.errors import ConfigError
 from uda.nets.digits import DANNDigitsFeatures, LeNetFeatures, mlp
+from uda.schema import BACKBONES, BackboneConfig, DANNDigitsConfig, LeNetConfig, ResNetConfig, TimmConfig
 
 __all__ = ["build_backbone", "mlp", "DANNDigitsFeatures", "set_requires_grad"]
 

@@ -22,10 +22,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from uda.config import DeepLabV2Config
 from uda.errors import ConfigError
 from uda.nets.resnet import load_local_weights
 from uda.nets.seg_base import SegNet, SegOut
+from uda.schema import DeepLabV2Config
 
 DEPTHS = (50, 101)
 

@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from uda.config import FCN8sConfig
 from uda.nets.resnet import load_local_weights
 from uda.nets.seg_base import SegNet, SegOut, upsample
+from uda.schema import FCN8sConfig
 
 
 def _conv_from_linear(linear: nn.Linear, in_channels: int, kernel: int, padding: int) -> nn.Conv2d:

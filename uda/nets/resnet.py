@@ -6,9 +6,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from uda.config import ResNetConfig
 from uda.errors import ConfigError
 from uda.io import load_failure
+from uda.schema import ResNetConfig
 
 WIDTH = {18: 512, 34: 512, 50: 2048, 101: 2048}
 

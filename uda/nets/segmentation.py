@@ -7,11 +7,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from uda.config import BackboneConfig, DeepLabV2Config, FCN8sConfig, SegSmallConfig
 from uda.errors import ConfigError
 from uda.nets.deeplab import deeplab_v2
 from uda.nets.fcn import fcn8s
 from uda.nets.seg_base import SegNet, SegOut, forward_pair, upsample
+from uda.schema import BackboneConfig, DeepLabV2Config, FCN8sConfig, SegSmallConfig
 
 __all__ = ["SegNet", "SegOut", "build_segmenter", "forward_pair", "upsample", "FeatureDecoder", "OutputDiscriminator",
            "PixelDiscriminator", "palette"]

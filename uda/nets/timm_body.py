@@ -8,9 +8,9 @@ import difflib
 
 from torch import nn
 
-from uda.config import TimmConfig
 from uda.errors import ConfigError
 from uda.nets.resnet import load_local_weights, with_head
+from uda.schema import TimmConfig
 
 
 def _create(name: str, *, in_channels: int, image_size: int) -> nn.Module:

@@ -16,8 +16,8 @@ from uda.nets import build_backbone
 from uda.nets.segmentation import SegOut, upsample
 
 if TYPE_CHECKING:
-    from uda.config import OptimizerConfig, TrainConfig
     from uda.data.pairs import PairInfo
+    from uda.schema import OptimizerConfig, TrainConfig
 
 SOURCE, TARGET = 0, 1  # the domain labels of every domain discriminator
 
@@ -84,12 +84,6 @@ def head_groups(features: nn.Module, **heads: nn.Module) -> dict[str, list[nn.Pa
     return feature_groups(features) | {name: list(head.parameters()) for name, head in heads.items()}
 
 
-def adversarial_groups(features: nn.Module, classifier: nn.Module,
-                       discriminator: nn.Module) -> dict[str, list[nn.Parameter]]:
-    """The groups of a feature extractor + classifier + domain discriminator (DANN, CDAN)."""
-    return head_groups(features, cls=classifier, disc=discriminator)
-
-
 def new_layer_overrides(groups: tuple[str, ...], head: OptimizerConfig) -> dict[str, OptimizerConfig]:
     """Every group but the pretrained body "feat" (a bottleneck "neck", classifiers, discriminators,
     adversarial heads) at ``head`` (backbone.head_lr_mult x the lr; 1x for the digit nets)."""
@@ -97,7 +91,8 @@ def new_layer_overrides(groups: tuple[str, ...], head: OptimizerConfig) -> dict[
 
 
 def classifier_nets(cfg: TrainConfig, info: PairInfo) -> tuple[nn.Module, nn.Module, int]:
-    """(features, classifier, feature width) of ``cfg.backbone`` for the pair ``info``."""
+    """(features, classifier, feature width) of ``cfg.backbone`` for the pair ``info``: how every method
+    builds its backbone (``uda.nets.build_backbone`` with the pair's channels, size and classes)."""
     return build_backbone(cfg.backbone, in_channels=info.channels, image_size=info.image_size,
                           num_classes=info.num_classes)
 

@@ -6,7 +6,8 @@ a schema cannot express. Each default is written once, in the dataclass; a YAML 
 differs. The method schemas live next to their methods (``uda/methods/<name>.py``); ``uda.compose``
 registers them all. This package imports neither torch nor torchvision.
 """
-from uda.config.backbone import (
+from uda.errors import ConfigError, UserError
+from uda.schema.backbone import (
                                  BACKBONES,
                                  BackboneConfig,
                                  DANNDigitsConfig,
@@ -17,13 +18,12 @@ from uda.config.backbone import (
                                  SegSmallConfig,
                                  TimmConfig,
 )
-from uda.config.base import CLASSIFICATION, SEGMENTATION
-from uda.config.data import DataConfig, DomainConfig
-from uda.config.method import MethodConfig
-from uda.config.optimizer import OptimizerConfig, OptimName, Schedule
-from uda.config.train import Device, TrainConfig, validate
-from uda.config.trainer import NonFinite, Precision, Progress, Select, TrainerConfig
-from uda.errors import ConfigError, UserError
+from uda.schema.base import CLASSIFICATION, SEGMENTATION
+from uda.schema.data import DataConfig, DomainConfig
+from uda.schema.method import MethodConfig
+from uda.schema.optimizer import OptimizerConfig, OptimName, Schedule
+from uda.schema.train import Device, TrainConfig, validate
+from uda.schema.trainer import NonFinite, Precision, Progress, Select, TrainerConfig
 
 __all__ = [
     "BACKBONES", "BackboneConfig", "CLASSIFICATION", "ConfigError", "DANNDigitsConfig", "DataConfig",

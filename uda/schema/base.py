@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from uda.data.domains import CLASSIFICATION, SEGMENTATION  # noqa: F401  (the tasks, defined with the domains)
+from uda.data.catalog import CLASSIFICATION, SEGMENTATION  # noqa: F401  (the tasks, defined with the domains)
 from uda.errors import ConfigError
 
 

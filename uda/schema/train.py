@@ -7,13 +7,13 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from uda.config.backbone import backbones_for
-from uda.config.base import SEGMENTATION, positive
-from uda.config.data import DataConfig
-from uda.config.method import methods_for
-from uda.config.optimizer import OptimizerConfig
-from uda.config.trainer import TrainerConfig
 from uda.errors import ConfigError
+from uda.schema.backbone import backbones_for
+from uda.schema.base import SEGMENTATION, positive
+from uda.schema.data import DataConfig
+from uda.schema.method import methods_for
+from uda.schema.optimizer import OptimizerConfig
+from uda.schema.trainer import TrainerConfig
 from uda.selection import SEGMENTATION_SELECT
 
 
@@ -27,7 +27,7 @@ class Device(str, Enum):
 class TrainConfig:
     method: Any = MISSING  # a MethodConfig subclass (uda/methods/<name>.py)
     data: DataConfig = MISSING
-    backbone: Any = MISSING  # a BackboneConfig subclass (uda/config/backbone.py)
+    backbone: Any = MISSING  # a BackboneConfig subclass (uda/schema/backbone.py)
     optimizer: OptimizerConfig = MISSING
     trainer: TrainerConfig = MISSING
     seed: int = 0  # network initialisation, batch order and every random draw of the run

@@ -1,5 +1,5 @@
 """Data root, checksums, cached builds and image decoding shared by the dataset readers (torch is imported
-only inside the functions that need it: ``uda.data.domains`` imports this module)."""
+only inside the functions that need it: ``uda.data.catalog`` imports this module)."""
 from __future__ import annotations
 
 import hashlib

@@ -4,7 +4,7 @@
 ``classes``) and by ``uda data list | verify | prepare`` (``notes``, ``status``, ``verify``, ``prepare``).
 Adding a dataset: its reader module, one ``DomainSpec`` here, and a pair in ``uda/configs/data/``.
 
-This module imports neither torch, the readers nor ``uda.config`` (which reads it): each function below
+This module imports neither torch, the readers nor ``uda.schema`` (which reads it): each function below
 imports its reader when called, so that validating a config stays fast.
 """
 from __future__ import annotations
@@ -15,11 +15,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from uda.data.common import DataError
+from uda.data.files import DataError
 from uda.data.published import PUBLISHED
 
 # the two tasks: a pair (from its domains), a backbone and a method each declare theirs, and validation
-# matches them (uda.config re-exports these)
+# matches them (uda.schema re-exports these)
 CLASSIFICATION, SEGMENTATION = "classification", "segmentation"
 
 
@@ -64,7 +64,7 @@ def _mnist_status(root):
 
 
 def _mnist_verify(root):
-    from uda.data.common import verify
+    from uda.data.files import verify
     from uda.data.mnist import MNIST_SHA256, raw_dir
 
     for fn, digest in MNIST_SHA256.items():

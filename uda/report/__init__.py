@@ -24,17 +24,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-from uda import stats
-from uda.runs import Group, Run, baseline, find_runs, group_runs
-from uda.selection import (
-    CRITERIA,
-    LABEL_FREE,
-    metric_of,
-    run_correlation,
-    run_regret,
-    select,
-    sweep_select,
-)
+from uda.report import stats
+from uda.report.runs import Group, Run, baseline, find_runs, group_runs
+from uda.report.trust import run_correlation, run_regret, sweep_select
+from uda.selection import CRITERIA, LABEL_FREE, metric_of, select
 
 COLUMNS = ("last", *LABEL_FREE, "oracle")
 # published target accuracies (../METHODS.md), keyed by (method, pair)
@@ -49,7 +42,7 @@ SELECTION_COLUMNS = ("pair", "criterion", "recommended", "chosen", "target_mean"
 
 def recommended_criterion() -> str:
     """The criterion ``uda`` recommends: the default of ``trainer.select`` (why: README, docs/notes/selection.md)."""
-    from uda.config.trainer import TrainerConfig
+    from uda.schema.trainer import TrainerConfig
 
     return TrainerConfig().select.value
 
@@ -311,7 +304,7 @@ def write_csv(groups: list[Group], path: Path) -> None:
 def report(dirs: list[Path], out: Path | None = None, *, figures: bool = True) -> dict[str, Any]:
     """Collect, print rich tables, write report.md / report.csv / criteria.csv / selection.csv and the
     figures into ``out``."""
-    from uda import figures as figs
+    from uda.report import figures as figs
 
     runs = find_runs(dirs)
     if not runs:

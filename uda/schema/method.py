@@ -7,8 +7,8 @@ from typing import ClassVar
 
 from omegaconf import MISSING
 
-from uda.config.base import CLASSIFICATION
 from uda.errors import ConfigError
+from uda.schema.base import CLASSIFICATION
 
 
 @dataclass

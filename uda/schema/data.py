@@ -1,4 +1,4 @@
-"""``data``: a domain pair (``configs/data/``); its domains are entries of ``uda.data.domains.DOMAINS``."""
+"""``data``: a domain pair (``configs/data/``); its domains are entries of ``uda.data.catalog.DOMAINS``."""
 from __future__ import annotations
 
 import math
@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
-from uda.config.base import SEGMENTATION
-from uda.data.domains import DOMAINS, spec
+from uda.data.catalog import DOMAINS, spec
 from uda.errors import ConfigError
+from uda.schema.base import SEGMENTATION
 
 
 @dataclass

@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from uda.config.base import positive
 from uda.errors import ConfigError
+from uda.schema.base import positive
 from uda.selection import LABEL_FREE
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from uda.config.base import nonneg, positive, unit_interval
 from uda.errors import ConfigError
+from uda.schema.base import nonneg, positive, unit_interval
 
 
 class OptimName(str, Enum):
