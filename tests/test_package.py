@@ -56,6 +56,18 @@ def test_layers_only_point_down(layer, forbidden):
     assert not bad, bad
 
 
+def test_schema_reads_only_the_domain_catalog_which_loads_no_reader():
+    """The one arrow from schema/ to data/ goes to the catalog, which loads no reader and no torch."""
+    graph = imports()
+    from_schema = {d for m in graph if m.startswith("uda.schema") for d in graph[m] if d.startswith("uda.data")}
+    assert from_schema <= {"uda.data.catalog"}, from_schema
+    code = "import sys, uda.data.catalog; print(sorted(m for m in sys.modules if m.split('.')[0] in ('uda', 'torch')))"
+    loaded = set(eval(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout))
+    readers = {m for m in loaded if m.startswith("uda.data.")} - {"uda.data.catalog", "uda.data.files",
+                                                                   "uda.data.published"}
+    assert not readers and not any(m.startswith("torch") for m in loaded), loaded
+
+
 def test_the_wheel_ships_every_config_file(tmp_path):
     src = tmp_path / "src"
     shutil.copytree(ROOT, src / "uda", ignore=shutil.ignore_patterns("__pycache__"))

@@ -135,11 +135,11 @@ def announce(conf, run_dir: Path) -> None:
         root = data_root(d.root)
         states = []
         for name in dict.fromkeys((d.source.name, d.target.name)):
-            spec = DOMAINS.get(name)
-            if spec is not None and spec.status is not None:
-                state, where = spec.status(root)
+            dom = DOMAINS.get(name)
+            if dom is not None and dom.listed:
+                state, where = dom.status(root)
                 states.append(f"{name} present ({where})" if state == "present" else
-                              f"{name} missing: {spec.first_use or 'put its files in place (uda data list)'}")
+                              f"{name} missing: {dom.first_use or 'put its files in place (uda data list)'}")
         log.info("data root %s%s; %s", root, "" if root.exists() else " (created on first use)", "; ".join(states))
     log.info("run directory: %s", run_dir)
 
@@ -178,7 +178,7 @@ def run_train(cfg) -> float:
         if summary is None:
             summary, trained = train(conf, run_dir), True
     except UserError as e:
-        # exit status: 2 bad input, 3 non-finite losses, 128+signal after a requested stop (checkpoint safe)
+        # exit: 2 bad input, 3 non-finite losses, 128+signal after a requested stop (checkpoint kept)
         code = getattr(e, "exit_code", 2)
         print(f"uda: {e}" if code >= 128 else f"uda: error: {e}", file=sys.stderr)
         sys.exit(code)

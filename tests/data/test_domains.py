@@ -3,14 +3,21 @@
 import pytest
 
 from helpers import cli, make_cfg, write_usps
-from uda.data.catalog import DOMAINS, LISTED
+from uda.data.catalog import DOMAINS, LISTED, Family
 from uda.schema import CLASSIFICATION, SEGMENTATION, ConfigError, validate
 
 
 def test_every_domain_has_a_task_a_loader_and_notes_and_uda_data_lists_all_but_custom():
-    for name, spec in DOMAINS.items():
-        assert spec.name == name and spec.task in (CLASSIFICATION, SEGMENTATION) and callable(spec.load) and spec.notes
-        assert (spec.classes is not None) == (spec.task == SEGMENTATION)
+    for name, dom in DOMAINS.items():
+        assert dom.name == name and dom.task in (CLASSIFICATION, SEGMENTATION) and dom.notes
+        assert type(dom).load is not Family.load, f"{name} does not say how it loads"
+        if dom.task == SEGMENTATION:  # names its classes (the 16-class protocol: GTA5, SYNTHIA and Cityscapes)
+            assert all(isinstance(c, str) for c in dom.classes(16)) and len(dom.classes(16)) >= 2
+        else:
+            with pytest.raises(NotImplementedError, match=f"{name} names no classes"):
+                dom.classes(10)
+        if dom.listed:  # uda data says where it is and checks it
+            assert all(getattr(type(dom), f) is not getattr(Family, f) for f in ("status", "verify")), name
     assert set(LISTED) == set(DOMAINS) - {"custom"}
     read_from_files = {"gta5", "synthia", "cityscapes", "visda17_train", "visda17_validation"}
     read_from_files |= {f"officehome_{d}" for d in ("art", "clipart", "product", "realworld")}

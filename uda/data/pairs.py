@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
-from uda.data.catalog import DOMAINS, spec
+from uda.data.catalog import DOMAINS, Family, spec
 from uda.data.domain import Domain, TensorDomain
 from uda.data.files import checked_root, data_root
 from uda.data.image_files import FileSplits, file_domain
@@ -33,7 +34,7 @@ class PairInfo:
     num_classes: int
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
-    # CLASSIFICATION (labels per image, accuracy) | SEGMENTATION (labels per pixel, 255 = ignore, mIoU)
+    # CLASSIFICATION (a label per image, accuracy) | SEGMENTATION (per pixel, 255 ignored, mIoU)
     task: str = CLASSIFICATION
     class_names: tuple[str, ...] = ()
 
@@ -60,11 +61,10 @@ def _harmonise(x: torch.Tensor, channels: int, size: int) -> torch.Tensor:
     raise ConfigError(f"cannot turn {x.shape[1]}-channel images into {channels} channels")
 
 
-def _raw(role: str, cfg: DataConfig, cache: dict) -> tuple[Splits, list[str] | None] | FileSplits:
-    """A classification domain as its reader gives it: a memory domain's splits (with class folder names where
-    it has folders), or a file-backed domain's samples (``FileSplits``)."""
-    dom = spec(getattr(cfg, role).name, f"data.{role}.name")
-    return dom.load(checked_root(cfg.root, dom.name) if dom.needs_root else data_root(cfg.root), cfg, role, cache)
+def _root(cfg: DataConfig, doms: dict[str, Family]) -> Path:
+    """The pair's data root, checked (it must exist when chosen) where a domain reads from it."""
+    needing = [dom.name for dom in doms.values() if dom.needs_root]
+    return checked_root(cfg.root, needing[0]) if needing else data_root(cfg.root)
 
 
 def _finish(name: str, splits: Splits, cfg: DataConfig, channels: int, size: int, n_classes: int) -> TensorDomain:
@@ -89,24 +89,19 @@ def _finish(name: str, splits: Splits, cfg: DataConfig, channels: int, size: int
     return TensorDomain(name, xtr[:n_tr], ytr[:n_tr], xte, yte, xtr[n_tr:], ytr[n_tr:])
 
 
-def _class_names(cfg: DataConfig) -> tuple[str, ...]:
-    return spec(cfg.source.name).classes(cfg.num_classes)
-
-
-def _build_file_pair(cfg: DataConfig) -> tuple[Domain, Domain, PairInfo]:
+def _build_file_pair(cfg: DataConfig, doms: dict[str, Family]) -> tuple[Domain, Domain, PairInfo]:
     """Segmentation pairs read lazily from files (GTA5, SYNTHIA, Cityscapes)."""
-    root = checked_root(cfg.root, cfg.source.name)
-    doms = []
-    for role in ("source", "target"):
-        dom = spec(getattr(cfg, role).name, f"data.{role}.name")
+    root = _root(cfg, doms)
+    for role, dom in doms.items():
         if not dom.files:
             raise ConfigError(f"data.{role}.name={dom.name}: a file-backed pair needs file-backed domains on both "
                               f"sides ({', '.join(n for n, d in DOMAINS.items() if d.files)})")
-        doms.append(dom.load(root, cfg, role))
+    source, target = (dom.load(root, cfg, role, {}) for role, dom in doms.items())
     # image_size 0: the domains keep their own [height, width] (no square crop)
     info = PairInfo(cfg.name, cfg.source.name, cfg.target.name, 3, 0, cfg.num_classes, tuple(cfg.mean or [0.5] * 3),
-                    tuple(cfg.std or [0.5] * 3), task=SEGMENTATION, class_names=_class_names(cfg))
-    return doms[0], doms[1], info
+                    tuple(cfg.std or [0.5] * 3), task=SEGMENTATION,
+                    class_names=doms["source"].classes(cfg.num_classes))
+    return source, target, info
 
 
 def _channels(raw) -> int:
@@ -129,10 +124,12 @@ def _count_classes(raw) -> int:
 def build_pair(cfg: DataConfig) -> tuple[Domain, Domain, PairInfo]:
     """Both domains, harmonised to one image size and channel count; 0 in the config = the source's size and
     the richer channel count of the two (RGB if either is RGB, so that an RGB domain is never turned grey)."""
-    if cfg.task == SEGMENTATION and (spec(cfg.source.name).files or spec(cfg.target.name).files):
-        return _build_file_pair(cfg)
-    cache: dict = {}
-    raw = {role: _raw(role, cfg, cache) for role in ("source", "target")}  # (splits, class names) or FileSplits
+    doms = {role: spec(getattr(cfg, role).name, f"data.{role}.name") for role in ("source", "target")}
+    task = doms["source"].task
+    if task == SEGMENTATION and any(dom.files for dom in doms.values()):
+        return _build_file_pair(cfg, doms)
+    root, cache = _root(cfg, doms), {}
+    raw = {role: dom.load(root, cfg, role, cache) for role, dom in doms.items()}  # (splits, names) or FileSplits
     if cfg.image_size:
         size = cfg.image_size
     elif isinstance(raw["source"], FileSplits):
@@ -163,8 +160,8 @@ def build_pair(cfg: DataConfig) -> tuple[Domain, Domain, PairInfo]:
         raise ConfigError(f"data.mean / data.std need one value per channel ({channels}), got {mean} / {std}")
     source, target = (_domain(getattr(cfg, role).name, raw[role], cfg, channels, stored, n_classes)
                       for role in ("source", "target"))
-    task = spec(cfg.source.name).task
-    names = _class_names(cfg) if task == SEGMENTATION else _classification_names(s_classes or t_classes, n_classes)
+    names = (doms["source"].classes(n_classes) if task == SEGMENTATION
+             else _classification_names(s_classes or t_classes, n_classes))
     info = PairInfo(cfg.name, cfg.source.name, cfg.target.name, channels, size, n_classes, tuple(mean), tuple(std),
                     task=task, class_names=names)
     return source, target, info

@@ -4,8 +4,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from uda.data.catalog import CLASSIFICATION, SEGMENTATION  # noqa: F401  (the tasks, defined with the domains)
 from uda.errors import ConfigError
+
+# the tasks: a domain, a backbone and a method declare theirs; validation matches them
+CLASSIFICATION, SEGMENTATION = "classification", "segmentation"
 
 
 def positive(value: Any, what: str) -> None:

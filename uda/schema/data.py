@@ -1,4 +1,6 @@
-"""``data``: a domain pair (``configs/data/``); its domains are entries of ``uda.data.catalog.DOMAINS``."""
+"""``data``: a domain pair (``configs/data/``); its domains are entries of ``uda.data.catalog.DOMAINS``.
+
+The catalog is read inside the functions: it imports this package's tasks, and imports no torch either."""
 from __future__ import annotations
 
 import math
@@ -6,7 +8,6 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
-from uda.data.catalog import DOMAINS, spec
 from uda.errors import ConfigError
 from uda.schema.base import SEGMENTATION
 
@@ -16,10 +17,11 @@ class DomainConfig:
     # a built-in domain (uda data list), or "custom": your own data at `path`
     name: str = MISSING
     # custom: an ImageFolder tree (train/<class>/..., test/<class>/...) or an .npz file with
-    # x_train, y_train, x_test, y_test (uint8 N x H x W [x C]; a target's y_train may be absent), or a
-    # list file (.txt, one "relative/path.jpg label" per line, paths relative to its folder), read from files
+    # x_train, y_train, x_test, y_test (uint8 N x H x W [x C]; a target's y_train may be
+    # absent), or a list file (.txt, one "relative/path.jpg label" per line, paths relative to
+    # its folder), read from files
     path: str = ""
-    # a custom list file's test split, another list ("" = the same list: train and test are the whole domain)
+    # a custom list file's test split ("" = the same list: both are the whole domain)
     test_path: str = ""
 
 
@@ -28,46 +30,52 @@ class DataConfig:
     name: str = MISSING  # the pair, "<source>_<target>"
     source: DomainConfig = field(default_factory=DomainConfig)
     target: DomainConfig = field(default_factory=DomainConfig)
-    # where datasets live (and the offline MNIST-M build is cached); "" = $UDA_DATA or ~/.cache/uda
+    # where datasets live and builds are cached; "" = $UDA_DATA or ~/.cache/uda
     root: str = ""
     # the network's input size; 0 = take it from the source domain
     image_size: int = 0
-    # the size images are stored at in memory (square); larger than image_size: crops are taken
-    # (random with `augment`, else central), as in the usual Resize(256) + Crop(224); 0 = image_size
+    # the size images are stored at (square; 0 = image_size); larger: crops are taken (random
+    # with `augment`, else central), as the usual Resize(256) + Crop(224)
     load_size: int = 0
-    # train-time augmentation on the fly: random crop to image_size + horizontal flip, derived from
-    # (seed, step) so a resumed run sees the same crops; evaluation uses the central crop
+    # train-time augmentation on the fly: random crop to image_size + horizontal flip, derived
+    # from (seed, step) so a resumed run sees the same crops; evaluation uses the central crop
     augment: bool = False
     channels: int = 0  # 1 or 3; 0 = the source's
     num_classes: int = 0  # 0 = from the source's labels
-    # the same normalisation for both domains: x = (x/255 - mean) / std, per channel ([] = 0.5 each)
+    # both domains: x = (x/255 - mean) / std per channel ([] = 0.5 each)
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
     train_subset: int = 0  # use only the first N training images of each domain (0 = all); for smoke runs
     test_subset: int = 0  # use only the first N test images of each domain (0 = all)
-    # the last N images of each domain's train split (at most a fifth) are held out for label-free
-    # model selection: source validation accuracy, and target scores that never read target labels
+    # the last N images of each domain's train split (at most a fifth) are held out for
+    # label-free model selection: source validation accuracy, and target scores that never
+    # read target labels
     val_size: int = 1000
-    # check files that have a published version against its checksum (false: use a modified copy)
+    # check files against their published checksums (false: use a modified copy)
     verify: bool = True
     # put the in-memory datasets on the training device (no host->device copy per step)
     on_device: bool = True
-    # file-backed segmentation domains (gta5, synthia, cityscapes): [height, width] the images are
-    # resized to for training and evaluation (labels: nearest; Cityscapes val labels stay full size)
+    # file-backed segmentation domains (gta5, synthia, cityscapes): [height, width] the images
+    # are resized to for training and evaluation (labels: nearest; Cityscapes val labels stay
+    # full size)
     source_size: list[int] = field(default_factory=list)
     target_size: list[int] = field(default_factory=list)
     # DataLoader worker processes for file-backed domains (0 = read in the training process)
     workers: int = 0
-    # DomainNet: read <domain>_train<suffix>.txt and <domain>_test<suffix>.txt (e.g. the lists of the 126-class
-    # subset you supply; data.num_classes 0 takes the count from the lists)
+    # DomainNet: read <domain>_train<suffix>.txt and <domain>_test<suffix>.txt (e.g. the lists
+    # of the 126-class subset you supply; data.num_classes 0 takes the count from the lists)
     list_suffix: str = ""
 
     @property
     def task(self) -> str:
         """The pair's task, its source domain's (CLASSIFICATION or SEGMENTATION)."""
+        from uda.data.catalog import DOMAINS
+
         return DOMAINS[self.source.name].task
 
     def check(self) -> None:
+        from uda.data.catalog import DOMAINS, spec
+
         for key in ("image_size", "num_classes"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"data.{key} must be > 0, or 0 to take it from the source domain; got "
@@ -122,6 +130,8 @@ def benchmark_pairs() -> dict[str, DataConfig]:
     ImageNet normalisation, as Transfer-Learning-Library's runs. Office-Home trains and tests on whole domains
     (no held-out split); DomainNet has train / test lists, and its class count comes from them (345, or the 126
     of the subset's lists with ``data.list_suffix``). ``data=visda17`` is a YAML file (one pair)."""
+    from uda.data.catalog import DOMAINS
+
     def pair(kind: str, s: str, t: str, **kw) -> tuple[str, DataConfig]:
         name = f"{kind}_{s}_{t}"
         return name, DataConfig(name=name, source=DomainConfig(f"{kind}_{s}"), target=DomainConfig(f"{kind}_{t}"),
