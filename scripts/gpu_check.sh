@@ -23,7 +23,7 @@ if [ "${1:-}" = "--prepare" ]; then
   # the packages the device image lacks (pure Python; versions as pinned here)
   python -m pip wheel -q --no-deps -w .gpu/wheels hydra-core==1.3.8 omegaconf==2.3.1 \
     antlr4-python3-runtime==4.9.3 cityscapesscripts==2.3.0
-  root=$(python -c "from uda.data.common import data_root; print(data_root())")
+  root=$(python -c "from uda.data.files import data_root; print(data_root())")
   python -c "from uda.data.mnist import ensure_mnist; from pathlib import Path; ensure_mnist(Path('$root'))"
   tar -czf .gpu/mnist_raw.tar.gz -C "$root/MNIST/raw" .
   du -sh .gpu
