@@ -112,7 +112,7 @@ def compose_job(overrides: list[str], *, config_dir: str | None = None, config_n
             raise ConfigError(_first_line(e)) from None
 
 
-# --------------------------------------------------------------------------- errors as one line
+# ---------- errors as one line
 def unknown_keys(cfg, prefix: str = "") -> list[tuple[str, list[str]]]:
     """(key, the schema's keys there) for every key of a typed node that its dataclass lacks: what ``+key=v``
     (or ``++``) adds past the schema, which Hydra accepts and uda refuses."""

@@ -66,7 +66,7 @@ def prepare_eval(run_dir: Path, data: str | None = None, overrides: list[str] | 
     device = resolve_device(cfg.device)
     source, target, info = build_pair(cfg.data)
     method = get_method(cfg.method.name).from_config(cfg, info).to(device)
-    # the run's precision and memory layout as they resolve here (on the run's machine: the scores it recorded)
+    # the run's precision and layout as resolved here (on its own machine: its recorded scores)
     choice = choose(cfg, device)
     if choice.channels_last:
         method = method.to(memory_format=torch.channels_last)
@@ -109,7 +109,7 @@ def run_eval(run_dir: Path, checkpoint: str = "last", data: str | None = None,
     result = {"run": str(run_dir), "checkpoint": str(path), "step": scores.pop("step"), "method": ev.cfg.method.name,
               "data": ev.cfg.data.name, **scores}
     out = run_dir / f"eval_{path.stem}_{ev.cfg.data.name}.json"
-    try:  # the result is printed whatever happens here; a read-only run directory only loses the file
+    try:  # the result is printed anyway; a read-only run directory only loses the file
         write_durable((json.dumps(result, indent=2) + "\n").encode(), out)
         result["written_to"] = str(out)
     except OSError as e:

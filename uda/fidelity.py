@@ -6,8 +6,8 @@ its paper unnoticed. Keys the papers leave open (step budgets, loss weights nobo
 """
 from __future__ import annotations
 
-# Ganin et al. 2016, Sec. 5.2.2 and Fig. 4 (MNIST net), Eq. 18 (the domain loss: mean over source + mean
-# over target); batch 128 = 64 source + 64 target
+# Ganin et al. 2016, Sec. 5.2.2 and Fig. 4 (MNIST net), Eq. 18 (the domain loss: mean over
+# source + mean over target); batch 128 = 64 source + 64 target
 _DANN = {
     "backbone.name": "dann_mnist", "backbone.conv_channels": [32, 48], "backbone.cls_hidden": [100, 100],
     "method.disc_hidden": [100], "method.adv_weight": 1.0, "method.grl_gamma": 10.0,
@@ -34,8 +34,9 @@ _ADAPTSEGNET = {
     "method.disc_optimizer.betas": [0.9, 0.99], "method.disc_optimizer.schedule": "poly",
 }
 
-# Vu et al. 2019 and the official valeoai/ADVENT configs: multi-level, lambda_seg 0.1, lambda_adv and lambda_ent
-# 0.001 / 0.0002, the segmenter SGD 2.5e-4 poly 0.9, D Adam 1e-4 betas (0.9, 0.99) poly
+# Vu et al. 2019 and the official valeoai/ADVENT configs: multi-level, lambda_seg 0.1,
+# lambda_adv and lambda_ent 0.001 / 0.0002, the segmenter SGD 2.5e-4 poly 0.9, D Adam 1e-4
+# betas (0.9, 0.99) poly
 _ADVENT = {
     "method.mode": "advent", "method.multi_level": True, "method.seg_aux_weight": 0.1, "method.adv_weight": 0.001,
     "method.adv_aux_weight": 0.0002, "method.ent_weight": 0.001, "method.ent_aux_weight": 0.0002, "method.ndf": 64,
@@ -45,8 +46,9 @@ _ADVENT = {
     "method.disc_optimizer.betas": [0.9, 0.99], "method.disc_optimizer.schedule": "poly",
 }
 
-# Tranheden et al. 2021 and the official vikolss/DACS code: EMA min(1 - 1/(t+1), 0.99), confidence 0.968, the
-# mixed loss at weight 1, jitter 0.25 (p 0.8), blur p 0.5 sigma 0.15-1.15, SGD 2.5e-4 poly 0.9
+# Tranheden et al. 2021 and the official vikolss/DACS code: EMA min(1 - 1/(t+1), 0.99),
+# confidence 0.968, the mixed loss at weight 1, jitter 0.25 (p 0.8), blur p 0.5 sigma
+# 0.15-1.15, SGD 2.5e-4 poly 0.9
 _DACS = {
     "method.ema_max": 0.99, "method.confidence": 0.968, "method.unsup_weight": 1.0, "method.jitter": 0.25,
     "method.jitter_p": 0.8, "method.blur_p": 0.5, "method.blur_sigma": [0.15, 1.15],
@@ -57,31 +59,34 @@ _DACS = {
 PAPER: dict[str, dict[str, object]] = {
     "source_only": {},  # no paper: the same net and optimizer as the run's, on labelled source alone
     "dann": _DANN,
-    # Long et al. 2018 and the official thuml/CDAN digits scripts: D one FC500 on T(f, g), random d = 500,
-    # reversal 0 -> 1 (alpha 10) over 10k iterations, trade-off 1, SGD lr 0.01, batch 64
+    # Long et al. 2018 and the official thuml/CDAN digits scripts: D one FC500 on T(f, g),
+    # random d = 500, reversal 0 -> 1 (alpha 10) over 10k iterations, trade-off 1, SGD lr
+    # 0.01, batch 64
     "cdan": {
         "method.adv_weight": 1.0, "method.grl_gamma": 10.0, "method.grl_horizon": 10000, "method.disc_hidden": [500],
         "method.random_dim": 500, "optimizer.name": "sgd", "optimizer.lr": 0.01, "trainer.batch_size": 64,
     },
-    # Jin et al. 2020 and the official thuml/Versatile-Domain-Adaptation code: T = 2.5, trade-off 1
+    # Jin et al. 2020, thuml/Versatile-Domain-Adaptation: T = 2.5, trade-off 1
     "mcc": {"method.temperature": 2.5, "method.mcc_weight": 1.0},
-    # Zhang et al. 2019 and the official thuml/MDD code: gamma 4 (its Office-31 value), the reversal
-    # 0 -> 0.1 as 0.2 / (1 + exp(-i / 1000)) - 0.1
+    # Zhang et al. 2019 and the official thuml/MDD code: gamma 4 (its Office-31 value), the
+    # reversal 0 -> 0.1 as 0.2 / (1 + exp(-i / 1000)) - 0.1
     "mdd": {"method.margin": 4.0, "method.trade_off": 0.1, "method.grl_alpha": 1.0, "method.grl_horizon": 1000},
-    # Saito et al. 2018 and the official mil-tokyo/MCD_DA digits code: n = 4, Adam 2e-4, weight decay 5e-4,
-    # batch 128
+    # Saito et al. 2018 and the official mil-tokyo/MCD_DA digits code: n = 4, Adam 2e-4,
+    # weight decay 5e-4, batch 128
     "mcd": {"method.num_k": 4, "optimizer.name": "adam", "optimizer.lr": 2e-4, "optimizer.weight_decay": 5e-4,
             "trainer.batch_size": 128},
-    # French et al. 2018 and the official Britefury/self-ensemble-visual-domain-adapt code: its confidence
-    # thresholding runs (threshold 0.96837722, no ramp-up), standardised images, affine 0.1, translation 2 px,
-    # noise 0.1, unsupervised weight 3, EMA 0.99, Adam 1e-3, batch 256
+    # French et al. 2018 and the official Britefury/self-ensemble-visual-domain-adapt code:
+    # its confidence thresholding runs (threshold 0.96837722, no ramp-up), standardised
+    # images, affine 0.1, translation 2 px, noise 0.1, unsupervised weight 3, EMA 0.99, Adam
+    # 1e-3, batch 256
     "mean_teacher": {
         "method.confidence_thresh": 0.96837722, "method.teacher_alpha": 0.99, "method.unsup_weight": 3.0,
         "method.standardise": True, "method.affine_std": 0.1, "method.translate": 2.0, "method.noise_std": 0.1,
         "method.predict": "teacher", "optimizer.name": "adam", "optimizer.lr": 1e-3, "trainer.batch_size": 256,
     },
-    # Bousmalis et al. 2016, Sec. 4 / supplementary (optimizer, batch, similarity on h_c); the official code
-    # (tensorflow/models domain_separation): weight decay 1e-6, its MNIST -> MNIST-M gamma_weight 0.251175
+    # Bousmalis et al. 2016, Sec. 4 / supplementary (optimizer, batch, similarity on h_c); the
+    # official code (tensorflow/models domain_separation): weight decay 1e-6, its MNIST ->
+    # MNIST-M gamma_weight 0.251175
     "dsn": {
         "backbone.name": "dann_mnist", "method.similarity": "dann", "method.similarity_layer": "code",
         "method.recon": "simse", "method.gamma": 0.25, "method.difference_normalise": True,
@@ -105,10 +110,10 @@ PAPER: dict[str, dict[str, object]] = {
     "adaptsegnet": _ADAPTSEGNET,
     "advent": _ADVENT,
     "dacs": _DACS,
-    # Chen et al. 2018: no official code; the paper's L2 distillation on target and a grid of region
-    # classifiers behind gradient reversal (its weights are not given: ours)
+    # Chen et al. 2018: no official code; the paper's L2 distillation on target and a grid of
+    # region classifiers behind gradient reversal (its weights are not given: ours)
     "road": {"method.teacher_norm": "student"},
-    # Sankaranarayanan et al. 2018, Sec. 4: F/C Adam 1e-5, G/D Adam 2e-4, beta1 0.7, adversarial weight 0.1
+    # Sankaranarayanan et al. 2018, Sec. 4: F/C Adam 1e-5, G/D Adam 2e-4, beta1 0.7, adv 0.1
     "lsd": {
         "method.adv_weight": 0.1, "optimizer.name": "adam", "optimizer.lr": 1e-5, "optimizer.betas": [0.7, 0.999],
         "method.gan_optimizer.name": "adam", "method.gan_optimizer.lr": 2e-4,
@@ -116,7 +121,7 @@ PAPER: dict[str, dict[str, object]] = {
     },
 }
 
-# the ``+experiment=<name>`` recipes that spell out a paper's full setting: what they must hold on top
+# ``+experiment=<name>`` recipes of a paper's full setting: what they hold on top
 PAPER_RECIPES: dict[str, dict[str, object]] = {
     "dann_mnist_mnistm_paper": _DANN | {"trainer.max_steps": 10000},
     "dsn_mnist_mnistm_paper": {"method.adapt_start": 10000, "trainer.batch_size": 32, "optimizer.schedule": "step"},
@@ -147,10 +152,12 @@ PAPER_RECIPES: dict[str, dict[str, object]] = {
     "lsd_synthia_cityscapes": {"backbone.name": "fcn8s", "optimizer.lr": 1e-5, "method.gan_optimizer.lr": 2e-4},
 }
 
-# Transfer-Learning-Library's published runs on the file-backed benchmarks (its examples/domain_adaptation/
-# image_classification/<method>.sh with the defaults of <method>.py): SGD with Nesterov momentum, the body at
-# 0.1 x the new layers' learning rate, lr (1 + gamma i)^-0.75 (our dann schedule, sched_alpha = gamma x steps),
-# epochs x iterations per epoch as steps. The differences that remain are in docs/fidelity.md#tllib-recipes.
+# Transfer-Learning-Library's published runs on the file-backed benchmarks (its
+# examples/domain_adaptation/ image_classification/<method>.sh with the defaults of
+# <method>.py): SGD with Nesterov momentum, the body at 0.1 x the new layers' learning
+# rate, lr (1 + gamma i)^-0.75 (our dann schedule, sched_alpha = gamma x steps), epochs x
+# iterations per epoch as steps. The differences that remain are in
+# docs/fidelity.md#tllib-recipes.
 _TLLIB = {"optimizer.nesterov": True, "backbone.head_lr_mult": 10.0, "optimizer.schedule": "dann",
           "backbone.dropout": 0.0}
 

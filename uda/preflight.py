@@ -19,8 +19,9 @@ from uda.compose import compose_job, parse_overrides
 from uda.schema import ConfigError, TrainConfig, validate
 from uda.schema.train import resume_problem
 
-# Hydra flags after which nothing is trained or written: composition is checked (so --cfg job shows what a
-# recipe composes to, valid or not), the settings and the directories are not
+# Hydra flags after which nothing is trained or written: composition is checked (so --cfg
+# job shows what a recipe composes to, valid or not), the settings and the directories are
+# not
 DRY = ("cfg", "info", "hydra_help", "shell_completion")
 
 

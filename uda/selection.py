@@ -19,11 +19,11 @@ if TYPE_CHECKING:
     import torch
 
 CLASSIFICATION, SEGMENTATION = "classification", "segmentation"  # (uda.schema.base's; no import cycle)
-# MixVal (official defaults): the mixing weight of the dominant image, and the batch within which each
-# image is paired with its mirror
+# MixVal (official defaults): the mixing weight of the dominant image, and the batch
+# within which each image is paired with its mirror
 MIXVAL_LAMBDA, MIXVAL_BATCH = 0.55, 128
-# MaNo (official defaults): the norm's order, and the uncertainty threshold above which the logits are
-# normalised by softmax (else by the order-2 Taylor expansion of exp)
+# MaNo (official defaults): the norm's order, and the uncertainty threshold above which
+# the logits are normalised by softmax (else by the order-2 Taylor expansion of exp)
 MANO_ORDER, MANO_THRESHOLD = 4, 5.0
 
 
@@ -127,7 +127,7 @@ TABLE: tuple[Criterion, ...] = (
 BY_NAME = {c.name: c for c in TABLE}
 LABEL_FREE = tuple(BY_NAME)
 SEGMENTATION_SELECT = tuple(c.name for c in TABLE if SEGMENTATION in c.tasks)
-# criterion -> (metrics.jsonl key, True if higher is better); "oracle" reads the target test labels (reference)
+# criterion -> (metrics.jsonl key, higher is better); "oracle" reads target test labels
 CRITERIA: dict[str, tuple[str, bool]] = {c.name: (c.key, c.higher) for c in TABLE} | {"oracle": ("target_acc", True)}
 
 

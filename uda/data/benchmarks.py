@@ -32,7 +32,7 @@ DOMAINNET_CLASSES = 345
 
 
 
-# ----------------------------------------------------------------------------------------- Office-Home
+# ---------- Office-Home
 def officehome_folder(root: Path, name: str) -> Path:
     return Path(root) / "officehome" / OFFICEHOME[name]
 
@@ -54,7 +54,7 @@ def describe_officehome(root: Path, name: str, *, strict: bool = False) -> str:
     return f"{folder}: {len(whole.classes)} class folders, {len(whole)} images"
 
 
-# ------------------------------------------------------------------------------------------ VisDA-2017
+# ---------- VisDA-2017
 def visda_list(root: Path, name: str) -> Path:
     return Path(root) / "visda17" / VISDA[name] / "image_list.txt"
 
@@ -75,7 +75,7 @@ def describe_visda17(root: Path, name: str, *, strict: bool = False) -> str:
     return f"{visda_list(root, name)}: {len(whole)} images, {n_classes} classes"
 
 
-# ------------------------------------------------------------------------------------------- DomainNet
+# ---------- DomainNet
 def domainnet_list(root: Path, name: str, split: str, suffix: str = "") -> Path:
     return Path(root) / "domainnet" / f"{name}_{split}{suffix}.txt"
 

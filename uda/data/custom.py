@@ -22,7 +22,7 @@ from uda.data.files import DataError
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 UNLABELLED = -1  # a target train split without labels
-# what numpy raises for a damaged .npz: at np.load (not a zip, truncated directory) or when a member is read
+# what numpy raises for a damaged .npz, at np.load or when a member is read
 NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
 
 

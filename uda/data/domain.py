@@ -31,7 +31,7 @@ Images = tuple[torch.Tensor, torch.Tensor]  # (uint8 images, labels)
 
 class Domain(ABC):
     name: str
-    # held out from train for label-free model selection (a target's labels here are never read); or None
+    # held out from train for label-free selection (target labels here are never read); or None
     val: Images | None = None
 
     @property
@@ -140,8 +140,8 @@ class FileDomain(Domain):
     test: Dataset
     classes: tuple[str, ...] = ()
     val: Images | None = None
-    # test images per batch: 1 for segmentation (full-size Cityscapes labels differ from the resized input);
-    # None = the evaluation batch size
+    # test images per batch: 1 for segmentation (full-size Cityscapes labels differ from the
+    # resized input); None = the evaluation batch size
     test_batch_size: int | None = 1
 
     @property

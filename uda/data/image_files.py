@@ -26,8 +26,9 @@ from uda.data.files import DataError, read_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 LIST_FORMAT = "one 'relative/path.jpg label' per line"
-# the seed of the fixed draws below (held-out validation images, a capped test split): a property of the data,
-# the same for every run seed, so every run of a pair selects on and reports the same images
+# the seed of the fixed draws below (held-out validation images, a capped test split): a
+# property of the data, the same for every run seed, so every run of a pair selects on and
+# reports the same images
 SPLIT_SEED = 0
 
 

@@ -36,8 +36,8 @@ SYNTHIA_16 = tuple(c for c in CITYSCAPES_CLASSES if c not in ("terrain", "truck"
 SYNTHIA_13 = tuple(c for c in SYNTHIA_16 if c not in ("wall", "fence", "pole"))
 PROTOCOLS = {19: CITYSCAPES_CLASSES, 16: SYNTHIA_16, 13: SYNTHIA_13}
 
-# SYNTHIA-RAND-CITYSCAPES class ids (its README) -> Cityscapes class names. Not mapped, so ignored:
-# 0 void, 13 parking-slot, 14 road-work, 22 lanemarking.
+# SYNTHIA-RAND-CITYSCAPES class ids (its README) -> Cityscapes class names. Not mapped, so
+# ignored: 0 void, 13 parking-slot, 14 road-work, 22 lanemarking.
 SYNTHIA_NAMES = {1: "sky", 2: "building", 3: "road", 4: "sidewalk", 5: "fence", 6: "vegetation", 7: "pole",
                  8: "car", 9: "traffic sign", 10: "person", 11: "bicycle", 12: "motorcycle",
                  15: "traffic light", 16: "terrain", 17: "rider", 18: "truck", 19: "bus", 20: "train", 21: "wall"}
@@ -200,7 +200,7 @@ def _load(
                    image_size=test_size, label_size=test_label_size))
 
 
-# each dataset's label decoding: (label id -> train id table for num_classes, the label file reader)
+# per dataset: (label id -> train id table for num_classes, the label file reader)
 READERS: dict[str, tuple[Callable[[int], torch.Tensor], Callable[[Path], torch.Tensor]]] = {
     "gta5": (cityscapes_lut, read_label_ids),  # GTA5's labels are Cityscapes ids
     "synthia": (synthia_lut, read_synthia_ids),

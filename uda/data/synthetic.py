@@ -21,7 +21,7 @@ SEG_CLASSES = ("square", "disk", "bar", "background")
 SIZE, SEG_SIZE = 28, 32
 SIZES = {"train": 400, "test": 200}
 SEG_SIZES = {"train": 256, "test": 64}
-# one seed per domain and split: source and target never share a draw, train and test neither
+# one seed per domain and split: no two of them share a draw
 SEEDS = {"synthetic_source": 101, "synthetic_target": 102, "synthetic_seg_source": 201, "synthetic_seg_target": 202}
 SPLIT_OFFSET = {"train": 0, "test": 1000}
 

@@ -136,7 +136,7 @@ def evaluate_pair(method: Method, source: Domain, target: Domain, info: PairInfo
                                  class_names=info.class_names, device=device, workers=workers)
 
 
-# ------------------------------------------------------------------------------------------ grids
+# ---------- grids
 def seg_grid(method: Method, domain: Domain, prepare: Normalize, num_classes: int, n: int = 4) -> torch.Tensor:
     """[3n, 3, H, W] in [0, 1]: n test images, their colourised labels, the colourised predictions."""
     from torchvision.transforms.v2 import functional as TF
@@ -176,7 +176,7 @@ def pictures(method: Method, source: Domain, target: Domain, info: PairInfo, pre
     return out
 
 
-# ---------------------------------------------------------------------------------- the evaluator
+# ---------- the evaluator
 class BestCheckpoint:
     """The evaluation ``trainer.select`` prefers so far (a label-free criterion), as checkpoints/best.pt holds it."""
 

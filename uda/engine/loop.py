@@ -128,7 +128,7 @@ def _start(cfg: TrainConfig, run_dir: Path, counters: Counters) -> Run:
     elif dist.is_main():
         metrics_path.unlink(missing_ok=True)  # left by a run that died before its first checkpoint
     writer = tensorboard(run_dir, start, dist.is_main())
-    # file-backed domains: a DataLoader reads the indices the streams give (created here: after the resume)
+    # file-backed domains: a DataLoader reads the streams' indices (made after the resume)
     batches = PairBatches(source, target, seed=cfg.seed, batch=tr.batch_size, world=dist.world(), rank=dist.rank(),
                           start=start, end=tr.max_steps, workers=cfg.data.workers, device=device, prepare=prepare,
                           augment_size=info.image_size if cfg.data.augment else None, per_pixel=info.metric == "miou")
@@ -221,7 +221,7 @@ def _summary(run: Run, last: dict[str, Any] | None, loop_images_per_s: float | N
         "method": cfg.method.name, "data": cfg.data.name, "seed": cfg.seed, "steps": cfg.trainer.max_steps,
         f"source_{m}": last[f"source_{m}"], f"target_{m}": last[f"target_{m}"],
         **{k: last[k] for k in PER_CLASS[m] if k in last},  # (absent from rows of runs older than them)
-        # the pair as resolved: what the network saw (a custom pair's size, channels and classes are derived)
+        # the pair as resolved: what the network saw (a custom pair's are derived)
         "pair": {"image_size": run.info.image_size, "channels": run.info.channels,
                  "num_classes": run.info.num_classes, "class_names": list(run.info.class_names)},
         "checkpoint": "last (no model selection; target labels are used only for this report)",
@@ -229,14 +229,14 @@ def _summary(run: Run, last: dict[str, Any] | None, loop_images_per_s: float | N
         "selected": selected(rows, m), "select": cfg.trainer.select.value, "best_checkpoint": dict(run.best.best),
         "wall_s": round(c.wall_s(), 2), "train_s": round(c.train_s, 2),
         "images_per_s": round(c.images / max(c.train_s, 1e-9), 1),
-        # wall clock from the first logging point to the last (logging, evaluations, checkpoints included)
+        # wall clock, first logging point to last (evaluations and checkpoints included)
         "loop_images_per_s": loop_images_per_s,
         "device": str(run.device), **run.choice.record(),
-        # the CPU the run's speed was measured on (its capability decides what trainer.*=auto picks)
+        # the CPU the speed was measured on (its capability decides trainer.*=auto)
         **({"cpu": str(run.choice.cpu)} if run.choice.cpu else {}),
         "threads": torch.get_num_threads(),
-        # updates skipped for non-finite losses in this session (all, and the longest run of them in a row);
-        # fp16: the gradient scaler's final scale
+        # updates skipped for non-finite losses in this session (all, and the longest run of them
+        # in a row); fp16: the gradient scaler's final scale
         "skipped_updates": guard.total, "skipped_longest_run": guard.longest,
         "loss_scale": run.stepper.scaler.get_scale() if run.stepper.scaler.is_enabled() else None,
         "world_size": dist.world(), **({"rank_checks": rank_checks} if rank_checks else {}),

@@ -29,8 +29,9 @@ log = logging.getLogger("uda")
 # the instruction sets that run bf16 natively: torch's feature name -> how it is written
 BF16_FEATURES = {"avx512_bf16": "AVX-512 BF16", "amx_bf16": "AMX BF16"}
 
-# family -> (bf16, channels_last, why) on a CPU with native bf16: the fastest setting whose runs kept fp32's
-# accuracy. The measurements (CPU, img/s, seeds): docs/results.md#precision-and-layout
+# family -> (bf16, channels_last, why) on a CPU with native bf16: the fastest setting
+# whose runs kept fp32's accuracy. The measurements (CPU, img/s, seeds):
+# docs/results.md#precision-and-layout
 NATIVE_BF16 = {
     "dann_mnist": (False, True, "bf16 collapsed DANN to chance on a seed; fp32 + channels_last did not"),
     "dsn": (True, True, "bf16 + channels_last measured fastest and kept fp32's accuracy"),
@@ -54,7 +55,7 @@ class CPU:
 def cpu() -> CPU:
     """This machine's CPU as torch sees it (the tests replace this function to fake another machine)."""
     capability = torch.backends.cpu.get_cpu_capability()
-    try:  # the per-feature flags behind the capability string (which says AVX512 with or without BF16)
+    try:  # per-feature flags: the capability says AVX512 with or without BF16
         features = dict(torch._C._cpu._get_cpu_capability())
     except (AttributeError, RuntimeError, TypeError):
         features = _cpuinfo_flags()
@@ -86,7 +87,7 @@ class Choice:
     precision: Precision
     channels_last: bool
     cpu: CPU | None  # the CPU it was chosen for (None on CUDA)
-    why: str  # e.g. "precision: fp32 (auto: CPU capability AVX2 has no native bf16); channels_last: off (...)"
+    why: str  # e.g. "precision: fp32 (auto: CPU capability AVX2 has no native bf16); ..."
 
     def record(self) -> dict[str, object]:
         """What summary.json and the checkpoint keep: the resolved values."""

@@ -98,7 +98,7 @@ class Checkpointer:
         self.last = self.dir / ckpt.LAST
         self.method, self.optimizers, self.scaler, self.config = method, optimizers, scaler, config
         self.counters, self.best, self.keep_every = counters, best, keep_every
-        # the precision and memory layout trainer.*=auto resolved to on this machine (a resume may differ)
+        # precision and layout as trainer.*=auto resolved here (a resume may differ)
         self.numerics = numerics or {}
         self.saved: int | None = None  # step of the newest checkpoint on disk
 

@@ -57,7 +57,7 @@ class AdaptSegNetConfig(MethodConfig):
     adv_weight: float = 0.001  # lambda_adv on the main output
     adv_aux_weight: float = 0.0002  # lambda_adv on the auxiliary output
     ndf: int = 64  # discriminator widths ndf, 2ndf, 4ndf, 8ndf, 1 (5 convs 4x4 stride 2)
-    # D: Adam 1e-4, betas (0.9, 0.99), poly; the segmenter uses the run's `optimizer` (the GTA5 recipe: SGD)
+    # D: Adam 1e-4, betas (0.9, 0.99), poly; the segmenter: the run's `optimizer`
     disc_optimizer: OptimizerConfig = field(default_factory=lambda: adam(1e-4, (0.9, 0.99), Schedule.poly,
                                                                          sched_power=0.9))
 

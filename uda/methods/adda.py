@@ -78,7 +78,7 @@ class ADDA(Method):
         self.cfg, self.pretrain_steps = cfg, pretrain_steps
         self.src_encoder, self.tgt_encoder = src_encoder, tgt_encoder
         self.classifier, self.discriminator = classifier, discriminator
-        # set by the one-time copy M_s -> M_t; part of the checkpoint, so a resume never repeats it
+        # set by the one-time copy M_s -> M_t; checkpointed, so a resume never repeats it
         self.register_buffer("adapted", torch.tensor(False))
 
     @classmethod
@@ -112,8 +112,9 @@ class ADDA(Method):
             # 2) stage boundary, once: M_t <- M_s
             self.tgt_encoder.load_state_dict(self.src_encoder.state_dict())
             self.adapted.fill_(True)
-        # M_s is frozen (no gradients, no optimizer step) but stays in M_t's mode, so D reads the same kind
-        # of features from both domains (with backbone.dropout > 0 both carry dropout noise, or neither)
+        # M_s is frozen (no gradients, no optimizer step) but stays in M_t's mode, so D reads the
+        # same kind of features from both domains (with backbone.dropout > 0 both carry dropout
+        # noise, or neither)
         self.classifier.eval()
         with torch.no_grad():
             f_s = self.src_encoder(src.x)

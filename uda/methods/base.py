@@ -57,8 +57,9 @@ class Method(nn.Module):
     """Base of every method: its ``Config`` schema and the calls the trainer makes."""
 
     Config: ClassVar[type[MethodConfig]] = MethodConfig
-    # the network family whose measured fastest CPU setting trainer.precision/channels_last=auto use
-    # (uda/engine/precision.py); None: the backbone's name
+    # the network family whose measured fastest CPU setting
+    # trainer.precision/channels_last=auto use (uda/engine/precision.py); None: the backbone's
+    # name
     family: ClassVar[str | None] = None
 
     @classmethod

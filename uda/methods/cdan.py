@@ -42,7 +42,7 @@ from uda.schema.optimizer import OptimizerConfig
 @dataclass
 class CDANConfig(MethodConfig):
     name: str = "cdan"
-    # lambda_i = adv_weight * (2 / (1 + exp(-grl_gamma * i / grl_horizon)) - 1), capped at i = grl_horizon
+    # lambda_i = adv_weight * (2 / (1 + exp(-grl_gamma * min(i, H) / H)) - 1), H = grl_horizon
     adv_weight: float = 1.0
     grl_gamma: float = 10.0
     grl_horizon: int = 10000  # the official code's max_iter for the ramp, whatever the run's length
@@ -133,7 +133,7 @@ class CDAN(Method):
         logits = self.classifier(f)
         loss_cls, acc_s = source_ce(logits[:n_s], src.y)
         g = torch.softmax(logits.float(), dim=1)
-        # D reads T(f, g) behind the reversal; g is detached (the official code), so only F feels D
+        # D reads T(f, g) behind the reversal; g detached (official code): only F feels D
         d = self.discriminator(grad_reverse(self.conditioning(f.float(), g.detach()), lam)).reshape(-1)
         domain = torch.cat([torch.zeros(n_s, device=d.device), torch.ones(len(d) - n_s, device=d.device)])
         bce = nn.functional.binary_cross_entropy_with_logits(d, domain, reduction="none")
@@ -142,7 +142,7 @@ class CDAN(Method):
             loss_dom = (w * bce).sum() / w.sum().detach()
         else:
             loss_dom = bce.mean()
-        # 1) single step of F, C, D: F gets dCE - lambda dL_d, C gets dCE (+ the reversed entropy term), D dL_d
+        # 1) one step of F, C, D: F gets dCE - lambda dL_d, C dCE (+ reversed entropy), D dL_d
         opt.step(loss_cls + loss_dom, *self.groups)
         return {
             "loss/cls": loss_cls.detach(),

@@ -78,7 +78,7 @@ class CyCADA(Method):
         self.src_encoder, self.src_classifier = src_encoder, src_classifier
         self.task_encoder, self.task_classifier = task_encoder, task_classifier
         self.feat_disc = feat_disc
-        # set by the one-time copy f_S -> task network; in the checkpoint, so a resume never repeats it
+        # set by the one-time copy f_S -> task network; checkpointed, never repeated
         self.register_buffer("task_started", torch.tensor(False))
 
     @classmethod

@@ -48,7 +48,7 @@ class DANNConfig(MethodConfig):
     grl_gamma: float = 10.0
     # how the domain loss reduces over the batch of n source + n target predictions
     domain_reduction: DomainReduction = DomainReduction.sum  # the paper's Eq. 18
-    # hidden widths of the domain classifier on the backbone features (paper, MNIST: one FC100)
+    # hidden widths of the domain classifier (paper, MNIST: one FC100)
     disc_hidden: list[int] = field(default_factory=lambda: [100])
 
     def check(self, cfg) -> None:
@@ -91,7 +91,7 @@ class DANN(Method):
     def update(self, src: Batch, tgt: Batch, step, opt):
         lam = self.grl_lambda(step)
         n_s = src.x.shape[0]
-        # one forward through F for both domains (batch statistics, where F has them, over both: TLlib's DANN)
+        # one forward through F for both domains (batch statistics over both: TLlib's DANN)
         f = self.features(torch.cat([src.x, tgt.x]))
         f_s, f_t = f[:n_s], f[n_s:]
         logits_s = self.classifier(f_s)
@@ -102,7 +102,7 @@ class DANN(Method):
         loss_dom = domain_bce(d_s, 0) + domain_bce(d_t, 1)
         if self.cfg.domain_reduction == DomainReduction.mean:
             loss_dom = 0.5 * loss_dom  # = the mean over all 2n predictions (equal batch sizes)
-        # 1) single step of F, C, D: F gets dCE - lambda dL_d, C gets dCE, D gets dL_d (F: "feat" [+ "neck"])
+        # 1) one step of F, C, D: F gets dCE - lambda dL_d, C dCE, D dL_d (F: "feat" [+ "neck"])
         opt.step(loss_cls + loss_dom, *self.groups)
         return {
             "loss/cls": loss_cls.detach(),

@@ -39,7 +39,7 @@ from uda.schema.method import MethodConfig, one_learning_rate
 
 
 class SimilarityLayer(str, Enum):
-    # the official DSN code's ``layers_to_regularize``: fc3 (the shared code h_c) or pool2 (its conv features)
+    # the official ``layers_to_regularize``: fc3 (the shared code h_c) or pool2 (conv features)
     code = "code"
     conv = "conv"
 
@@ -66,11 +66,12 @@ class DSNConfig(MethodConfig):
     beta: float = 0.075
     gamma: float = 0.25  # the official MNIST -> MNIST-M command's gamma_weight (0.251175)
     similarity: Similarity = Similarity.dann
-    # where the similarity loss acts: code = h_c (fc3: the paper's text and the official default of its
-    # layers_to_regularize flag) | conv = the shared encoder's conv features below it (pool2)
+    # where the similarity loss acts: code = h_c (fc3: the paper's text and the official
+    # default of its layers_to_regularize flag) | conv = the shared encoder's conv features
+    # below it (pool2)
     similarity_layer: SimilarityLayer = SimilarityLayer.code
     recon: Recon = Recon.simse
-    # task loss only for the first adapt_start steps, then all losses; unset = ADAPT_SHARE of the run
+    # task loss only for the first adapt_start steps (unset: ADAPT_SHARE of the run), then all
     adapt_start: int | None = None
     code_size: int = 100  # shared and private codes
     private_channels: list[int] = field(default_factory=lambda: [32, 64])
@@ -80,8 +81,9 @@ class DSNConfig(MethodConfig):
     mmd_sigmas: list[float] = field(default_factory=lambda: [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 5.0, 10.0,
                                                              15.0, 20.0, 25.0, 30.0, 35.0, 100.0, 1e3, 1e4, 1e5, 1e6])
     disc_hidden: list[int] = field(default_factory=lambda: [100])
-    # DSN-DANN's gradient reversal weight: Ganin et al.'s ramp lambda = 2 / (1 + exp(-grl_gamma q)) - 1
-    # over the adaptation phase (q = 0 at adapt_start, 1 at the end); grl_gamma = 0 keeps lambda = 1
+    # DSN-DANN's gradient reversal weight: Ganin et al.'s ramp lambda = 2 / (1 +
+    # exp(-grl_gamma q)) - 1 over the adaptation phase (q = 0 at adapt_start, 1 at the end);
+    # grl_gamma = 0 keeps lambda = 1
     grl_gamma: float = 10.0
 
     def start(self, max_steps: int) -> int:
@@ -165,7 +167,7 @@ class DSN(Method):
         d_s, d_t = d[:n_s], d[n_s:]
         out["sched/grl_lambda"] = torch.tensor(lam)
         out["acc/domain"] = 0.5 * (binary_accuracy(d_s.detach(), 0) + binary_accuracy(d_t.detach(), 1))
-        # the official dann_loss: the mean log-loss over all 2n predictions (equal batches: half the sum)
+        # the official dann_loss: mean log-loss over all 2n predictions (equal batches: half the sum)
         return 0.5 * (domain_bce(d_s, 0) + domain_bce(d_t, 1))
 
     def update(self, src: Batch, tgt: Batch, step, opt):
@@ -188,7 +190,7 @@ class DSN(Method):
                      + difference_loss(h_ct, h_pt, c.difference_normalise))
         loss_sim = self._similarity(h_c if c.similarity_layer == SimilarityLayer.code else conv, n_s, step, out)
         loss = loss_task + c.alpha * loss_recon + c.beta * loss_diff + c.gamma * loss_sim
-        # 2) one step of every part on the full objective (similarity reversed into E_c by the GRL)
+        # 2) one step of every part on the full objective (the GRL reverses similarity into E_c)
         opt.step(loss, *self.param_groups())
         out |= {"loss/recon": loss_recon.detach(), "loss/difference": loss_diff.detach(),
                 "loss/similarity": loss_sim.detach(), "loss/total": loss.detach()}

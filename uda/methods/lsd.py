@@ -178,7 +178,7 @@ class LSD(Method):
     def update(self, src: Batch, tgt: Batch, step, opt):
         c = self.cfg
         x_s, x_t, y_s = src.x, tgt.x, src.y
-        # 1) D step: real and reconstructed images of both domains, + auxiliary segmentation of real source
+        # 1) D step: real and reconstructed images of both domains, + segmenting real source
         with torch.no_grad():
             (_, f_s), (_, f_t) = self.embed_pair(x_s, x_t)
             fake_s, fake_t = self._fake(f_s, x_s), self._fake(f_t, x_t)
@@ -197,9 +197,9 @@ class LSD(Method):
         loss_g = (c.gen_adv_weight * (four_way(d_fs, SRC_REAL) + four_way(self.disc(fake_t)[0], TGT_REAL))
                   + c.aux_weight * seg_ce(seg_fs, y_s) + c.recon_weight * loss_recon)
         opt.step(loss_g, "gen")
-        # 3) F + C step (D and G frozen): segment source, and make each domain's reconstruction look
-        #    like the OTHER domain's real images (cross-domain confusion)
-        #    (warm-up stage: the segmentation loss alone)
+        # 3) F + C step (D and G frozen): segment source, and make each domain's reconstruction
+        # look like the OTHER domain's real images (cross-domain confusion) (warm-up stage: the
+        # segmentation loss alone)
         set_requires_grad([self.generator], False)
         (out_s, f_s), (out_t, f_t) = self.embed_pair(x_s, x_t)
         loss_seg = seg_ce(out_s.logits, y_s)

@@ -97,7 +97,7 @@ class MCD(Method):
         loss_a, acc_s = self._source_ce(self.features(src.x), src.y)
         opt.step(loss_a, *self.feat, "cls", "cls2")
         opt.new_round()
-        # B) C1, C2 on source CE - d(target), G fixed (its features detached: the same gradients for C)
+        # B) C1, C2 on source CE - d(target), G fixed (features detached: same gradients for C)
         with torch.no_grad():
             f_s, f_t = self.features(src.x), self.features(tgt.x)
         loss_ce, _ = self._source_ce(f_s, src.y)

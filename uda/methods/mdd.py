@@ -41,7 +41,7 @@ from uda.schema.optimizer import OptimizerConfig
 class MDDConfig(MethodConfig):
     name: str = "mdd"
     margin: float = 4.0  # gamma: the official Office-31 value (Office-Home: 2)
-    # eta_i = trade_off * (2 / (1 + exp(-grl_alpha * i / grl_horizon)) - 1): 0 -> 0.1 in the official code
+    # eta_i = trade_off * (2 / (1 + exp(-grl_alpha * i / grl_horizon)) - 1) (official: 0 -> 0.1)
     trade_off: float = 0.1
     grl_alpha: float = 1.0
     grl_horizon: int = 1000

@@ -81,23 +81,25 @@ class ROADConfig(MethodConfig):
 
     name: str = "road"
     TASKS = (SEGMENTATION,)
-    # stage 1: the segmenter on labelled source only; the distillation teacher is copied from the segmenter
-    # once, at the first step after it (0: copied before any update, i.e. the pretrained net itself).
-    # On digits_seg that source-trained teacher's distillation costs target mIoU (docs/notes/road.md)
+    # stage 1: the segmenter on labelled source only; the distillation teacher is copied from
+    # the segmenter once, at the first step after it (0: copied before any update, i.e. the
+    # pretrained net itself). On digits_seg that source-trained teacher's distillation costs
+    # target mIoU (docs/notes/road.md)
     warmup_steps: int = 1000
     dist_weight: float = 0.1  # target guided distillation
     spatial_weight: float = 0.1  # reversal coefficient: the segmenter ascends spatial_weight x the region losses
     grid: list[int] = field(default_factory=lambda: [2, 2])  # regions: rows, columns of the feature map
     region_weights: list[float] = field(default_factory=list)  # one per region, row-major; [] = 1 each
     disc_hidden: int = 64  # width of each region's domain classifier
-    # kernel of the classifier's first conv: 1 scores each position from its own feature vector; 3 (odd k)
-    # also sees its k x k neighbourhood, zero-padded at the region's border (it never sees other regions)
+    # kernel of the classifier's first conv: 1 scores each position from its own feature
+    # vector; 3 (odd k) also sees its k x k neighbourhood, zero-padded at the region's border
+    # (it never sees other regions)
     disc_kernel: int = 1
     # what each region classifier decides (RegionOutput)
     region_output: RegionOutput = RegionOutput.position
-    # gradient reversal weight: Ganin et al.'s ramp 2 / (1 + exp(-grl_gamma q)) - 1 over the adapt stage
+    # reversal weight: Ganin's ramp 2 / (1 + exp(-grl_gamma q)) - 1 over the adapt stage
     grl_gamma: float = 10.0
-    # the teacher's mode (TeacherNorm): as the student (same batch, same draws), eval, or target statistics
+    # the teacher's mode (TeacherNorm): as the student, eval, or target statistics
     teacher_norm: TeacherNorm = TeacherNorm.student
 
     def check(self, cfg) -> None:
@@ -218,8 +220,9 @@ class ROAD(Method):
         losses = self.region_losses(out_s.features, out_t.features, c.spatial_weight * lam)
         weights = c.region_weights or [1.0] * len(losses)
         loss_spatial = sum(w * lv for w, lv in zip(weights, losses))
-        # 3) one step: segmenter descends CE + distillation and ascends spatial_weight x the region losses
-        #    (reversal); the region classifiers descend the region losses at full weight
+        # 3) one step: segmenter descends CE + distillation and ascends spatial_weight x the
+        # region losses (reversal); the region classifiers descend the region losses at full
+        # weight
         opt.step(loss_seg + c.dist_weight * loss_dist + loss_spatial, "seg", "head", "disc")
         return {"loss/seg": loss_seg.detach(), "loss/dist": loss_dist.detach(),
                 "loss/spatial": loss_spatial.detach(), "sched/grl_lambda": torch.tensor(lam)}

@@ -97,7 +97,7 @@ class SegSourceOnly(Method):
         return {"head": self.head_optimizer}
 
     def update(self, src: Batch, tgt: Batch, step, opt):
-        # 1) segmenter step: per-pixel cross-entropy on labelled source (255 ignored); target unused
+        # 1) segmenter step: per-pixel CE on labelled source (255 ignored); target unused
         loss_seg = seg_ce(self.segmenter(src.x).logits, src.y)
         opt.step(loss_seg, "seg", "head")
         return {"loss/seg": loss_seg.detach()}

@@ -42,7 +42,7 @@ class TranslatorConfig(MethodConfig):
     cycle_weight: float = 10.0
     identity_weight: float = 0.5  # x cycle_weight (CycleGAN's lambda_identity)
     pool_size: int = 50  # past fakes per discriminator (0 = none)
-    # CycleGAN: Adam 2e-4, beta1 0.5, constant for the first half of the translation stage, then linear to 0
+    # CycleGAN: Adam 2e-4, beta1 0.5, constant for half the stage, then linear to 0
     gan_optimizer: OptimizerConfig = field(default_factory=lambda: adam(2e-4, (0.5, 0.999), Schedule.linear,
                                                                         sched_decay_start=0.5))
 
@@ -93,8 +93,8 @@ class ImagePool(nn.Module):
         return torch.stack(out).to(fakes.dtype)
 
 
-# extra generator terms of the owning method: (fake_t = G_st(x_s), fake_s = G_ts(x_t), src, tgt) in [-1, 1]
-# -> {log name: (weight, loss)}, e.g. CyCADA's semantic consistency
+# extra generator terms of the owning method: (fake_t = G_st(x_s), fake_s = G_ts(x_t),
+# src, tgt) in [-1, 1] -> {log name: (weight, loss)}, e.g. CyCADA's semantic consistency
 ExtraLosses = Callable[[torch.Tensor, torch.Tensor, Batch, Batch], dict[str, tuple[float, torch.Tensor]]]
 
 

@@ -151,7 +151,7 @@ class PixelDiscriminator(nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int, ndf: int = 64, norm: str = "batch"):
         super().__init__()
-        # batch: BatchNorm; instance: affine InstanceNorm (per image, so a batch's composition cannot inform D)
+        # batch: BatchNorm; instance: affine InstanceNorm (per image: the batch cannot inform D)
         Norm = {"batch": nn.BatchNorm2d, "instance": lambda c: nn.InstanceNorm2d(c, affine=True)}[norm]  # noqa: N806
         self.body = nn.Sequential(
             nn.Conv2d(in_channels, ndf, 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True),

@@ -80,7 +80,7 @@ def table_rows(groups: list[Group]) -> list[dict[str, str]]:
     return out
 
 
-# ----------------------------------------------------------------- how far to trust each criterion
+# ---------- how far to trust each criterion
 def criteria_rows(groups: list[Group]) -> list[dict[str, Any]]:
     """Per pair, per group and pooled over the pair's runs (``(all)``), per criterion (and ``last``):
     regret mean ± std over runs and the mean Spearman / Kendall over runs."""
@@ -151,7 +151,7 @@ def _round(v: Any) -> Any:
     return ("" if math.isnan(v) else round(v, 4)) if isinstance(v, float) else v
 
 
-# ------------------------------------------------------------------------ choosing across a sweep
+# ---------- choosing across a sweep
 def selection_rows(groups: list[Group]) -> list[dict[str, Any]]:
     """Per pair and criterion: the configuration and step it chooses across every group on the pair (its
     score averaged over seeds), that choice's target metric over seeds, the oracle's choice and the regret."""
@@ -193,7 +193,7 @@ def write_selection_csv(rows: list[dict[str, Any]], path: Path) -> None:
             w.writerow([_round(r[c]) for c in SELECTION_COLUMNS])
 
 
-# ------------------------------------------------------------------------------------- report.md
+# ---------- report.md
 def _table(head: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
 

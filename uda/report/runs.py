@@ -15,7 +15,7 @@ IGNORED_OVERRIDES = ("seed=", "method=", "data=", "resume=", "hydra.", "trainer.
                     "trainer.keep_every=")
 # what names a custom pair (in the pair's name, so not repeated in the setting)
 PAIR_OVERRIDES = ("data.source.path=", "data.target.path=")
-# pairs whose protocol reports the mean class accuracy (the mean of the per-class accuracies), not accuracy
+# pairs whose protocol reports the mean of the per-class accuracies, not accuracy
 MEAN_CLASS_PAIRS = ("visda17",)
 
 

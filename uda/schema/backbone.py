@@ -15,8 +15,9 @@ from uda.schema.base import CLASSIFICATION, SEGMENTATION, nonneg, positive, unit
 class BackboneConfig:
     name: str = MISSING
     TASK: ClassVar[str] = CLASSIFICATION
-    # learning rate of the layers new on a pretrained body (classifier heads, bottleneck, the methods' domain
-    # heads) relative to the body's; 1 = one learning rate (nets trained from scratch)
+    # learning rate of the layers new on a pretrained body (classifier heads, bottleneck, the
+    # methods' domain heads) relative to the body's; 1 = one learning rate (nets trained from
+    # scratch)
     head_lr_mult: float = 1.0
 
     def check(self) -> None:
@@ -65,8 +66,8 @@ class ResNetConfig(BackboneConfig):
 
     name: str = "resnet50"
     depth: int = 50  # 18 | 34 | 50 | 101
-    # a local file with ImageNet weights (a torchvision state_dict, e.g. resnet50-11ad3fa6.pth);
-    # "" = random initialisation. Nothing is ever downloaded.
+    # a local file with ImageNet weights (a torchvision state_dict, e.g.
+    # resnet50-11ad3fa6.pth); "" = random initialisation. Nothing is ever downloaded.
     weights: str = ""
     bottleneck: int = 256  # 0 = the classifier reads the pooled features directly
     dropout: float = 0.5
@@ -86,8 +87,9 @@ class TimmConfig(BackboneConfig):
 
     name: str = "timm"
     model: str = MISSING  # a timm model name, e.g. vit_small_patch16_224, convnext_tiny (timm.list_models())
-    # a local file with the model's weights (a timm / torchvision-style state_dict or .safetensors, its
-    # classifier dropped); "" = random initialisation. Nothing is ever downloaded.
+    # a local file with the model's weights (a timm / torchvision-style state_dict or
+    # .safetensors, its classifier dropped); "" = random initialisation. Nothing is ever
+    # downloaded.
     weights: str = ""
     bottleneck: int = 256  # 0 = the classifier reads the pooled features directly
     dropout: float = 0.5
@@ -125,7 +127,7 @@ class DeepLabV2Config(BackboneConfig):
     name: str = "deeplabv2"
     TASK: ClassVar[str] = SEGMENTATION
     depth: int = 101  # 50 | 101
-    # a local file with ImageNet weights (torchvision's resnet state_dict); "" = random initialisation
+    # a local file of ImageNet weights (torchvision's resnet state_dict); "" = random init
     weights: str = ""
     aspp_rates: list[int] = field(default_factory=lambda: [6, 12, 18, 24])
     head_lr_mult: float = 10.0  # the ASPP heads train with 10x the body's learning rate (DeepLab, AdaptSegNet)
@@ -141,7 +143,7 @@ class FCN8sConfig(BackboneConfig):
 
     name: str = "fcn8s"
     TASK: ClassVar[str] = SEGMENTATION
-    # a local file with ImageNet weights (torchvision's vgg16 state_dict); "" = random initialisation
+    # a local file of ImageNet weights (torchvision's vgg16 state_dict); "" = random init
     weights: str = ""
 
     def check(self) -> None:

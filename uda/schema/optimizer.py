@@ -33,14 +33,15 @@ class OptimizerConfig:
     # dann schedule: lr_p = lr / (1 + sched_alpha p)^sched_beta
     sched_alpha: float = 10.0
     sched_beta: float = 0.75
-    # step schedule: lr * sched_gamma^(step // sched_step_size); poly: lr * (1 - p)^sched_power
+    # step: lr * sched_gamma^(step // sched_step_size); poly: lr * (1 - p)^sched_power
     sched_gamma: float = 0.95
     sched_step_size: int = 20000
     sched_power: float = 0.9
     # linear schedule: the fraction of the span after which the lr decays linearly to 0
     sched_decay_start: float = 0.5
-    # steps the schedule's progress p runs over (0 = the span it decays over: the run, or its stage); longer
-    # than the run stops it early with the lr not yet decayed (AdaptSegNet: poly over 250k, stopped at 150k)
+    # steps the schedule's progress p runs over (0 = the span it decays over: the run, or its
+    # stage); longer than the run stops it early with the lr not yet decayed (AdaptSegNet:
+    # poly over 250k, stopped at 150k)
     horizon: int = 0
 
     def check(self, key: str = "optimizer") -> None:

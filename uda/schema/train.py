@@ -31,11 +31,12 @@ class TrainConfig:
     optimizer: OptimizerConfig = MISSING
     trainer: TrainerConfig = MISSING
     seed: int = 0  # network initialisation, batch order and every random draw of the run
-    # false: a new run (refuses a directory holding a checkpoint) | true: continue the checkpoint in
-    # hydra.run.dir (error if there is none) | auto: continue if there is one, else start fresh
+    # false: a new run (refuses a directory holding a checkpoint) | true: continue the
+    # checkpoint in hydra.run.dir (error if there is none) | auto: continue if there is one,
+    # else start fresh
     resume: Any = False
     device: Device = Device.auto  # auto: cuda when there is one, else cpu
-    # deterministic kernels where torch has them (bit-identical resume on CPU holds either way)
+    # deterministic kernels where torch has them (exact resume on CPU holds either way)
     deterministic: bool = False
 
 
