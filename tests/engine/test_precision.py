@@ -13,6 +13,7 @@ from uda.schema import ConfigError, Precision, validate
 
 AVX2 = prec.CPU("AMD EPYC 7B13", "AVX2", ())
 AMX = prec.CPU("Intel Xeon", "AVX512", ("AVX-512 BF16", "AMX BF16"))
+ZEN4 = prec.CPU("AMD EPYC 9B14", "AVX512", ("AVX-512 BF16",))  # native bf16 without AMX: another kind
 CPU_DEVICE = torch.device("cpu")
 
 
@@ -41,15 +42,30 @@ def test_auto_is_fp32_without_native_bf16(overrides):
 def test_auto_on_a_cpu_with_native_bf16_is_the_family_s_measured_setting(overrides, want):
     c = choose(*overrides, machine=AMX)
     assert (c.precision, c.channels_last) == want
-    assert "on CPUs with native bf16: " in c.why and c.why.endswith("channels_last: on (auto: the same)")
+    assert "on amx CPUs: " in c.why and c.why.endswith("channels_last: on (auto: the same)")
 
 
 @pytest.mark.parametrize("overrides, fam", [(["backbone=resnet50"], "resnet50"), (["method=adda"], "lenet")])
 def test_auto_on_a_cpu_with_native_bf16_keeps_fp32_for_an_unmeasured_family(overrides, fam):
     c = choose(*overrides, machine=AMX)
     assert (c.precision, c.channels_last) == (Precision.fp32, False)
-    assert c.why == (f"precision: fp32 (auto: {fam} not measured on CPUs with native bf16 (AVX-512 BF16, "
+    assert c.why == (f"precision: fp32 (auto: {fam} not measured on amx CPUs (AVX-512 BF16, "
                      "AMX BF16 here)); channels_last: off (auto: the same)")
+
+
+def test_cpu_kinds_are_what_decides_kernels_and_speed():
+    assert (AMX.kind, ZEN4.kind, AVX2.kind) == ("amx", "avx512_bf16", "avx2")
+    assert prec.CPU("x", "AVX512", ()).kind == "avx512"
+    assert AVX2.record() == {"kind": "avx2", "cpu": "AMD EPYC 7B13", "capability": "AVX2", "bf16": []}
+
+
+@pytest.mark.parametrize("overrides, fam", [([], "dann_mnist"), (["method=dsn"], "dsn")])
+def test_a_kind_with_native_bf16_but_no_measured_row_runs_fp32(overrides, fam):
+    """AVX-512 BF16 without AMX is not the AMX Xeon the rows were measured on: fp32 until measured there."""
+    c = choose(*overrides, machine=ZEN4)
+    assert (c.precision, c.channels_last) == (Precision.fp32, False)
+    assert c.why == (f"precision: fp32 (auto: {fam} not measured on avx512_bf16 CPUs (AVX-512 BF16 here)); "
+                     "channels_last: off (auto: the same)")
 
 
 def test_auto_on_cuda_is_fp16_with_channels_last_off():
@@ -103,11 +119,12 @@ def test_without_torch_s_feature_query_the_kernel_s_flags_are_read(monkeypatch):
 def test_a_run_logs_and_records_what_auto_chose(tmp_path, monkeypatch, caplog, machine, row, want):
     monkeypatch.setattr(prec, "cpu", lambda: machine)
     if row:  # a family whose measured setting is bf16
-        monkeypatch.setitem(prec.NATIVE_BF16, "dann_mnist", row)
+        monkeypatch.setitem(prec.MEASURED["amx"], "dann_mnist", row)
     with caplog.at_level(logging.INFO, logger="uda"):
         summary = train(make_cfg(*SMALL, "trainer.max_steps=2", "trainer.eval_every=2"), tmp_path)
     assert (summary["precision"], summary["channels_last"]) == want
-    assert summary["cpu"] == str(machine)
+    assert summary["cpu"] == str(machine) and summary["machine"] == machine.record()
+    assert "contended" in summary and summary["date"].startswith("20")  # what uda repro reads
     assert json.loads((tmp_path / "summary.json").read_text())["precision"] == want[0]
     assert caplog.messages[0].startswith(f"precision: {want[0]} (auto: ")
 

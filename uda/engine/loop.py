@@ -20,10 +20,11 @@ import torch
 from uda.data.pairs import Normalize, PairInfo, build_pair
 from uda.engine import dist
 from uda.engine.batches import PairBatches
+from uda.engine.contention import Contention, default_threads
 from uda.engine.evaluation import BestCheckpoint, Evaluator
 from uda.engine.guards import NonFiniteGuard, NonFiniteLoss, RankCheck, check_free_space, check_writable, on_main
 from uda.engine.logging import ProgressDisplay, TrainLog, tensorboard, write_images
-from uda.engine.precision import Choice, choose
+from uda.engine.precision import Choice, choose, machine_record
 from uda.engine.runtime import (
     Stepper,
     autocast,
@@ -97,8 +98,7 @@ def _start(cfg: TrainConfig, run_dir: Path, counters: Counters) -> Run:
     choice = choose(cfg, device)  # precision and memory layout: trainer.* or what measured fastest here
     if dist.is_main():
         log.info(choice.why)
-    if tr.threads:
-        torch.set_num_threads(tr.threads)
+    torch.set_num_threads(tr.threads or default_threads())  # 0: $OMP_NUM_THREADS, else the cores we may use
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     resume = resuming(cfg.resume, run_dir / "checkpoints")
@@ -156,8 +156,11 @@ def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> 
     domain, rank 0's ``run_dir`` is used by all, and only rank 0 writes (see ``uda.engine.dist``).
     """
     counters = Counters()
+    contention = Contention() if dist.world() == 1 else None  # torchrun's ranks share the cores on purpose
     run = _start(cfg, Path(run_dir), counters)
     tr, method, stepper, main = cfg.trainer, run.method, run.stepper, dist.is_main()
+    if contention:
+        contention.look("while the data loaded and the networks were built")
     images_per_step = 2 * tr.batch_size * dist.world()
     stop, guard, ranks = StopFlag(stop_after), NonFiniteGuard(tr, run.ckpts.dir), RankCheck(tr.check_ranks_every)
     stop.install()
@@ -183,6 +186,8 @@ def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> 
             # after each update, in this order: log -> evaluate -> check ranks -> checkpoint -> stop
             if done % tr.log_every == 0 or done == tr.max_steps:
                 train_log.write(done, stepper)
+                if contention:
+                    contention.look(f"by step {done}")
             if (done % every == 0 or done in run.ends or done == tr.max_steps) and main:
                 last = run.evaluator(done)
                 m = run.info.metric
@@ -203,13 +208,13 @@ def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> 
         stop.hand_over()
     if not main:
         return dist.broadcast_object(None)  # rank 0's summary
-    summary = _summary(run, last, train_log.loop_images_per_s(), ranks.passed, guard)
+    summary = _summary(run, last, train_log.loop_images_per_s(), ranks.passed, guard, contention)
     write_summary(run.run_dir, summary)
     return dist.broadcast_object(summary)
 
 
 def _summary(run: Run, last: dict[str, Any] | None, loop_images_per_s: float | None, rank_checks: int,
-             guard: NonFiniteGuard) -> dict:
+             guard: NonFiniteGuard, contention: Contention | None) -> dict:
     """summary.json: the final evaluation (the last checkpoint's), each criterion's pick, throughput, provenance."""
     cfg, m = run.cfg, run.info.metric
     rows = read_metrics(run.run_dir / "metrics.jsonl")
@@ -235,6 +240,10 @@ def _summary(run: Run, last: dict[str, Any] | None, loop_images_per_s: float | N
         # the CPU the speed was measured on (its capability decides trainer.*=auto)
         **({"cpu": str(run.choice.cpu)} if run.choice.cpu else {}),
         "threads": torch.get_num_threads(),
+        # the machine's kind first (what uda repro compares); whether others kept its cores busy
+        "machine": machine_record(run.device, run.choice.cpu),
+        **(contention.record() if contention else {"contended": None}),
+        "date": time.strftime("%Y-%m-%d"),
         # updates skipped for non-finite losses in this session (all, and the longest run of them
         # in a row); fp16: the gradient scaler's final scale
         "skipped_updates": guard.total, "skipped_longest_run": guard.longest,

@@ -4,10 +4,11 @@ measurements, never from a timing taken at start (a run's numerics must not depe
 was when it started).
 
 * CUDA: fp16 autocast with gradient scaling; channels_last off (not measured on a GPU here).
-* CPU with native bf16 (torch reports AVX-512 BF16 or AMX BF16): the family's row of ``NATIVE_BF16``. A
-  family without a row runs fp32 with channels_last off: bf16 is taken only where it was measured faster
-  and its runs kept fp32's accuracy (DSN's did; DANN's digits net collapsed on a seed).
-* CPU without native bf16: fp32, channels_last off. There bf16 autocast is emulated, several times slower.
+* A CPU: the family's row of ``MEASURED`` for the CPU's kind (``CPU.kind``: AMX, AVX-512 BF16 without
+  AMX, AVX-512, AVX2, ...: what decides the kernels and their speed). A kind or family without a row runs
+  fp32 with channels_last off: bf16 is taken only where it was measured faster on that kind and its runs
+  kept fp32's accuracy (DSN's did on AMX; DANN's digits net collapsed on a seed). Without native bf16,
+  bf16 autocast is emulated, several times slower.
 
 A run's family is its method's ``family`` where the method sets one (DSN; CycleGAN's and CyCADA's
 translator), else its backbone's name. The measurements: docs/results.md#precision-and-layout
@@ -29,14 +30,16 @@ log = logging.getLogger("uda")
 # the instruction sets that run bf16 natively: torch's feature name -> how it is written
 BF16_FEATURES = {"avx512_bf16": "AVX-512 BF16", "amx_bf16": "AMX BF16"}
 
-# family -> (bf16, channels_last, why) on a CPU with native bf16: the fastest setting
-# whose runs kept fp32's accuracy. The measurements (CPU, img/s, seeds):
-# docs/results.md#precision-and-layout
-NATIVE_BF16 = {
-    "dann_mnist": (False, True, "bf16 collapsed DANN to chance on a seed; fp32 + channels_last did not"),
-    "dsn": (True, True, "bf16 + channels_last measured fastest and kept fp32's accuracy"),
-    "seg_small": (True, True, "bf16 + channels_last measured fastest; the digits_seg results ran in it"),
-    "translator": (False, True, "fp32 + channels_last measured fastest"),
+# CPU kind -> family -> (bf16, channels_last, why): the fastest setting measured on that kind whose runs
+# kept fp32's accuracy. The measurements (CPU, img/s, seeds): docs/results.md#precision-and-layout
+MEASURED = {
+    "amx": {  # Intel Xeon with AMX BF16 (issue 31)
+        "dann_mnist": (False, True, "bf16 collapsed DANN to chance on a seed; fp32 + channels_last did not"),
+        "dsn": (True, True, "bf16 + channels_last measured fastest and kept fp32's accuracy"),
+        "seg_small": (True, True, "bf16 + channels_last measured fastest; the digits_seg results ran in it"),
+        "translator": (False, True, "fp32 + channels_last measured fastest"),
+    },
+    "avx2": {},  # AMD EPYC (Zen 3): no native bf16 (emulated, ~7x slower); AVX2_ROWS
 }
 
 
@@ -50,6 +53,24 @@ class CPU:
 
     def __str__(self) -> str:
         return f"{self.name} (capability {self.capability})"
+
+    @property
+    def kind(self) -> str:
+        """What decides kernels and speed: amx, avx512_bf16 (without AMX), else torch's capability (avx2, ...)."""
+        if "AMX BF16" in self.bf16:
+            return "amx"
+        return "avx512_bf16" if "AVX-512 BF16" in self.bf16 else self.capability.lower()
+
+    def record(self) -> dict[str, object]:
+        return {"kind": self.kind, "cpu": self.name, "capability": self.capability, "bf16": list(self.bf16)}
+
+
+def machine_record(device: torch.device, machine: CPU | None) -> dict[str, object]:
+    """What summary.json and a recorded result keep of the machine: its kind first (``uda repro``)."""
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        return {"kind": "cuda", "gpu": torch.cuda.get_device_name(device), "capability": f"sm_{major}{minor}"}
+    return (machine or cpu()).record()
 
 
 def cpu() -> CPU:
@@ -102,15 +123,15 @@ def choose(cfg: TrainConfig, device: torch.device, machine: CPU | None = None) -
     if device.type == "cuda":
         fast_bf16, fast_cl = False, False
         p_basis, cl_basis = "fp16 with gradient scaling on CUDA", "not measured on CUDA"
+    elif fam in MEASURED.get(machine.kind, {}):
+        fast_bf16, fast_cl, note = MEASURED[machine.kind][fam]
+        p_basis, cl_basis = f"{fam} on {machine.kind} CPUs: {note}", None
     elif not machine.bf16:
         fast_bf16, fast_cl = False, False
         p_basis, cl_basis = f"CPU capability {machine.capability} has no native bf16", "not measured on such CPUs"
-    elif fam in NATIVE_BF16:
-        fast_bf16, fast_cl, note = NATIVE_BF16[fam]
-        p_basis, cl_basis = f"{fam} on CPUs with native bf16: {note}", None
     else:
         fast_bf16, fast_cl = False, False
-        p_basis, cl_basis = f"{fam} not measured on CPUs with native bf16 ({', '.join(machine.bf16)} here)", None
+        p_basis, cl_basis = f"{fam} not measured on {machine.kind} CPUs ({', '.join(machine.bf16)} here)", None
     if tr.precision == Precision.auto:
         precision = Precision.fp16 if device.type == "cuda" else Precision.bf16 if fast_bf16 else Precision.fp32
         p_why = f"auto: {p_basis}"
