@@ -29,11 +29,14 @@ commands:
             configuration each criterion chooses across the sweep; writes report.md, report.csv,
             criteria.csv, selection.csv and two PNGs per pair:
               uda report DIR [DIR...] [--out DIR]
+            with --record NAME: write results/NAME.json instead, a row uda repro can re-run
+  repro     re-run a recorded row and compare, seed by seed (exit 0 reproduced, 1 not):
+              uda repro --list | uda repro NAME [--seeds 0,1,2] [--out DIR]
 
 config groups: method, data, backbone, optimizer, trainer, experiment (uda/configs/ in the package)
 """
 
-COMMANDS = ("train", "eval", "report", "data")
+COMMANDS = ("train", "eval", "report", "repro", "data")
 
 
 def _check_launcher(overrides: list[str]) -> None:
@@ -275,17 +278,58 @@ def _report(args: list[str]) -> int:
     parser.add_argument("dirs", nargs="+", type=Path, help="run or sweep directories (searched recursively)")
     parser.add_argument("--out", type=Path, default=None, help="where report.md/.csv/.png go (default: first DIR)")
     parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    parser.add_argument("--record", metavar="NAME", help="write the runs (one command, a run per seed) as the "
+                        "row RESULTS/NAME.json that `uda repro NAME` re-runs; no report")
+    parser.add_argument("--results", type=Path, default=Path("results"), help="where rows go (default: results)")
+    parser.add_argument("--note", default="", help="--record: a line kept with the row")
     ns = parser.parse_args(args)
-    from uda.report import report
+    from uda.schema import UserError
 
     try:
+        if ns.record:
+            from uda.results import record
+
+            print(f"wrote {record(ns.dirs, ns.record, ns.results, ns.note)}")
+            return 0
+        from uda.report import report
+
         res = report(ns.dirs, ns.out, figures=not ns.no_figures)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, UserError) as e:
         print(f"uda: error: {e}", file=sys.stderr)
         return 2
     files = [res[k] for k in ("markdown", "csv", "criteria_csv", "selection_csv")] + res["figures"]
     print("wrote " + ", ".join(map(str, files)))
     return 0
+
+
+def _repro(args: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="uda repro", description="re-run a recorded row and compare")
+    parser.add_argument("name", nargs="?", help="a row of RESULTS (uda repro --list), or a row file NAME.json")
+    parser.add_argument("--list", action="store_true", help="the rows, their seeds, means and cost")
+    parser.add_argument("--seeds", default="", help="e.g. 0 or 0,1,2 (default: the recorded seeds)")
+    parser.add_argument("--results", type=Path, default=Path("results"), help="where rows are (default: results)")
+    parser.add_argument("--out", type=Path, default=Path("outputs/repro"),
+                        help="where the runs go, NAME/seed_S (default: outputs/repro); a re-run skips finished seeds")
+    ns = parser.parse_args(args)
+    from uda.results import listing, repro
+    from uda.schema import UserError
+
+    try:
+        if ns.list:
+            print(listing(ns.results))
+            return 0
+        if not ns.name:
+            parser.error("a row NAME, or --list")
+        try:
+            seeds = [int(s) for s in ns.seeds.split(",") if s.strip()]
+        except ValueError:
+            parser.error(f"--seeds takes integers separated by commas, e.g. 0,1,2; got {ns.seeds!r}")
+        return repro(ns.name, seeds, ns.results, ns.out)
+    except UserError as e:
+        print(f"uda: error: {e}", file=sys.stderr)
+        return 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -314,6 +358,8 @@ def _main(argv: list[str]) -> int:
         return _report(rest)
     if command == "data":
         return _data(rest)
+    if command == "repro":
+        return _repro(rest)
     print(f"uda: unknown command {command!r}; valid commands: {', '.join(COMMANDS)}\n", file=sys.stderr)
     print(USAGE, file=sys.stderr)
     return 2
