@@ -16,7 +16,7 @@ from pathlib import Path
 
 DEVICE = os.environ.get("GPU_CHECK_DEVICE", "cuda")
 DRY = DEVICE != "cuda"  # a CPU dry run: a few steps each
-STEPS = 20 if DRY else 400
+STEPS = 10 if DRY else 400
 INIT_SCALE = 2.0 ** 16  # torch.amp.GradScaler's initial loss scale
 # method -> overrides for a few hundred fp16 steps (CPU recipes' sizes for the GAN and segmentation methods)
 RUNS = {
@@ -26,6 +26,20 @@ RUNS = {
                f"method.translate_steps={STEPS // 2}", "method.feature_adapt=true"],
     "adaptsegnet": ["+experiment=digits_seg_cpu", "method=adaptsegnet"],
 }
+
+
+def part(name: str, fn, *args) -> list[dict]:
+    """Run one part of the check; a failure or a timeout is a row of the table, never the end of the script."""
+    t0 = time.time()
+    try:
+        rows = fn(*args)
+        return rows if isinstance(rows, list) else [rows]
+    except subprocess.TimeoutExpired as e:
+        cmd = " ".join(map(str, e.cmd[2:6]))
+        return [{"step": name, "result": f"TIMED OUT after {e.timeout:.0f} s", "detail": cmd}]
+    except Exception as e:  # noqa: BLE001  (any error of a part is reported in its row)
+        return [{"step": name, "result": "FAILED", "detail": f"{type(e).__name__}: {str(e).splitlines()[0][:200]} "
+                 f"(after {time.time() - t0:.0f} s)"}]
 
 
 def sh(cmd: list[str], timeout: float, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -57,7 +71,7 @@ def cuda_tests() -> dict:
 def fp16_run(name: str, overrides: list[str], work: Path) -> dict:
     run_dir = work / name
     res = sh([sys.executable, "-m", "uda.cli", "train", *overrides, f"device={DEVICE}",
-              f"trainer.precision={'auto' if not DRY else 'fp16'}", f"trainer.max_steps={STEPS}",
+              f"trainer.precision={'auto' if not DRY else 'fp32'}", f"trainer.max_steps={STEPS}",
               f"trainer.eval_every={STEPS // 2}", f"trainer.checkpoint_every={STEPS // 2}", "trainer.log_every=10",
               "trainer.progress=none", f"hydra.run.dir={run_dir}"], timeout=400)
     if res.returncode:
@@ -68,16 +82,18 @@ def fp16_run(name: str, overrides: list[str], work: Path) -> dict:
     metric = "miou" if "target_miou" in s else "acc"
     # the scaler starts at 2^16 and, within its growth interval (2000 steps), only halves: once per skipped step
     # (overflowing gradients, or a non-finite loss); so log2(2^16 / final scale) counts the skipped steps
-    overflows = round(math.log2(INIT_SCALE / s["loss_scale"])) if STEPS < 2000 else None
-    ok = (s["precision"] == "fp16" and s["skipped_longest_run"] < 10 and s["skipped_updates"] <= STEPS // 10
-          and (overflows is None or overflows <= STEPS // 10))
+    scale = s["loss_scale"]  # None where no gradient scaler ran (fp32: the CPU dry run)
+    overflows = round(math.log2(INIT_SCALE / scale)) if scale and STEPS < 2000 else None
+    ok = (s["precision"] == ("fp32" if DRY else "fp16") and s["skipped_longest_run"] < 10
+          and s["skipped_updates"] <= STEPS // 10 and (overflows is None or overflows <= STEPS // 10))
+    scaler = (f"loss scale {INIT_SCALE:g} -> {scale:g} ({'moved' if len(set(scales)) > 1 else 'constant'} "
+              f"between logging points): {overflows} steps skipped by the scaler, " if scale else "no scaler: ")
     return {
         "step": f"fp16 {name}",
         "result": "ok" if ok else "CHECK",
-        "detail": f"{STEPS} steps, {s['images_per_s']:.0f} img/s, target_{metric} {s[f'target_{metric}']:.2f}; "
-        f"loss scale {INIT_SCALE:g} -> {s['loss_scale']:g} ({'moved' if len(set(scales)) > 1 else 'constant'}"
-        f" between logging points): {overflows} steps skipped by the scaler, {s['skipped_updates']} of them for a "
-        f"non-finite loss (longest run {s['skipped_longest_run']})",
+        "detail": f"{STEPS} steps, {s['precision']}, {s['images_per_s']:.0f} img/s, "
+                  f"target_{metric} {s[f'target_{metric}']:.2f}; {scaler}{s['skipped_updates']} skipped for a "
+                  f"non-finite loss (longest run {s['skipped_longest_run']})",
     }
 
 
@@ -117,17 +133,22 @@ def main() -> int:
     if not DRY and not torch.cuda.is_available():
         print("no CUDA device: run on a GPU machine, or GPU_CHECK_DEVICE=cpu for a dry run", file=sys.stderr)
         return 2
-    gpu = torch.cuda.get_device_name(0) if not DRY else "none (dry run on CPU)"
+    if DRY:
+        gpu = "none (dry run on CPU, fp32)"
+    else:
+        major, minor = torch.cuda.get_device_capability(0)
+        gpu = f"{torch.cuda.get_device_name(0)} (kind cuda, capability sm_{major}{minor})"
     head = (f"GPU check: {gpu} x {torch.cuda.device_count()}, torch {torch.__version__}, "
-            f"{time.strftime('%Y-%m-%d %H:%M')}")
+            f"CUDA {torch.version.cuda}, {time.strftime('%Y-%m-%d %H:%M')}")
     print(head, flush=True)
     t0 = time.time()
-    rows = [cuda_tests()]
+    rows = part("CUDA-marked tests", cuda_tests)
     with tempfile.TemporaryDirectory(prefix="uda_gpu_check_") as tmp:
         work = Path(tmp)
-        rows += [fp16_run(name, overrides, work) for name, overrides in RUNS.items()]
-        rows += bench(work / "bench.json")
-        rows.append(ddp(work))
+        for name, overrides in RUNS.items():
+            rows += part(f"fp16 {name}", fp16_run, name, overrides, work)
+        rows += part("bench", bench, work / "bench.json")
+        rows += part("DDP, 2 processes", ddp, work)
     table = [head, "", "| step | result | detail |", "|---|---|---|"]
     table += [f"| {r['step']} | {r['result']} | {r.get('detail', '')} |" for r in rows]
     table.append(f"\n{time.time() - t0:.0f} s in all")
