@@ -239,3 +239,16 @@ def test_runs_evaluated_once_are_named_and_left_out_of_the_criteria(tmp_path):
     md = (tmp_path / "out" / "report.md").read_text()
     assert "## Runs evaluated once (left out of the criteria tables)" in md and f"- {tmp_path / 'r0'} (" in md
     assert f"- {tmp_path / 'r1'} (" not in md
+
+
+def test_runs_timed_beside_a_busy_process_are_flagged(tmp_path):
+    _fake_run(tmp_path / "quiet", "source_only", 0, [50.0, 52.0])
+    _fake_run(tmp_path / "busy", "source_only", 1, [50.0, 51.0])
+    summary = json.loads((tmp_path / "busy" / "summary.json").read_text())
+    summary |= {"contended": True, "contention_max_share": 0.68, "images_per_s": 210.0}
+    (tmp_path / "busy" / "summary.json").write_text(json.dumps(summary))
+    report([tmp_path], tmp_path / "out", figures=False)
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "## Runs timed beside a busy process (summary.json: contended)" in md
+    assert f"- {tmp_path / 'busy'} (210.0 img/s; others used up to 68% of its cores)" in md
+    assert f"- {tmp_path / 'quiet'} (" not in md

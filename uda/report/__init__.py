@@ -216,7 +216,21 @@ def _notes_md(groups: list[Group]) -> list[str]:
                   "Every criterion picks a run's only evaluation: regret 0 and no rank correlation by construction. "
                   "Evaluate more often (`trainer.eval_every`, `trainer.min_evals`) to compare criteria.", ""]
         lines += [f"- {r.path} ({r.method}, {r.pair}, seed {r.seed})" for r in single]
+    busy = contended([r for g in groups for r in g.runs])
+    if busy:
+        lines += ["", "## Runs timed beside a busy process (summary.json: contended)", "",
+                  "Other processes kept their cores busy: their wall time and images/s are not the machine's speed.",
+                  ""]
+        for r in busy:
+            share = 100 * (r.summary.get("contention_max_share") or 0)
+            lines.append(f"- {r.path} ({r.summary.get('images_per_s')} img/s; others used up to {share:.0f}% of "
+                         f"its cores)")
     return lines
+
+
+def contended(runs: list[Run]) -> list[Run]:
+    """Finished runs whose summary says other processes kept their cores busy."""
+    return [r for r in runs if r.summary and r.summary.get("contended")]
 
 
 def write_markdown(rows: list[dict[str, str]], unfinished: list[Run], path: Path, figures: list[Path],
@@ -383,6 +397,10 @@ def _print_rich(rows: list[dict[str, str]], unfinished: list[Run], sel_rows: lis
     if single:
         console.print(f"[yellow]{len(single)} run(s) evaluated once, left out of the criteria tables (nothing to "
                       f"choose between):[/yellow] " + ", ".join(str(r.path) for r in single))
+    busy = contended([r for g in groups for r in g.runs])
+    if busy:
+        console.print(f"[yellow]{len(busy)} run(s) timed beside a busy process (contended): their timings are not "
+                      f"the machine's speed:[/yellow] " + ", ".join(str(r.path) for r in busy))
     if unfinished:
         console.print(f"[yellow]{len(unfinished)} unfinished run(s), not averaged:[/yellow]")
         for r in unfinished:
