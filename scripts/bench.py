@@ -63,7 +63,8 @@ def compose(method: str, precision: str, channels_last: bool | str, batch: int |
 
     overrides = [f"method={METHOD_OF.get(method, method)}", f"trainer.precision={precision}",
                  f"trainer.channels_last={str(channels_last).lower()}", f"trainer.max_steps={steps}",
-                 f"trainer.eval_every={steps}", f"trainer.checkpoint_every={steps}", f"trainer.log_every={log_every}",
+                 f"trainer.eval_every={steps}", "trainer.min_evals=0",  # one evaluation, after the timed window
+                 f"trainer.checkpoint_every={steps}", f"trainer.log_every={log_every}",
                  "trainer.progress=none", f"trainer.threads={threads}", "data.test_subset=500", f"device={device}",
                  *METHODS[method]]
     if batch:
