@@ -16,7 +16,7 @@ log = logging.getLogger("uda")
 
 THRESHOLD = 0.25  # others used over a quarter of our cores' time: half a core of two
 STAT = Path("/proc/stat")
-MIN_INTERVAL_S = 2.0  # looks closer than this are skipped (and cost nothing)
+MIN_INTERVAL_S = 10.0  # looks closer than this are skipped: a blip of a few seconds is not contention
 
 
 def cores() -> list[int]:
