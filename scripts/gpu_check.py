@@ -89,7 +89,7 @@ def fp16_run(name: str, overrides: list[str], work: Path) -> dict:
     scaler = (f"loss scale {INIT_SCALE:g} -> {scale:g} ({'moved' if len(set(scales)) > 1 else 'constant'} "
               f"between logging points): {overflows} steps skipped by the scaler, " if scale else "no scaler: ")
     return {
-        "step": f"fp16 {name}",
+        "step": f"{'fp32 (dry run)' if DRY else 'fp16'} {name}",
         "result": "ok" if ok else "CHECK",
         "detail": f"{STEPS} steps, {s['precision']}, {s['images_per_s']:.0f} img/s, "
                   f"target_{metric} {s[f'target_{metric}']:.2f}; {scaler}{s['skipped_updates']} skipped for a "
@@ -146,7 +146,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="uda_gpu_check_") as tmp:
         work = Path(tmp)
         for name, overrides in RUNS.items():
-            rows += part(f"fp16 {name}", fp16_run, name, overrides, work)
+            rows += part(f"{'fp32 (dry run)' if DRY else 'fp16'} {name}", fp16_run, name, overrides, work)
         rows += part("bench", bench, work / "bench.json")
         rows += part("DDP, 2 processes", ddp, work)
     table = [head, "", "| step | result | detail |", "|---|---|---|"]

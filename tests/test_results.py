@@ -48,7 +48,7 @@ def test_a_seed_outside_the_interval_does_not_reproduce_with_its_reason():
     v = res.compare(ROW, {0: seed_run(70.0, "a"), 1: seed_run(60.0, "z")})
     assert not v.ok and v.seeds == {0: "bit-identical", 1: "outside"}
     assert v.reason == ("not reproduced: seed 1: 60.00 outside [67.03, 76.97]; same machine kind, precision, "
-                        "layout and torch")
+                        "layout, torch and threads")
 
 
 def test_a_row_of_one_seed_has_no_interval_so_only_bits_reproduce_it():

@@ -5,9 +5,9 @@ docs/results.md's recorded section are generated from these files (``scripts/res
 A row holds the exact ``uda train`` command (the overrides its runs share; the seed is added per run) and,
 per seed, the metrics, the commit, the machine (CPU kind or GPU, precision and layout as resolved, torch),
 wall time and speed, whether the machine was contended, and a digest of the final weights. Two runs are
-bit-identical when their digests match; that is possible only on the same machine kind, precision,
-layout and torch version. Otherwise a run reproduces a row when its target metric lies inside the row's
-95% interval (Student's t over the recorded seeds).
+bit-identical when their digests match: possible only on the same machine kind, precision, layout,
+torch version and thread count. Otherwise a run reproduces a row when its target metric lies inside the
+row's 95% interval (Student's t over the recorded seeds).
 
 Importing this module imports no torch (``uda repro --list`` is instant); the digest imports it.
 """
@@ -216,7 +216,7 @@ def compare(row: Row, new: dict[int, dict[str, Any]]) -> Verdict:
     differ = {machine_difference(row.seeds[s]["machine"] if s in row.seeds else first, run["machine"])
               for s, run in new.items()} - {""}
     why = (f"different machine ({'; '.join(sorted(differ))}): bit identity is not expected" if differ
-           else "same machine kind, precision, layout and torch")
+           else "same machine kind, precision, layout, torch and threads")
     if all(v == "bit-identical" for v in seeds.values()):
         return Verdict(True, "reproduced: bit-identical on every seed", seeds)
     if not outside:
