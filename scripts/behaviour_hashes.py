@@ -29,6 +29,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from uda.io import tensor_bytes
+
 # every run: CPU, fp32, 2 threads, seed 0, no progress bar
 COMMON = ["device=cpu", "trainer.precision=fp32", "trainer.threads=2", "seed=0", "trainer.progress=none"]
 DIGITS = ["data.train_subset=3000", "data.test_subset=500", "trainer.batch_size=32", "trainer.max_steps=200",
@@ -84,10 +86,8 @@ def uda(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def tensor_digest(t) -> str:
-    """SHA-256 of a tensor's dtype, shape and raw bytes (any dtype: the bytes are viewed as uint8)."""
-    flat = t.detach().cpu().contiguous().reshape(-1)
-    raw = flat.view(__import__("torch").uint8).numpy().tobytes() if flat.numel() else b""
-    return hashlib.sha256(f"{t.dtype}{tuple(t.shape)}".encode() + raw).hexdigest()
+    """SHA-256 of a tensor's dtype, shape and raw bytes (``uda.io.tensor_bytes``)."""
+    return hashlib.sha256(tensor_bytes(t)).hexdigest()
 
 
 def tensors(obj, prefix: str = "") -> dict[str, str]:

@@ -69,6 +69,15 @@ def torch_bytes(obj: Any) -> bytes:
     return buf.getvalue()
 
 
+def tensor_bytes(t: Any) -> bytes:
+    """A tensor's dtype, shape and raw bytes (any dtype, viewed as uint8): what bit identity compares."""
+    import torch
+
+    flat = t.detach().cpu().contiguous().reshape(-1)
+    raw = flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""
+    return f"{t.dtype}{tuple(t.shape)}".encode() + raw
+
+
 def save_file(obj: Any, path: Path) -> None:
     """``torch.save`` that never leaves a partial file (for caches; checkpoints use ``checkpoint.save_atomic``)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -17,9 +17,12 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from uda.errors import UserError
+
+if TYPE_CHECKING:
+    from uda.report.runs import Run
 
 FORMAT = 1  # the row files' format version
 NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")  # <method>_<pair>[_<setting>]
@@ -58,7 +61,7 @@ def weights_digest(run_dir: Path) -> str:
 
     import torch
 
-    from uda.io import load_failure
+    from uda.io import load_failure, tensor_bytes
 
     path = run_dir / "checkpoints" / "last.pt"
     try:
@@ -67,9 +70,7 @@ def weights_digest(run_dir: Path) -> str:
         raise ResultError(f"{path}: {load_failure(e)}") from None
     h = hashlib.sha256()
     for key in sorted(state):
-        t = state[key].contiguous()
-        h.update(key.encode() + str(t.dtype).encode() + str(tuple(t.shape)).encode())
-        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(key.encode() + tensor_bytes(state[key]))
     return h.hexdigest()
 
 
@@ -90,15 +91,9 @@ def seed_record(run_dir: Path, summary: dict[str, Any], metric: str) -> dict[str
     }
 
 
-def run_overrides(run_dir: Path) -> tuple[str, ...]:
-    import yaml
-
-    path = run_dir / ".hydra" / "overrides.yaml"
-    try:
-        overrides = yaml.safe_load(path.read_text()) or []
-    except (OSError, yaml.YAMLError) as e:
-        raise ResultError(f"{path}: cannot be read ({e.__class__.__name__}); is {run_dir} a uda run?") from None
-    return tuple(o for o in overrides if not o.lstrip("+~").startswith(DROPPED))
+def command_of(run: Run) -> tuple[str, ...]:
+    """A run's overrides less those that differ per run (seed, hydra.*, resume): the row's command."""
+    return tuple(o for o in run.overrides if not o.lstrip("+~").startswith(DROPPED))
 
 
 def record(dirs: list[Path], name: str, results: Path, note: str = "") -> Path:
@@ -110,7 +105,7 @@ def record(dirs: list[Path], name: str, results: Path, note: str = "") -> Path:
     runs = [r for r in find_runs(dirs) if r.summary is not None]
     if not runs:
         raise ResultError(f"no finished run (summary.json) under {', '.join(map(str, dirs))}")
-    commands = {r.path: run_overrides(r.path) for r in runs}
+    commands = {r.path: command_of(r) for r in runs}
     first = runs[0]
     for r in runs[1:]:
         if commands[r.path] != commands[first.path]:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from uda.report import stats
-from uda.report.runs import Group, Run, baseline, find_runs, group_runs
+from uda.report.runs import Group, Run, baseline, contended, find_runs, group_runs, single_evaluation
 from uda.report.trust import run_correlation, run_regret, sweep_select
 from uda.selection import CRITERIA, LABEL_FREE, metric_of, select
 
@@ -101,12 +101,6 @@ def criteria_rows(groups: list[Group]) -> list[dict[str, Any]]:
                 out.append({"pair": pair, "method": "(all)", "setting": "", "label": "(all)", "criterion": crit,
                             **_finish(pooled)})
     return out
-
-
-def single_evaluation(runs: list[Run]) -> list[Run]:
-    """Runs evaluated once: every criterion picks that evaluation (regret 0, no rank correlation by construction),
-    so they are left out of the criteria tables and the report says so."""
-    return [r for r in runs if r.finished and len(r.rows) < 2]
 
 
 def _criterion_stats(runs: list[Run], crit: str) -> dict[str, Any]:
@@ -210,13 +204,14 @@ def _notes_md(groups: list[Group]) -> list[str]:
         lines += ["", "## Duplicate runs (the same configuration and seed; counted once)", "",
                   "| run | same as (counted) | target, both |", "|---|---|---|"]
         lines += [f"| {a.path} | {b.path} | {_num(a.value('last'))}, {_num(b.value('last'))} |" for a, b in dups]
-    single = single_evaluation([r for g in groups for r in g.runs])
+    counted = [r for g in groups for r in g.runs]
+    single = single_evaluation(counted)
     if single:
         lines += ["", "## Runs evaluated once (left out of the criteria tables)", "",
                   "Every criterion picks a run's only evaluation: regret 0 and no rank correlation by construction. "
                   "Evaluate more often (`trainer.eval_every`, `trainer.min_evals`) to compare criteria.", ""]
         lines += [f"- {r.path} ({r.method}, {r.pair}, seed {r.seed})" for r in single]
-    busy = contended([r for g in groups for r in g.runs])
+    busy = contended(counted)
     if busy:
         lines += ["", "## Runs timed beside a busy process (summary.json: contended)", "",
                   "Other processes kept their cores busy: their wall time and images/s are not the machine's speed.",
@@ -226,11 +221,6 @@ def _notes_md(groups: list[Group]) -> list[str]:
             lines.append(f"- {r.path} ({r.summary.get('images_per_s')} img/s; others used up to {share:.0f}% of "
                          f"its cores)")
     return lines
-
-
-def contended(runs: list[Run]) -> list[Run]:
-    """Finished runs whose summary says other processes kept their cores busy."""
-    return [r for r in runs if r.summary and r.summary.get("contended")]
 
 
 def write_markdown(rows: list[dict[str, str]], unfinished: list[Run], path: Path, figures: list[Path],
@@ -393,11 +383,12 @@ def _print_rich(rows: list[dict[str, str]], unfinished: list[Run], sel_rows: lis
         console.print(
             f"[yellow]duplicate, counted once:[/yellow] {run.path} = {kept.path} (same configuration and seed)"
         )
-    single = single_evaluation([r for g in groups for r in g.runs])
+    counted = [r for g in groups for r in g.runs]
+    single = single_evaluation(counted)
     if single:
         console.print(f"[yellow]{len(single)} run(s) evaluated once, left out of the criteria tables (nothing to "
                       f"choose between):[/yellow] " + ", ".join(str(r.path) for r in single))
-    busy = contended([r for g in groups for r in g.runs])
+    busy = contended(counted)
     if busy:
         console.print(f"[yellow]{len(busy)} run(s) timed beside a busy process (contended): their timings are not "
                       f"the machine's speed:[/yellow] " + ", ".join(str(r.path) for r in busy))

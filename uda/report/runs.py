@@ -30,6 +30,7 @@ class Run:
     summary: dict[str, Any] | None
     max_steps: int | None = None
     pair: str = ""  # data, or custom_<source>_<target> for a custom pair
+    overrides: tuple[str, ...] = ()  # .hydra/overrides.yaml as given
 
     def __post_init__(self):
         self.pair = self.pair or self.data
@@ -118,7 +119,7 @@ def load_run(path: Path) -> Run | None:
     rows = []
     if (path / "metrics.jsonl").is_file():
         rows = [json.loads(ln) for ln in (path / "metrics.jsonl").read_text().splitlines() if ln.strip()]
-    return Run(path, method, data, seed, setting, rows, summary, max_steps, pair_name(data, cfg))
+    return Run(path, method, data, seed, setting, rows, summary, max_steps, pair_name(data, cfg), tuple(overrides))
 
 
 def find_runs(dirs: list[Path]) -> list[Run]:
@@ -173,3 +174,14 @@ def baseline(group: Group, groups: list[Group]) -> Group | None:
     if not cands:
         return None
     return max(cands, key=lambda g: (len(mine & set(g.setting.split())), -len(set(g.setting.split()) - mine)))
+
+
+def single_evaluation(runs: list[Run]) -> list[Run]:
+    """Runs evaluated once: every criterion picks that evaluation (regret 0, no rank correlation by construction),
+    so they are left out of the criteria tables and the report says so."""
+    return [r for r in runs if r.finished and len(r.rows) < 2]
+
+
+def contended(runs: list[Run]) -> list[Run]:
+    """Finished runs whose summary says other processes kept their cores busy."""
+    return [r for r in runs if r.summary and r.summary.get("contended")]
