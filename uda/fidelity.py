@@ -59,12 +59,15 @@ _DACS = {
 PAPER: dict[str, dict[str, object]] = {
     "source_only": {},  # no paper: the same net and optimizer as the run's, on labelled source alone
     "dann": _DANN,
-    # Long et al. 2018 and the official thuml/CDAN digits scripts: D one FC500 on T(f, g),
-    # random d = 500, reversal 0 -> 1 (alpha 10) over 10k iterations, trade-off 1, SGD lr
-    # 0.01, batch 64
+    # Long et al. 2018 and the official thuml/CDAN digits scripts (pytorch/network.py
+    # AdversarialNetwork, train_uspsmnist.py): D 500-500 with dropout 0.5 on T(f, g), random
+    # d = 500, reversal 0 -> 1 (alpha 10) over 10k iterations, trade-off 1, SGD lr 0.01 with
+    # weight decay 5e-4 on the net and D, D's lr constant, batch 64
     "cdan": {
-        "method.adv_weight": 1.0, "method.grl_gamma": 10.0, "method.grl_horizon": 10000, "method.disc_hidden": [500],
-        "method.random_dim": 500, "optimizer.name": "sgd", "optimizer.lr": 0.01, "trainer.batch_size": 64,
+        "method.adv_weight": 1.0, "method.grl_gamma": 10.0, "method.grl_horizon": 10000,
+        "method.disc_hidden": [500, 500], "method.disc_dropout": 0.5, "method.disc_constant_lr": True,
+        "method.random_dim": 500, "optimizer.name": "sgd", "optimizer.lr": 0.01, "optimizer.weight_decay": 5e-4,
+        "trainer.batch_size": 64,
     },
     # Jin et al. 2020, thuml/Versatile-Domain-Adaptation: T = 2.5, trade-off 1
     "mcc": {"method.temperature": 2.5, "method.mcc_weight": 1.0},
@@ -193,7 +196,8 @@ for _bench, _depth, _ipe, _so_ipe in (("officehome", 50, 1000, 500), ("visda17",
            "method.domain_reduction": "mean"})
     PAPER_RECIPES[f"cdan_{_bench}"] = _tllib(
         "cdan", lr=0.01, gamma=0.001, wd=1e-3, batch=32, steps=_dann_steps, bottleneck=_wide, depth=_depth,
-        **{"method.disc_hidden": [1024, 1024], "method.entropy_weighting": False,
+        **{"method.disc_hidden": [1024, 1024], "method.disc_dropout": 0.0, "method.disc_constant_lr": False,
+           "method.entropy_weighting": False,
            "method.randomized": _bench == "domainnet"})
 PAPER_RECIPES["mcc_officehome"] = _tllib("mcc", lr=0.005, gamma=0.001, wd=1e-3, batch=36, steps=30000,
                                          bottleneck=2048, depth=50, **{"method.temperature": 2.5})

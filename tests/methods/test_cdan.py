@@ -9,10 +9,12 @@ import torch.nn.functional as F
 from test_dann import vector_batches
 from torch import nn
 
-from helpers import build, changed, sgd_stepper, snapshot
+from helpers import INFO, build, changed, make_cfg, sgd_stepper, snapshot
 from uda.losses import grl_lambda
+from uda.methods import get_method
 from uda.methods.cdan import CDAN, CDANConfig, entropy_weights, multilinear, randomized_multilinear
 from uda.schema import OptimizerConfig
+from uda.schema.optimizer import Schedule
 
 
 def tiny_cdan(**kw):
@@ -114,8 +116,47 @@ def test_cdan_builds_from_the_real_config_full_and_randomized():
     m = build("method=cdan")
     assert set(m.param_groups()) == {"feat", "cls", "disc"}
     assert m.predict(torch.zeros(2, 3, 28, 28)).shape == (2, 10)
-    # D on the 768 x 10 multilinear map, one FC500 (the official digits D)
-    assert [layer.in_features for layer in m.discriminator if isinstance(layer, nn.Linear)] == [7680, 500]
+    # D on the 768 x 10 multilinear map: the official AdversarialNetwork(7680, 500), Linear-ReLU-Dropout(0.5)
+    # twice then Linear(500, 1), xavier-normal weights (std sqrt(2 / (fan_in + fan_out))) and zero biases
+    assert [type(layer).__name__ for layer in m.discriminator] == ["Linear", "ReLU", "Dropout"] * 2 + ["Linear"]
+    linears = [layer for layer in m.discriminator if isinstance(layer, nn.Linear)]
+    assert [(lin.in_features, lin.out_features) for lin in linears] == [(7680, 500), (500, 500), (500, 1)]
+    assert all(layer.p == 0.5 for layer in m.discriminator if isinstance(layer, nn.Dropout))
+    for lin in linears:
+        assert torch.count_nonzero(lin.bias) == 0
+        assert lin.weight.std().item() == pytest.approx(math.sqrt(2 / sum(lin.weight.shape)), rel=0.1)
     r = build("method=cdan", "method.randomized=true", "method.random_dim=64")
     assert r.discriminator[0].in_features == 64 and r.r_f.shape == (768, 64) and r.r_g.shape == (10, 64)
     assert "r_f" in r.state_dict()  # the fixed projections travel with the checkpoint
+
+
+def test_cdan_brings_the_official_weight_decay_and_keeps_d_at_a_constant_rate():
+    """thuml/CDAN train_uspsmnist.py: SGD(weight_decay=0.0005) on the net and on D, and only the net's
+    optimizer has its rate decayed; ``optimizer=...`` settings still win."""
+    cfg = make_cfg("method=cdan")
+    assert cfg.optimizer.weight_decay == 5e-4 and cfg.optimizer.schedule == Schedule.dann
+    over = get_method("cdan").from_config(cfg, INFO).optimizer_overrides()
+    assert over["disc"].schedule == Schedule.constant and over["disc"].weight_decay == 5e-4
+    assert over["cls"].schedule == Schedule.dann  # the head anneals with the body
+    assert make_cfg("method=cdan", "optimizer.weight_decay=0").optimizer.weight_decay == 0
+    annealed = build("method=cdan", "method.disc_constant_lr=false").optimizer_overrides()
+    assert annealed["disc"].schedule == Schedule.dann
+
+
+def test_before_adv_start_only_f_and_c_learn_from_ce_and_the_ramp_starts_there():
+    m = tiny_cdan(adv_start=3, grl_horizon=10)
+    ref = copy.deepcopy(m)
+    src, tgt = vector_batches()
+    before = snapshot(m)
+    out = m.update(src, tgt, 2, sgd_stepper(m, lr=0.1, momentum=0.0))
+    assert changed(before, m) == {"feat", "cls"} and "loss/domain" not in out
+    # the step is plain SGD on the source CE
+    loss = F.cross_entropy(ref.classifier(ref.features(src.x)), src.y)
+    grads = torch.autograd.grad(loss, list(ref.features.parameters()) + list(ref.classifier.parameters()))
+    got = list(m.features.parameters()) + list(m.classifier.parameters())
+    old = list(ref.features.parameters()) + list(ref.classifier.parameters())
+    assert all(torch.allclose(p, (o - 0.1 * g).detach(), atol=1e-6) for p, o, g in zip(got, old, grads))
+    assert m.grl_lambda(3) == 0.0 and m.grl_lambda(8) == pytest.approx(grl_lambda(0.5))
+    before = snapshot(m)
+    m.update(src, tgt, 3, sgd_stepper(m, momentum=0.0))
+    assert changed(before, m) == {"feat", "cls", "disc"}

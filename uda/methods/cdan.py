@@ -11,12 +11,16 @@ Per iteration, one forward and ONE backward pass over a batch of n source + n ta
      reversal with the same lambda, as the official code's hook on the entropy does.
 
 Readings (official thuml/CDAN pytorch code where the paper is silent): lambda = adv_weight (2 / (1 +
-exp(-10 i / grl_horizon)) - 1) over the official 10000-iteration horizon, not the run's length; D is
-in -> 500 -> 1 on digits (1024-1024 on images, with dropout 0.5); source = 0, target = 1 (the official
-code labels them the other way round; the loss is symmetric). Ledger row: docs/fidelity.md#cdan.
+exp(-10 i / grl_horizon)) - 1) over the official 10000-iteration horizon, not the run's length, i
+counted from ``adv_start`` (before it: CE alone, D still); D is the official ``AdversarialNetwork``,
+in -> 500 -> 500 -> 1 with ReLU and dropout 0.5, xavier-normal weights and zero biases (1024-1024 on
+images); SGD with weight decay 5e-4 on the net and D (cdan.yaml), D's rate constant while the net's
+anneals (the digits scripts decay only the net's); source = 0, target = 1 (the official code labels
+them the other way round; the loss is symmetric). Ledger row: docs/fidelity.md#cdan.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -33,10 +37,10 @@ from uda.methods.parts import (
     new_layer_overrides,
     source_ce,
 )
-from uda.nets import mlp
-from uda.schema.base import nonneg, positive, widths
+from uda.nets import mlp, xavier_
+from uda.schema.base import nonneg, positive, unit_interval, widths
 from uda.schema.method import MethodConfig
-from uda.schema.optimizer import OptimizerConfig
+from uda.schema.optimizer import OptimizerConfig, Schedule
 
 
 @dataclass
@@ -51,8 +55,14 @@ class CDANConfig(MethodConfig):
     # the randomized multilinear map instead of the full outer product (for wide f x g)
     randomized: bool = False
     random_dim: int = 500  # the official digits scripts' d (1024 on images)
-    # hidden widths of D on T(f, g) (official digits: one FC500)
-    disc_hidden: list[int] = field(default_factory=lambda: [500])
+    # D on T(f, g): hidden widths, each Linear-ReLU-Dropout (official AdversarialNetwork(in, 500))
+    disc_hidden: list[int] = field(default_factory=lambda: [500, 500])
+    disc_dropout: float = 0.5
+    # the official digits scripts anneal the net's rate only: D stays at optimizer.lr
+    disc_constant_lr: bool = True
+    # steps of CE alone before D and the reversal start (official USPS <-> MNIST: one epoch;
+    # SVHN -> MNIST and the image script: 0); the ramp's i counts from here
+    adv_start: int = 0
 
     def check(self, cfg) -> None:
         nonneg(self.adv_weight, "method.adv_weight")
@@ -60,6 +70,8 @@ class CDANConfig(MethodConfig):
         positive(self.grl_horizon, "method.grl_horizon")
         positive(self.random_dim, "method.random_dim")
         widths(self.disc_hidden, "method.disc_hidden")
+        unit_interval(self.disc_dropout, "method.disc_dropout")
+        nonneg(self.adv_start, "method.adv_start")
 
 
 def multilinear(f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -70,6 +82,11 @@ def multilinear(f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
 def randomized_multilinear(f: torch.Tensor, g: torch.Tensor, r_f: torch.Tensor, r_g: torch.Tensor) -> torch.Tensor:
     """T(f, g) = (f R_f) * (g R_g) / sqrt(d), R_f: [d_f, d], R_g: [K, d] fixed Gaussian (Long et al. 2018, Eq. 8)."""
     return (f @ r_f) * (g @ r_g) / math.sqrt(r_f.shape[1])
+
+
+def domain_accuracy(d: torch.Tensor, n_s: int) -> torch.Tensor:
+    """Mean of D's accuracy on the n_s source logits (source = 0) and on the rest (target = 1)."""
+    return 0.5 * (binary_accuracy(d[:n_s], 0) + binary_accuracy(d[n_s:], 1))
 
 
 def entropy_weights(g_s: torch.Tensor, g_t: torch.Tensor, lam: float) -> torch.Tensor:
@@ -110,7 +127,7 @@ class CDAN(Method):
     def from_config(cls, cfg, info):
         features, classifier, feat_dim = classifier_nets(cfg, info)
         d_in = cls.disc_input_dim(cfg.method, feat_dim, info.num_classes)
-        discriminator = mlp(d_in, cfg.method.disc_hidden, 1)
+        discriminator = xavier_(mlp(d_in, cfg.method.disc_hidden, 1, cfg.method.disc_dropout))
         return cls(cfg=cfg.method, features=features, classifier=classifier, discriminator=discriminator,
                    feat_dim=feat_dim, num_classes=info.num_classes, head_optimizer=head_optimizer(cfg))
 
@@ -118,13 +135,29 @@ class CDAN(Method):
         return head_groups(self.features, cls=self.classifier, disc=self.discriminator)
 
     def optimizer_overrides(self):
-        return new_layer_overrides(self.groups, self.head_optimizer)
+        over = new_layer_overrides(self.groups, self.head_optimizer)
+        if self.cfg.disc_constant_lr:
+            over["disc"] = dataclasses.replace(over["disc"], schedule=Schedule.constant)
+        return over
 
     def grl_lambda(self, step: int) -> float:
-        return grl_lambda(min(step / self.cfg.grl_horizon, 1.0), self.cfg.grl_gamma, self.cfg.adv_weight)
+        i = max(step - self.cfg.adv_start, 0)
+        return grl_lambda(min(i / self.cfg.grl_horizon, 1.0), self.cfg.grl_gamma, self.cfg.adv_weight)
 
     def conditioning(self, f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         return randomized_multilinear(f, g, self.r_f, self.r_g) if self.cfg.randomized else multilinear(f, g)
+
+    def domain_loss(self, f: torch.Tensor, logits: torch.Tensor, n_s: int, lam: float):
+        """(L_d, D's logits) on the 2n features f and logits, source first: BCE of D(R(T(f, g))), plain or
+        entropy-weighted (CDAN+E), R the reversal of ``lam``; g detached in T (official): only F feels D."""
+        g = torch.softmax(logits.float(), dim=1)
+        d = self.discriminator(grad_reverse(self.conditioning(f.float(), g.detach()), lam)).reshape(-1)
+        domain = torch.cat([torch.zeros(n_s, device=d.device), torch.ones(len(d) - n_s, device=d.device)])
+        bce = nn.functional.binary_cross_entropy_with_logits(d, domain, reduction="none")
+        if not self.cfg.entropy_weighting:
+            return bce.mean(), d
+        w = entropy_weights(g[:n_s], g[n_s:], lam)
+        return (w * bce).sum() / w.sum().detach(), d
 
     def update(self, src: Batch, tgt: Batch, step, opt):
         lam = self.grl_lambda(step)
@@ -132,25 +165,15 @@ class CDAN(Method):
         f = self.features(torch.cat([src.x, tgt.x]))
         logits = self.classifier(f)
         loss_cls, acc_s = source_ce(logits[:n_s], src.y)
-        g = torch.softmax(logits.float(), dim=1)
-        # D reads T(f, g) behind the reversal; g detached (official code): only F feels D
-        d = self.discriminator(grad_reverse(self.conditioning(f.float(), g.detach()), lam)).reshape(-1)
-        domain = torch.cat([torch.zeros(n_s, device=d.device), torch.ones(len(d) - n_s, device=d.device)])
-        bce = nn.functional.binary_cross_entropy_with_logits(d, domain, reduction="none")
-        if self.cfg.entropy_weighting:
-            w = entropy_weights(g[:n_s], g[n_s:], lam)
-            loss_dom = (w * bce).sum() / w.sum().detach()
-        else:
-            loss_dom = bce.mean()
+        out = {"loss/cls": loss_cls.detach(), "acc/source_batch": acc_s, "sched/grl_lambda": torch.tensor(lam)}
+        if step < self.cfg.adv_start:
+            # 0) before adv_start: F and C on CE alone, D still (official USPS <-> MNIST: epoch 1)
+            opt.step(loss_cls, *self.groups[:-1])
+            return out
+        loss_dom, d = self.domain_loss(f, logits, n_s, lam)
         # 1) one step of F, C, D: F gets dCE - lambda dL_d, C dCE (+ reversed entropy), D dL_d
         opt.step(loss_cls + loss_dom, *self.groups)
-        return {
-            "loss/cls": loss_cls.detach(),
-            "loss/domain": loss_dom.detach(),
-            "acc/domain": 0.5 * (binary_accuracy(d[:n_s].detach(), 0) + binary_accuracy(d[n_s:].detach(), 1)),
-            "acc/source_batch": acc_s,
-            "sched/grl_lambda": torch.tensor(lam),
-        }
+        return out | {"loss/domain": loss_dom.detach(), "acc/domain": domain_accuracy(d.detach(), n_s)}
 
     def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         f = self.features(x)

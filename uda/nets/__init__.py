@@ -4,10 +4,10 @@ from __future__ import annotations
 from torch import nn
 
 from uda.errors import ConfigError
-from uda.nets.digits import DANNDigitsFeatures, LeNetFeatures, mlp
+from uda.nets.digits import DANNDigitsFeatures, LeNetFeatures, mlp, xavier_
 from uda.schema import BACKBONES, BackboneConfig, DANNDigitsConfig, LeNetConfig, ResNetConfig, TimmConfig
 
-__all__ = ["build_backbone", "mlp", "DANNDigitsFeatures", "set_requires_grad"]
+__all__ = ["build_backbone", "mlp", "xavier_", "DANNDigitsFeatures", "set_requires_grad"]
 
 
 def set_requires_grad(modules: list[nn.Module], flag: bool) -> None:

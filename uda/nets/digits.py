@@ -35,14 +35,24 @@ class DANNDigitsFeatures(nn.Module):
         return self.net(x)
 
 
-def mlp(in_dim: int, hidden: list[int], out_dim: int) -> nn.Sequential:
-    """Fully connected layers with ReLU between them: in -> hidden... -> out (no final activation)."""
+def mlp(in_dim: int, hidden: list[int], out_dim: int, dropout: float = 0.0) -> nn.Sequential:
+    """Fully connected layers with ReLU (and Dropout(``dropout``) when > 0) after each hidden one:
+    in -> hidden... -> out (no final activation)."""
     layers: list[nn.Module] = []
     for h in hidden:
-        layers += [nn.Linear(in_dim, h), nn.ReLU(inplace=True)]
+        layers += [nn.Linear(in_dim, h), nn.ReLU(inplace=True)] + ([nn.Dropout(dropout)] if dropout > 0 else [])
         in_dim = h
     layers.append(nn.Linear(in_dim, out_dim))
     return nn.Sequential(*layers)
+
+
+def xavier_(module: nn.Module) -> nn.Module:
+    """Every Linear of ``module``: xavier-normal weights, zero biases (thuml's ``init_weights``: CDAN, MDD)."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.xavier_normal_(layer.weight)
+            nn.init.zeros_(layer.bias)
+    return module
 
 
 class LeNetFeatures(nn.Module):
