@@ -44,7 +44,10 @@ _SEG = ["data=digits_seg", "trainer.batch_size=16"]  # digits_seg_cpu's batch
 # that the evaluation the loop runs at each stage end is not timed: ADDA's adapt stage, CyCADA's task stage
 # (its translator is CycleGAN's, timed on its own) and ROAD's adapt stage are what the 200 timed steps run
 METHODS = {
-    "source_only": [], "dann": [], "cdan": [], "mcc": [], "mdd": [], "mcd": [], "mean_teacher": [], "dsn": [],
+    "source_only": [], "dann": [], "cdan": [], "sdat": [], "mic": [], "mcc": [], "mdd": [], "mcd": [],
+    "mean_teacher": [], "fixmatch": [], "dsn": [],
+    # the target stage's step, IM alone: the bare step has no refresh pass over the target set
+    "shot": ["method.source_steps=0", "method.beta=0"],
     "adda": ["method.pretrain_steps=20"],
     "cyclegan": _GAN, "cycada": [*_GAN, "method.source_steps=10", "method.translate_steps=10",
                                  "method.feature_adapt=true"],

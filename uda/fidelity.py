@@ -69,6 +69,41 @@ PAPER: dict[str, dict[str, object]] = {
         "method.random_dim": 500, "optimizer.name": "sgd", "optimizer.lr": 0.01, "optimizer.weight_decay": 5e-4,
         "trainer.batch_size": 64,
     },
+    # Rangwani et al. 2022 and the official val-iisc/SDAT examples/cdan_sdat.py argparse: rho
+    # 0.05, MCC's T 2 (cdan_mcc_sdat.py), trade-off 1; SGD lr 0.01, Nesterov momentum 0.9,
+    # weight decay 1e-3, D's rate decayed with the net's; the CDAN part at CDAN's digits values
+    "sdat": {
+        "method.rho": 0.05, "method.temperature": 2.0, "method.cdan.adv_weight": 1.0,
+        "method.cdan.grl_gamma": 10.0, "method.cdan.grl_horizon": 10000, "method.cdan.disc_constant_lr": False,
+        "method.cdan.entropy_weighting": False, "optimizer.name": "sgd", "optimizer.lr": 0.01,
+        "optimizer.momentum": 0.9, "optimizer.nesterov": True, "optimizer.weight_decay": 1e-3,
+    },
+    # Hoyer et al. 2023 and the official lhoyer/MIC cls/experiments.py (the runs of its tables): EMA
+    # 0.9, q = the teacher's probability (ViT runs), block 64 on 224, ratio 0.7, DAFormer's colour
+    # aug (s = p = 0.2, blur); host CDAN+MCC w/ SDAT (cdan_mcc_sdat_masking.py)
+    "mic": {
+        "method.ema": 0.9, "method.pseudo_weight": "prob", "method.mask_block": 64, "method.mask_ratio": 0.7,
+        "method.jitter": 0.2, "method.jitter_switch": 0.2, "method.blur": True, "method.mask_weight": 1.0,
+        "method.host.name": "sdat", "method.host.mcc_weight": 1.0, "method.host.temperature": 2.0,
+        "optimizer.nesterov": True, "optimizer.weight_decay": 1e-3,
+    },
+    # Sohn et al. 2020 as Transfer-Learning-Library's UDA port (examples/domain_adaptation/
+    # image_classification/fixmatch.py argparse): threshold 0.9, trade-off 1, crops of scale
+    # (0.5, 1), RandAugment rand-m10-n2-mstd2, SGD Nesterov momentum 0.9, weight decay 1e-3
+    "fixmatch": {
+        "method.threshold": 0.9, "method.trade_off": 1.0, "method.crop_scale": [0.5, 1.0], "method.ops": 2,
+        "method.magnitude": 10.0, "method.magnitude_std": 2.0, "method.op_prob": 0.5,
+        "optimizer.momentum": 0.9, "optimizer.nesterov": True, "optimizer.weight_decay": 1e-3,
+    },
+    # Liang et al. 2020 and the official tim-learn/SHOT digits code (digit/uda_digit.py, digit.sh):
+    # label smoothing 0.1, beta 0.1 (digit.sh), IM weight 1, bottleneck 256 (BN, dropout 0.5),
+    # one refinement, SGD lr 0.01 Nesterov momentum 0.9 weight decay 1e-3, (1 + 10 p)^-0.75
+    "shot": {
+        "method.smoothing": 0.1, "method.beta": 0.1, "method.im_weight": 1.0, "method.bottleneck": 256,
+        "method.dropout": 0.5, "method.refinements": 1, "optimizer.lr": 0.01, "optimizer.momentum": 0.9,
+        "optimizer.nesterov": True, "optimizer.weight_decay": 1e-3, "optimizer.schedule": "dann",
+        "optimizer.sched_alpha": 10.0, "optimizer.sched_beta": 0.75, "trainer.batch_size": 64,
+    },
     # Jin et al. 2020, thuml/Versatile-Domain-Adaptation: T = 2.5, trade-off 1
     "mcc": {"method.temperature": 2.5, "method.mcc_weight": 1.0},
     # Zhang et al. 2019 and the official thuml/MDD code: gamma 4 (its Office-31 value), the
@@ -171,7 +206,7 @@ def _tllib(method: str, *, lr: float, gamma: float, wd: float, batch: int, steps
         _TLLIB
         | {
             "method.name": method,
-            "optimizer.lr": lr / 10,
+            "optimizer.lr": round(lr / 10, 12),
             "optimizer.weight_decay": wd,
             "optimizer.sched_alpha": round(gamma * steps, 6),
             "trainer.max_steps": steps,
@@ -206,3 +241,29 @@ PAPER_RECIPES["mcc_visda17"] = _tllib("mcc", lr=0.002, gamma=0.001, wd=1e-3, bat
 PAPER_RECIPES["mcc_domainnet"] = _tllib("mcc", lr=0.005, gamma=0.001, wd=1e-3, batch=32, steps=75000,
                                         bottleneck=2048, depth=101,
                                         **{"method.temperature": 2.0, "method.mcc_weight": 10.0})
+
+# The official runs of the newer baselines (issue 42), with ViT-B/16 through timm where their
+# tables use it: SDAT's examples/run_office_home.sh and run_visda.sh, MIC's cls/experiments.py,
+# TLlib's fixmatch.sh. The new layers' rate is optimizer.lr x 10 (the body at 0.1 x).
+_VIT = {"backbone.name": "timm", "backbone.model": "vit_base_patch16_224", "backbone.bottleneck": 256,
+        "backbone.dropout": 0.0, "backbone.head_lr_mult": 10.0, "optimizer.nesterov": True,
+        "optimizer.weight_decay": 1e-3, "optimizer.schedule": "dann", "method.cdan.disc_hidden": [1024, 1024],
+        "method.cdan.disc_dropout": 0.0}
+_HOSTED = {k.replace("method.cdan.", "method.host.cdan."): v for k, v in _VIT.items()}
+PAPER_RECIPES["sdat_officehome"] = _VIT | {
+    "method.name": "sdat", "method.rho": 0.02, "method.mcc_weight": 0.0, "optimizer.lr": 0.001,
+    "optimizer.sched_alpha": 30, "trainer.max_steps": 30000, "trainer.batch_size": 24}
+PAPER_RECIPES["sdat_visda17"] = _VIT | {
+    "method.name": "sdat", "method.rho": 0.02, "method.mcc_weight": 1.0, "method.temperature": 2.0,
+    "optimizer.lr": 0.0002, "optimizer.sched_alpha": 15, "trainer.max_steps": 15000, "trainer.batch_size": 32}
+for _bench, _steps, _batch in (("officehome", 30000, 24), ("visda17", 15000, 32)):
+    PAPER_RECIPES[f"mic_{_bench}"] = _HOSTED | {
+        "method.name": "mic", "method.ema": 0.9, "method.pseudo_weight": "prob", "method.mask_block": 64,
+        "method.mask_ratio": 0.7, "method.jitter": 0.2, "method.blur": True, "method.host.name": "sdat",
+        "method.host.rho": 0.02, "method.host.mcc_weight": 1.0, "optimizer.lr": 0.0002,
+        "optimizer.sched_alpha": _steps / 1000, "trainer.max_steps": _steps, "trainer.batch_size": _batch}
+PAPER_RECIPES["fixmatch_officehome"] = _tllib("fixmatch", lr=0.003, gamma=0.0004, wd=1e-3, batch=32, steps=20000,
+                                              bottleneck=1024, depth=50, **{"method.threshold": 0.9})
+PAPER_RECIPES["fixmatch_visda17"] = _tllib("fixmatch", lr=0.003, gamma=0.0004, wd=1e-3, batch=32, steps=20000,
+                                           bottleneck=2048, depth=101,
+                                           **{"method.threshold": 0.8, "method.crop_scale": [1.0, 1.0]})

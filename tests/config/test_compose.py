@@ -48,8 +48,8 @@ def test_every_method_config_has_a_registered_class_and_back():
     assert yaml_names == set(METHODS)
     with pytest.raises(
         ConfigError,
-        match="valid methods: adaptsegnet, adda, advent, cdan, cycada, cyclegan, dacs, dann, dsn, lsd, mcc, mcd, mdd, "
-        "mean_teacher, road, source_only",
+        match="valid methods: adaptsegnet, adda, advent, cdan, cycada, cyclegan, dacs, dann, dsn, fixmatch, lsd, mcc, "
+        "mcd, mdd, mean_teacher, mic, road, sdat, shot, source_only",
     ):
         get_method("foo")
 

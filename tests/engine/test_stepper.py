@@ -99,3 +99,78 @@ def test_rounds_under_a_live_gradient_scaler_step_by_the_unscaled_gradients():
         opt.new_round()
     opt.end_iteration()
     assert torch.allclose(net.weight, w0 - 3 * 0.1 * x.sum(0).expand(2, 4), atol=1e-5)
+
+
+def test_perturb_moves_along_the_normalised_gradient_and_restore_keeps_the_gradient_at_w_plus_e():
+    """SAM by hand on one Linear: e = rho g / ||g|| with ||g|| over weight and bias together; the
+    gradient of the second loss is taken at w + e, the step starts from w."""
+    net, opt = linear_stepper()
+    x = torch.randn(5, 4)
+    w0, b0 = net.weight.detach().clone(), net.bias.detach().clone()
+    opt.zero("cls")
+    opt.backward((net(x) ** 2).sum())
+    g_w, g_b = 2 * net(x).detach().t() @ x, 2 * net(x).detach().sum(0)  # d sum(y^2) = 2 y
+    norm = torch.sqrt((g_w ** 2).sum() + (g_b ** 2).sum())
+    opt.perturb(0.05, "cls")
+    assert net.weight.grad is None  # zeroed for the pass at w + e
+    assert torch.allclose(net.weight, w0 + 0.05 * g_w / norm) and torch.allclose(net.bias, b0 + 0.05 * g_b / norm)
+    opt.backward(net(x).sum())  # at w + e: d sum(y)/dW = 1 x^T
+    with pytest.raises(RuntimeError, match="restore"):
+        opt.apply("cls")
+    opt.restore()
+    assert torch.allclose(net.weight, w0, atol=1e-7)
+    opt.apply("cls")
+    assert torch.allclose(net.weight, w0 - 0.1 * x.sum(0).expand(2, 4), atol=1e-6)
+    assert torch.allclose(net.bias, b0 - 0.1 * 5, atol=1e-6)
+
+
+def test_perturb_under_a_gradient_scale_equals_the_unscaled_one_and_a_non_finite_gradient_skips():
+    x = torch.randn(5, 4)
+    moved = []
+    for scaler in (torch.amp.GradScaler("cpu", enabled=False), torch.amp.GradScaler("cpu", init_scale=1024.0)):
+        torch.manual_seed(0)
+        net = nn.Linear(4, 2)
+        opt = Stepper({"cls": torch.optim.SGD(net.parameters(), lr=0.1)}, scaler, "cpu")
+        w0 = net.weight.detach().clone()
+        opt.zero("cls")
+        opt.backward(net(x).pow(2).sum())
+        opt.perturb(0.05, "cls")
+        moved.append(net.weight.detach() - w0)
+        opt.restore()
+    assert torch.allclose(moved[0], moved[1], atol=1e-7) and moved[0].abs().sum() > 0
+    net, opt = linear_stepper()
+    w0 = net.weight.detach().clone()
+    opt.begin_iteration()
+    opt.zero("cls")
+    opt.backward(net(x).sum())
+    net.weight.grad[0, 0] = float("inf")
+    opt.perturb(0.05, "cls")
+    assert torch.equal(net.weight, w0)  # nothing moved
+    opt.backward(net(x).sum())
+    opt.restore()
+    opt.apply("cls")
+    assert torch.equal(net.weight, w0) and opt.skipped == 1
+    opt.end_iteration()
+    opt.step(net(x).sum(), "cls")  # the next iteration steps again
+    assert not torch.equal(net.weight, w0)
+
+
+def test_a_forward_after_a_step_inside_autocast_sees_the_new_weights():
+    """autocast caches its bf16 copies of the weights until the outermost autocast exits; a second forward in
+    the same update (MCD's rounds, SDAT's pass at w + e) must not read the stale copies."""
+    net, opt = linear_stepper()
+    x = torch.randn(5, 4)
+
+    def fresh(w, b):  # the forward at weights w, b with nothing cached (plain tensors are not cached)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return torch.nn.functional.linear(x, w.detach().clone(), b.detach().clone()).float()
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        opt.step(net(x).float().sum(), "cls")
+        assert torch.equal(net(x).float(), fresh(net.weight, net.bias))  # after the step
+        opt.zero("cls")
+        opt.backward(net(x).float().pow(2).sum())
+        opt.perturb(0.5, "cls")
+        assert torch.equal(net(x).float(), fresh(net.weight, net.bias))  # at w + e
+        opt.restore()
+        assert torch.equal(net(x).float(), fresh(net.weight, net.bias))  # back at w

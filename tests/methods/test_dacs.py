@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from helpers import SEG_SMALL, build_seg, resumes_exactly, seg_batches, sgd_stepper
 from uda.data.streams import step_generator
 from uda.engine import checkpoint as ckpt
-from uda.methods.dacs import MIX_STREAM, blur_kernel, class_mix_masks, mixed_loss, strong_augment
+from uda.methods.dacs import MIX_STREAM, class_mix_masks, mixed_loss
+from uda.methods.parts import blur_kernel, strong_augment
 
 
 def test_class_mix_masks_cover_exactly_half_of_the_source_classes():

@@ -54,7 +54,7 @@ def batches(task: str) -> tuple[Batch, Batch]:
         return seg_batches()
     g = torch.Generator().manual_seed(0)
     return (Batch(torch.randn(6, 3, 28, 28, generator=g), torch.randint(0, 4, (6,), generator=g)),
-            Batch(torch.randn(6, 3, 28, 28, generator=g) * 0.5 + 0.3, None))
+            Batch(torch.randn(6, 3, 28, 28, generator=g) * 0.5 + 0.3, None, torch.arange(6)))
 
 
 @pytest.fixture(scope="module")
@@ -104,12 +104,16 @@ def test_resumes_exactly(name, task, references, tmp_path):
 
 @pytest.mark.parametrize("name, task", CASES, ids=IDS)
 def test_steps_change_named_groups(name, task):
-    """In every stage, each ``apply`` (``opt.step``'s last part) changes exactly the groups it names."""
+    """In every stage, each ``apply`` (``opt.step``'s last part) changes exactly the groups it names (a refresh
+    the method declares runs first, over the target batch as its whole training set)."""
     method = built(name, task)
     method.train()
     src, tgt = batches(task)
     step = 0
     for stage in method.stages(600):
+        if method.refresh_due(step, 1):
+            with torch.no_grad():
+                method.refresh([tgt])
         spy = ApplySpy(method)
         method.update(src, tgt, step, spy)
         spy.end_iteration()

@@ -50,11 +50,26 @@ class PairBatches:
     def __next__(self) -> tuple[Batch, Batch]:
         (x_s, y_s), (x_t, _) = next(self.source), next(self.target)
         x_s, x_t = self._augment(x_s, x_t, self.step)
+        idx_t = rank_slice(self.streams[1].indices(self.step), self.rank, self.batch)
         self.step += 1
         y_s = y_s.to(self.device, non_blocking=True)
         src = Batch(self.prepare(x_s.to(self.device, non_blocking=True)), y_s.long() if self.per_pixel else y_s)
-        tgt = Batch(self.prepare(x_t.to(self.device, non_blocking=True)), None)  # target labels never enter training
+        tgt = Batch(self.prepare(x_t.to(self.device, non_blocking=True)), None,  # target labels never enter training
+                    idx_t.to(self.device, non_blocking=True))
         return src, tgt
+
+    def target_epoch_steps(self) -> int:
+        """The steps of one pass over the target training set: ceil(N_t / global batch)."""
+        return -(-self.domains[1].train_size // (self.batch * self.world))
+
+    def target_pass(self, size: int):
+        """The whole target training set in order, un-augmented (the evaluation's central crop), as
+        ``Batch(x, None, idx)`` of ``size`` images: what a method's ``refresh`` reads."""
+        target = self.domains[1]
+        for start in range(0, target.train_size, size):
+            idx = torch.arange(start, min(start + size, target.train_size))
+            x, _ = target.train_batch(idx)
+            yield Batch(self.prepare(x.to(self.device, non_blocking=True)), None, idx.to(self.device))
 
     def first_images(self, n: int = 16) -> dict[str, torch.Tensor]:
         """The first ``n`` source and target images of the next step's batches as the network sees such images

@@ -62,7 +62,7 @@ class Run:
     method: Method
     stepper: Stepper
     opt_cfgs: dict
-    spans: dict[str, tuple[int, int]]
+    spans: dict[str, tuple[int, int] | list[tuple[int, int]]]
     ends: dict[int, str]  # step -> stage that ends there (multi-stage methods only)
     start: int  # the first step this session runs
     counters: Counters
@@ -174,6 +174,9 @@ def train(cfg: TrainConfig, run_dir: Path, *, stop_after: int | None = None) -> 
             t0 = time.perf_counter()
             stepper.set_lr(lr_factors(run.opt_cfgs, run.spans, step, tr.max_steps))
             src, tgt = next(run.batches)
+            if method.refresh_due(step, run.batches.target_epoch_steps()):  # (SHOT: each target epoch)
+                with torch.no_grad():  # in fp32, as the official pass
+                    method.refresh(run.batches.target_pass(tr.eval_batch_size))
             stepper.begin_iteration()
             with autocast(run.device, run.choice.precision):
                 out = method.update(src, tgt, step, stepper)

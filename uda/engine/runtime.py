@@ -70,13 +70,21 @@ def build_optimizers(method: Method, default: OptimizerConfig) -> tuple[dict[str
     return cfgs, {name: build_optimizer(params, cfgs[name]) for name, params in groups.items()}
 
 
-def lr_factors(cfgs: dict[str, OptimizerConfig], spans: dict[str, tuple[int, int]], step: int,
-               max_steps: int) -> dict[str, float]:
+def lr_factors(cfgs: dict[str, OptimizerConfig], spans: dict[str, tuple[int, int] | list[tuple[int, int]]],
+               step: int, max_steps: int) -> dict[str, float]:
     """Each group's schedule factor at ``step``, over its span [a, b) (default: the whole run; CyCADA's
-    translator decays over its own stage), held at the span's ends outside it; a group's ``horizon`` > 0
-    replaces the span's length as the schedule's length."""
+    translator decays over its own stage), held at the span's ends outside it; a list of spans restarts
+    the schedule at each one's start (the latest begun by ``step``, else the first); a group's
+    ``horizon`` > 0 replaces the span's length as the schedule's length."""
     return {name: lr_factor(c, min(max(step - a, 0), b - a - 1), c.horizon or b - a)
-            for name, c in cfgs.items() for a, b in [spans.get(name, (0, max_steps))]}
+            for name, c in cfgs.items() for a, b in [active_span(spans.get(name, (0, max_steps)), step)]}
+
+
+def active_span(span: tuple[int, int] | list[tuple[int, int]], step: int) -> tuple[int, int]:
+    if not isinstance(span, list):
+        return tuple(span)
+    begun = [s for s in span if s[0] <= step]
+    return tuple(max(begun) if begun else min(span))
 
 
 def lr_factor(cfg: OptimizerConfig, step: int, max_steps: int) -> float:
@@ -117,6 +125,8 @@ class Stepper:
         self.device_type = device_type
         self._stepped: set[str] = set()
         self._bad = False  # the loss backpropagated since the last ``zero`` was non-finite
+        self._bad_ascent = False  # a ``perturb`` this iteration met a non-finite gradient
+        self._ascent: list[tuple[torch.nn.Parameter, torch.Tensor]] = []  # (parameter, e) until ``restore``
         self.skipped = 0  # updates skipped for a non-finite loss in this iteration
 
     def _check(self, groups: tuple[str, ...]) -> None:
@@ -144,10 +154,12 @@ class Stepper:
         again = self._stepped.intersection(groups)
         if again:
             raise RuntimeError(f"groups {sorted(again)} stepped twice in one iteration")
+        if self._ascent:
+            raise RuntimeError("apply() between perturb() and restore(): the step must start from w, not w + e")
         if dist.world() > 1:
             params = [p for g in groups for pg in self.optimizers[g].param_groups for p in pg["params"]]
             self._bad = dist.average_gradients(params, self._bad)
-        if self._bad:  # skip: parameters and optimizer state stay as they were
+        if self._bad or self._bad_ascent:  # skip: parameters and optimizer state stay as they were
             for g in groups:
                 self.optimizers[g].zero_grad(set_to_none=True)
             self.skipped += 1
@@ -156,11 +168,56 @@ class Stepper:
         for g in groups:
             self.scaler.step(self.optimizers[g])
         self._stepped.update(groups)
+        # autocast keeps its low-precision copies of the weights until the loop's autocast exits: a forward
+        # later in this update (MCD's rounds, ADDA's D, SDAT's second pass) must see the new weights
+        torch.clear_autocast_cache()
 
     def step(self, loss: torch.Tensor, *groups: str) -> None:
         self.zero(*groups)
         self.backward(loss)
         self.apply(*groups)
+
+    @torch.no_grad()
+    def perturb(self, rho: float, *groups: str) -> None:
+        """SAM's ascent (Foret et al. 2021; SDAT's ``first_step``): with the gradient g backpropagated since
+        the groups' ``zero``, move their parameters to w + e, e = rho g / (||g|| + 1e-12), ||g|| the L2 norm
+        over all of them together; then zero their gradients for the pass at w + e. g is unscaled first
+        (fp16) and averaged over the ranks (torch.distributed); a non-finite g or loss moves nothing and
+        skips this iteration's updates, as a non-finite loss does."""
+        self._check(groups)
+        if self._ascent:
+            raise RuntimeError("perturb() twice without restore()")
+        params = [p for g in groups for pg in self.optimizers[g].param_groups for p in pg["params"]]
+        if dist.world() > 1:  # (every rank lists the same parameters, with or without a gradient)
+            self._bad = dist.average_gradients(params, self._bad)
+        params = [p for p in params if p.grad is not None]
+        inv_scale = 1.0 / self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
+        grads = [p.grad.float() * inv_scale for p in params]
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])) if grads else None
+        if self._bad or (norm is not None and not bool(torch.isfinite(norm))):
+            self._bad_ascent = True
+        elif norm is not None:
+            for p, g in zip(params, grads):
+                e = (g * (rho / (norm + 1e-12))).to(p.dtype)
+                p.add_(e)
+                self._ascent.append((p, e))
+        torch.clear_autocast_cache()  # the pass at w + e must not reuse autocast's copies of w
+        self.zero(*groups)
+
+    def reset(self, *groups: str) -> None:
+        """Forget the groups' optimizer state (momentum, Adam's moments), as a new optimizer would start:
+        SHOT's target stage builds its own SGD."""
+        self._check(groups)
+        for g in groups:
+            self.optimizers[g].state.clear()
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        """Undo ``perturb``: w + e -> w, keeping the gradients taken at w + e for the next ``apply``."""
+        for p, e in self._ascent:
+            p.sub_(e)
+        self._ascent.clear()
+        torch.clear_autocast_cache()
 
     def new_round(self) -> None:
         """Let every group step again within this iteration (MCD steps its generator and classifiers in
@@ -176,7 +233,7 @@ class Stepper:
         elif self.scaler.is_enabled() and self.skipped:  # nothing stepped: back off as an overflow would
             self.scaler.update(self.scaler.get_scale() * self.scaler.get_backoff_factor())
         self._stepped.clear()
-        self._bad = False
+        self._bad = self._bad_ascent = False
 
     def begin_iteration(self) -> None:
         self.skipped = 0

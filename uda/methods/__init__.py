@@ -13,22 +13,30 @@ from uda.methods.cyclegan import CycleGAN
 from uda.methods.dacs import DACS
 from uda.methods.dann import DANN
 from uda.methods.dsn import DSN
+from uda.methods.fixmatch import FixMatch
 from uda.methods.lsd import LSD
 from uda.methods.mcc import MCC
 from uda.methods.mcd import MCD
 from uda.methods.mdd import MDD
 from uda.methods.mean_teacher import MeanTeacher
+from uda.methods.mic import MIC
 from uda.methods.road import ROAD
+from uda.methods.sdat import SDAT
+from uda.methods.shot import SHOT
 from uda.methods.source_only import SourceOnly
 
 METHODS: dict[str, type[Method]] = {
     "source_only": SourceOnly,
     "dann": DANN,
     "cdan": CDAN,
+    "sdat": SDAT,
     "mcc": MCC,
+    "mic": MIC,
     "mdd": MDD,
     "mcd": MCD,
     "mean_teacher": MeanTeacher,
+    "fixmatch": FixMatch,
+    "shot": SHOT,
     "dsn": DSN,
     "adda": ADDA,
     "cyclegan": CycleGAN,

@@ -7,6 +7,7 @@ not through hooks here.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, NamedTuple, Protocol
 
@@ -21,10 +22,12 @@ if TYPE_CHECKING:
 
 
 class Batch(NamedTuple):
-    """Images (normalised, on the device) and labels; ``y`` is None for the target domain."""
+    """Images (normalised, on the device) and labels; ``y`` is None for the target domain. ``idx``: each
+    image's index in its domain's training set (SHOT looks its pseudo-labels up by it)."""
 
     x: torch.Tensor
     y: torch.Tensor | None
+    idx: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,10 @@ class Optimizers(Protocol):
     groups' gradients, backpropagate (scaled under fp16), step their optimizers. Each group steps at
     most once per round; ``new_round()`` starts the next one (one round per iteration unless a method
     asks, as MCD does); a non-finite loss skips the update.
+
+    A sharpness-aware step (SDAT): ``zero``, ``backward(loss_1)``, ``perturb(rho, *groups)`` (w -> w + e
+    along the gradient, gradients zeroed), ``backward(loss_2)`` at w + e, ``restore()`` (back to w),
+    ``apply(*groups)`` with the gradients taken at w + e.
     """
 
     def step(self, loss: torch.Tensor, *groups: str) -> None: ...
@@ -51,6 +58,12 @@ class Optimizers(Protocol):
     def apply(self, *groups: str) -> None: ...
 
     def new_round(self) -> None: ...
+
+    def perturb(self, rho: float, *groups: str) -> None: ...
+
+    def restore(self) -> None: ...
+
+    def reset(self, *groups: str) -> None: ...
 
 
 class Method(nn.Module):
@@ -75,10 +88,20 @@ class Method(nn.Module):
         """Parameter groups whose optimizer differs from the run's ``optimizer`` config (ADDA stage 2)."""
         return {}
 
-    def schedule_spans(self, max_steps: int) -> dict[str, tuple[int, int]]:
+    def schedule_spans(self, max_steps: int) -> dict[str, tuple[int, int] | list[tuple[int, int]]]:
         """Groups whose learning-rate schedule runs over [start, end) instead of the whole run: a
-        group trained in one stage decays over that stage (CyCADA's translator). Default: none."""
+        group trained in one stage decays over that stage (CyCADA's translator); a list of spans
+        restarts the schedule at each span's start (SHOT's target stage). Default: none."""
         return {}
+
+    def refresh_due(self, step: int, epoch_steps: int) -> bool:
+        """Whether the trainer runs ``refresh`` before this step's update (``epoch_steps``: the steps of
+        one pass over the target training set). Default: never."""
+        return False
+
+    def refresh(self, target: Iterable[Batch]) -> None:
+        """A pass over the whole target training set, in order, un-augmented, without labels (``idx``
+        set), with no gradient; what the method derives lives in its buffers, so a checkpoint holds it."""
 
     def images(self, x_s: torch.Tensor, x_t: torch.Tensor) -> dict[str, torch.Tensor]:
         """Image grids for TensorBoard at each evaluation: name -> (N, C, H, W) in the normalised space."""

@@ -64,14 +64,15 @@ class CDANConfig(MethodConfig):
     # SVHN -> MNIST and the image script: 0); the ramp's i counts from here
     adv_start: int = 0
 
-    def check(self, cfg) -> None:
-        nonneg(self.adv_weight, "method.adv_weight")
-        nonneg(self.grl_gamma, "method.grl_gamma")
-        positive(self.grl_horizon, "method.grl_horizon")
-        positive(self.random_dim, "method.random_dim")
-        widths(self.disc_hidden, "method.disc_hidden")
-        unit_interval(self.disc_dropout, "method.disc_dropout")
-        nonneg(self.adv_start, "method.adv_start")
+    def check(self, cfg, key: str = "method") -> None:
+        """``key``: where this config sits (``method``; ``method.cdan`` inside SDAT), for the messages."""
+        nonneg(self.adv_weight, f"{key}.adv_weight")
+        nonneg(self.grl_gamma, f"{key}.grl_gamma")
+        positive(self.grl_horizon, f"{key}.grl_horizon")
+        positive(self.random_dim, f"{key}.random_dim")
+        widths(self.disc_hidden, f"{key}.disc_hidden")
+        unit_interval(self.disc_dropout, f"{key}.disc_dropout")
+        nonneg(self.adv_start, f"{key}.adv_start")
 
 
 def multilinear(f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -125,10 +126,16 @@ class CDAN(Method):
 
     @classmethod
     def from_config(cls, cfg, info):
+        return cls.part(cfg.method, cfg, info)
+
+    @classmethod
+    def part(cls, m: CDANConfig, cfg, info) -> CDAN:
+        """CDAN with the settings ``m`` on ``cfg``'s backbone: the method itself, or a part another method
+        holds (SDAT's ``method.cdan``)."""
         features, classifier, feat_dim = classifier_nets(cfg, info)
-        d_in = cls.disc_input_dim(cfg.method, feat_dim, info.num_classes)
-        discriminator = xavier_(mlp(d_in, cfg.method.disc_hidden, 1, cfg.method.disc_dropout))
-        return cls(cfg=cfg.method, features=features, classifier=classifier, discriminator=discriminator,
+        d_in = cls.disc_input_dim(m, feat_dim, info.num_classes)
+        discriminator = xavier_(mlp(d_in, m.disc_hidden, 1, m.disc_dropout))
+        return cls(cfg=m, features=features, classifier=classifier, discriminator=discriminator,
                    feat_dim=feat_dim, num_classes=info.num_classes, head_optimizer=head_optimizer(cfg))
 
     def param_groups(self):

@@ -22,18 +22,16 @@ docs/fidelity.md#dacs.
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-import torchvision.transforms.v2.functional as TF
 
 from uda.data.streams import step_generator
 from uda.errors import ConfigError
 from uda.losses import seg_ce
 from uda.methods.base import Batch, Method
-from uda.methods.parts import ema_update, head_optimizer, pixel_accuracy, seg_groups
+from uda.methods.parts import ema_update, head_optimizer, pixel_accuracy, seg_groups, strong_augment
 from uda.nets.segmentation import SegNet, build_segmenter, upsample
 from uda.schema import SEGMENTATION, OptimizerConfig
 from uda.schema.base import nonneg, unit_interval
@@ -75,35 +73,6 @@ def class_mix_masks(y_s: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         chosen = classes[torch.randperm(n, generator=gen)[: (n + n % 2) // 2].to(classes.device)]
         masks.append(torch.isin(y, chosen))
     return torch.stack(masks)
-
-
-def blur_kernel(size: int) -> int:
-    """The official DACS kernel width for an image side of ``size`` pixels (odd)."""
-    c = math.ceil(0.1 * size)
-    return int(math.floor(c - 0.5 + c % 2))
-
-
-def strong_augment(x: torch.Tensor, gen: torch.Generator, *, mean: torch.Tensor, std: torch.Tensor, jitter: float,
-                   jitter_p: float, blur_p: float, blur_sigma: list[float]) -> torch.Tensor:
-    """DACS's colour jitter and Gaussian blur of normalised images [N, C, H, W], per image, in pixel space
-    (x std + mean, clamped to [0, 1]); draws from ``gen``."""
-    raw = (x.float() * std + mean).clamp(0, 1)
-    out = []
-    kernel = [blur_kernel(x.shape[-1]), blur_kernel(x.shape[-2])]
-    for img in raw:
-        u = torch.rand(6, generator=gen).tolist()
-        if u[0] < jitter_p:
-            f = [1 + jitter * (2 * v - 1) for v in u[1:4]]
-            img = TF.adjust_brightness(img, max(f[0], 0.0))
-            img = TF.adjust_contrast(img, max(f[1], 0.0))
-            if img.shape[0] == 3:  # saturation and hue need colour
-                img = TF.adjust_saturation(img, max(f[2], 0.0))
-                img = TF.adjust_hue(img, min(jitter, 0.5) * (2 * u[4] - 1))
-        if u[5] < blur_p:
-            s = blur_sigma[0] + (blur_sigma[1] - blur_sigma[0]) * torch.rand(1, generator=gen).item()
-            img = TF.gaussian_blur(img, kernel_size=kernel, sigma=[s, s])
-        out.append(img)
-    return ((torch.stack(out) - mean) / std).to(x.dtype)
 
 
 def mixed_loss(logits_m: torch.Tensor, y_m: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

@@ -39,9 +39,10 @@ class MCCConfig(MethodConfig):
     temperature: float = 2.5  # T of the paper (its VisDA script: 3.0)
     mcc_weight: float = 1.0  # the trade-off on L_MCC
 
-    def check(self, cfg) -> None:
-        positive(self.temperature, "method.temperature")
-        nonneg(self.mcc_weight, "method.mcc_weight")
+    def check(self, cfg, key: str = "method") -> None:
+        """``key``: where this config sits (``method``; ``method.host`` inside MIC), for the messages."""
+        positive(self.temperature, f"{key}.temperature")
+        nonneg(self.mcc_weight, f"{key}.mcc_weight")
 
 
 def class_confusion(logits_t: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -1,13 +1,16 @@
 """What several methods share, as plain functions (never base-class hooks): losses with their batch
-statistics, the segmenters' parameter groups and head optimizer, and the warm-up stage plan."""
+statistics, the segmenters' parameter groups and head optimizer, the warm-up stage plan, and DACS's colour
+jitter and blur (DACS, MIC)."""
 from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
 from torch import nn
 
 from uda.losses import gan_loss
@@ -124,3 +127,32 @@ def head_optimizer(cfg: TrainConfig) -> OptimizerConfig:
 def warmup_stages(warmup_steps: int, max_steps: int) -> list[Stage]:
     """A ``warmup`` stage of ``warmup_steps`` (none when 0), then ``adapt`` for the rest (ROAD, LSD)."""
     return ([Stage("warmup", warmup_steps)] if warmup_steps else []) + [Stage("adapt", max_steps - warmup_steps)]
+
+
+def blur_kernel(size: int) -> int:
+    """The official DACS kernel width for an image side of ``size`` pixels (odd)."""
+    c = math.ceil(0.1 * size)
+    return int(math.floor(c - 0.5 + c % 2))
+
+
+def strong_augment(x: torch.Tensor, gen: torch.Generator, *, mean: torch.Tensor, std: torch.Tensor, jitter: float,
+                   jitter_p: float, blur_p: float, blur_sigma: list[float]) -> torch.Tensor:
+    """DACS's colour jitter and Gaussian blur of normalised images [N, C, H, W], per image, in pixel space
+    (x std + mean, clamped to [0, 1]); draws from ``gen``."""
+    raw = (x.float() * std + mean).clamp(0, 1)
+    out = []
+    kernel = [blur_kernel(x.shape[-1]), blur_kernel(x.shape[-2])]
+    for img in raw:
+        u = torch.rand(6, generator=gen).tolist()
+        if u[0] < jitter_p:
+            f = [1 + jitter * (2 * v - 1) for v in u[1:4]]
+            img = TF.adjust_brightness(img, max(f[0], 0.0))
+            img = TF.adjust_contrast(img, max(f[1], 0.0))
+            if img.shape[0] == 3:  # saturation and hue need colour
+                img = TF.adjust_saturation(img, max(f[2], 0.0))
+                img = TF.adjust_hue(img, min(jitter, 0.5) * (2 * u[4] - 1))
+        if u[5] < blur_p:
+            s = blur_sigma[0] + (blur_sigma[1] - blur_sigma[0]) * torch.rand(1, generator=gen).item()
+            img = TF.gaussian_blur(img, kernel_size=kernel, sigma=[s, s])
+        out.append(img)
+    return ((torch.stack(out) - mean) / std).to(x.dtype)
