@@ -34,7 +34,7 @@ from torch import nn
 
 from uda.errors import ConfigError
 from uda.methods.base import Batch, Method, Stage
-from uda.methods.parts import classifier_nets, feature_groups, head_optimizer
+from uda.methods.parts import classifier_nets, feature_groups, head_optimizer, new_layer_overrides
 from uda.nets import xavier_
 from uda.schema.base import nonneg, positive, scaled_phase, unit_interval
 from uda.schema.method import MethodConfig
@@ -148,7 +148,7 @@ class SHOT(Method):
                                                 "cls": list(self.classifier.parameters())}
 
     def optimizer_overrides(self):
-        return {g: self.head_optimizer for g in self.groups if g != "feat"}
+        return new_layer_overrides(self.groups, self.head_optimizer)
 
     def refresh_due(self, step: int, epoch_steps: int) -> bool:
         """Each target epoch from the stage's start, and whenever the labels are missing in the target stage
