@@ -61,6 +61,30 @@ def test_other_schedules():
     assert lr_factor(poly, 50, 100) == pytest.approx(0.5 ** 0.9)
 
 
+def test_linear_warmup_is_mmcvs_over_the_given_fraction_of_the_span():
+    # DAFormer: poly power 1 after 1500 of 40k iterations of warm-up from ratio 1e-6 (mmcv's linear warm-up
+    # scales the poly value at step t by 1 - (1 - t / W)(1 - ratio)); here W = 0.1 x 200 = 20 steps
+    cfg = OptimizerConfig(schedule=Schedule.poly, sched_power=1.0, warmup=0.1, warmup_ratio=1e-6)
+    poly = lambda t: 1 - t / 200  # noqa: E731
+    assert lr_factor(cfg, 0, 200) == pytest.approx(1e-6)
+    assert lr_factor(cfg, 5, 200) == pytest.approx(poly(5) * (1 - 0.75 * (1 - 1e-6)))
+    assert lr_factor(cfg, 19, 200) == pytest.approx(poly(19) * (1 - 0.05 * (1 - 1e-6)))
+    assert lr_factor(cfg, 20, 200) == pytest.approx(poly(20))  # warm-up over: the schedule alone
+    assert lr_factor(OptimizerConfig(schedule=Schedule.poly, sched_power=1.0), 0, 200) == 1.0  # default: none
+
+
+def test_adamw_decouples_weight_decay():
+    from uda.engine.runtime import build_optimizer
+    from uda.schema import OptimName
+
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = build_optimizer([p], OptimizerConfig(name=OptimName.adamw, lr=0.1, weight_decay=0.5))
+    assert isinstance(opt, torch.optim.AdamW)
+    p.grad = torch.zeros(3)  # no gradient: only the decoupled decay moves w, w <- w (1 - lr wd)
+    opt.step()
+    assert torch.allclose(p.detach(), torch.full((3,), 0.95))
+
+
 def test_a_group_with_a_span_follows_its_schedule_over_that_span_only():
     linear = OptimizerConfig(schedule=Schedule.linear, sched_decay_start=0.5)
     cfgs = {"gen": linear, "cls": linear}

@@ -59,6 +59,8 @@ def build_optimizer(params: list[nn.Parameter], cfg: OptimizerConfig) -> torch.o
                                nesterov=cfg.nesterov)
     if cfg.name == OptimName.adam:
         return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    if cfg.name == OptimName.adamw:
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
     raise ValueError(f"unknown optimizer {cfg.name}")
 
 
@@ -88,7 +90,16 @@ def active_span(span: tuple[int, int] | list[tuple[int, int]], step: int) -> tup
 
 
 def lr_factor(cfg: OptimizerConfig, step: int, max_steps: int) -> float:
-    """Multiplier of the base lr at ``step`` (derived from the step, so nothing to checkpoint)."""
+    """Multiplier of the base lr at ``step`` (derived from the step, so nothing to checkpoint): the
+    schedule's, times mmcv's linear warm-up 1 - (1 - t / W)(1 - warmup_ratio) for t < W = warmup x span."""
+    factor = _schedule_factor(cfg, step, max_steps)
+    warm = cfg.warmup * max_steps
+    if step < warm:
+        factor *= 1.0 - (1.0 - step / warm) * (1.0 - cfg.warmup_ratio)
+    return factor
+
+
+def _schedule_factor(cfg: OptimizerConfig, step: int, max_steps: int) -> float:
     p = step / max_steps
     if cfg.schedule == Schedule.constant:
         return 1.0

@@ -11,6 +11,7 @@ from uda.schema.base import nonneg, positive, unit_interval
 class OptimName(str, Enum):
     sgd = "sgd"
     adam = "adam"
+    adamw = "adamw"  # Adam with decoupled weight decay (Loshchilov & Hutter 2019; DAFormer, MIC)
 
 
 class Schedule(str, Enum):
@@ -23,7 +24,7 @@ class Schedule(str, Enum):
 
 @dataclass
 class OptimizerConfig:
-    name: OptimName = OptimName.sgd  # sgd | adam
+    name: OptimName = OptimName.sgd  # sgd | adam | adamw
     lr: float = 0.01  # the base learning rate, times the schedule's factor at each step
     momentum: float = 0.9  # SGD momentum
     nesterov: bool = False  # SGD: Nesterov momentum (Transfer-Learning-Library's runs use it)
@@ -43,6 +44,10 @@ class OptimizerConfig:
     # stage); longer than the run stops it early with the lr not yet decayed (AdaptSegNet:
     # poly over 250k, stopped at 150k)
     horizon: int = 0
+    # linear warm-up over this fraction of the span (mmcv's: factor x (1 - (1 - t / W)(1 - warmup_ratio)) at
+    # step t < W; DAFormer: 1500 of 40k iterations = 0.0375, ratio 1e-6); 0 = none
+    warmup: float = 0.0
+    warmup_ratio: float = 1e-6
 
     def check(self, key: str = "optimizer") -> None:
         """``key``: where this optimizer sits (``optimizer``, ``method.gan_optimizer``, ...), for the messages."""
@@ -57,6 +62,10 @@ class OptimizerConfig:
         positive(self.sched_step_size, f"{key}.sched_step_size")
         unit_interval(self.sched_decay_start, f"{key}.sched_decay_start")
         nonneg(self.horizon, f"{key}.horizon")
+        if not 0 <= self.warmup < 1:
+            raise ConfigError(f"{key}.warmup is the fraction of the schedule's span spent warming up, in [0, 1); "
+                              f"got {self.warmup}")
+        unit_interval(self.warmup_ratio, f"{key}.warmup_ratio")
 
 
 def adam(lr: float, betas: tuple[float, float], schedule: Schedule = Schedule.constant, **kw) -> OptimizerConfig:
