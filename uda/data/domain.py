@@ -51,6 +51,15 @@ class Domain(ABC):
     def first_test_images(self, n: int) -> Images:
         """The first ``n`` test images and labels (image grids at each evaluation)."""
 
+    def class_pixels(self, num_classes: int) -> torch.Tensor:
+        """Segmentation: int64 [N, K + 1], the pixels of each class in each training label map, the last column
+        those of no class (255): what rare class sampling draws by. Reads every training label."""
+        counts = torch.zeros(self.train_size, num_classes + 1, dtype=torch.long)
+        for start in range(0, self.train_size, 256):
+            idx = torch.arange(start, min(start + 256, self.train_size))
+            counts[idx] = _label_counts(self.train_batch(idx)[1].cpu(), num_classes)
+        return counts
+
     def step_batches(self, stream: IndexStream, start: int, end: int, *, rank: int, batch: int,
                      workers: int) -> Iterator[Images]:
         """The training batch of every step in [start, end): this rank's slice of the stream's indices."""
@@ -67,6 +76,13 @@ def batches_of(
     """Consecutive slices of ``batch_size`` of ``x`` (and ``y``; None stays None)."""
     for i in range(0, x.shape[0], batch_size):
         yield x[i : i + batch_size], None if y is None else y[i : i + batch_size]
+
+
+def _label_counts(y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """int64 [N, K + 1]: pixels of each class in each label map y [N, H, W]; column K: ids >= K (255)."""
+    y = y.reshape(len(y), -1).long().clamp(max=num_classes)
+    flat = torch.arange(len(y)).unsqueeze(1) * (num_classes + 1) + y
+    return torch.bincount(flat.flatten(), minlength=len(y) * (num_classes + 1)).view(len(y), num_classes + 1)
 
 
 def rank_slice(idx: torch.Tensor, rank: int, batch: int) -> torch.Tensor:
@@ -147,6 +163,12 @@ class FileDomain(Domain):
     @property
     def train_size(self) -> int:
         return len(self.train)
+
+    def class_pixels(self, num_classes: int) -> torch.Tensor:
+        """Segmentation files count their label files at full size (images unread), as DAFormer's statistics."""
+        if hasattr(self.train, "class_pixels"):
+            return self.train.class_pixels(num_classes)
+        return super().class_pixels(num_classes)
 
     def train_batch(self, idx: torch.Tensor) -> Images:
         items = [self.train[i] for i in idx.tolist()]

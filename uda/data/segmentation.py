@@ -124,6 +124,15 @@ class SegFiles(Dataset):
             y = TF.resize(y, list(self.label_size), interpolation=InterpolationMode.NEAREST_EXACT)
         return x, y[0].long()
 
+    def class_pixels(self, num_classes: int) -> torch.Tensor:
+        """int64 [N, K + 1]: the pixels of each train id (last: of none) in each label file at its own size."""
+        from uda.data.domain import _label_counts
+
+        if self.labels is None:
+            raise ValueError(f"{self.name}: unlabelled, so it has no class statistics")
+        return torch.cat([_label_counts(self.lut[self.read_label(p).long().clamp_(max=len(self.lut) - 1)], num_classes)
+                          for p in self.labels])
+
     def __repr__(self) -> str:
         return f"SegFiles({self.name!r}, {len(self)} images, labelled={self.labels is not None})"
 

@@ -8,7 +8,8 @@ this module: the target ``Batch`` carries ``y=None``.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 
@@ -25,11 +26,15 @@ class PairBatches:
 
     def __init__(self, source: Domain, target: Domain, *, seed: int, batch: int, world: int, rank: int, start: int,
                  end: int, workers: int, device: torch.device, prepare: Normalize, augment_size: int | None,
-                 per_pixel: bool):
+                 per_pixel: bool, source_stream: Callable[[int, int, int], Any] | None = None):
+        """``source_stream(batch, seed, stream)``: the source's index stream when the method asks for another
+        sampling than ``IndexStream``'s permutations (rare class sampling)."""
         self.seed, self.world, self.rank, self.step = seed, world, rank, start
         self.device, self.prepare, self.augment_size, self.per_pixel = device, prepare, augment_size, per_pixel
         self.streams = [IndexStream(d.train_size, batch * world, seed=seed, stream=s)
                         for d, s in ((source, SOURCE_STREAM), (target, TARGET_STREAM))]
+        if source_stream is not None:
+            self.streams[0] = source_stream(batch * world, seed, SOURCE_STREAM)
         self.domains, self.batch = (source, target), batch
         self.source: Iterator = source.step_batches(
             self.streams[0], start, end, rank=rank, batch=batch, workers=workers

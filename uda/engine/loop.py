@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 
 from uda.data.pairs import Normalize, PairInfo, build_pair
+from uda.data.streams import RareClassStream
 from uda.engine import dist
 from uda.engine.batches import PairBatches
 from uda.engine.contention import Contention, default_threads
@@ -89,6 +91,22 @@ def _build_method(cfg: TrainConfig, info: PairInfo, device: torch.device, channe
     return method
 
 
+def source_stream(method: Method, source, info) -> Callable[[int, int, int], RareClassStream] | None:
+    """The source's index stream when the method asks for rare class sampling (DAFormer), else None."""
+    rcs = method.source_sampling()
+    if rcs is None:
+        return None
+    made = partial(RareClassStream, source.class_pixels(info.num_classes), temperature=rcs.temperature,
+                   min_share=rcs.min_share)
+    if dist.is_main():
+        probe = made(1, seed=0, stream=0)
+        classes, probs = probe.classes, probe.probs
+        log.info("rare class sampling (T = %g, images where the class covers > %g): P(class) %s", rcs.temperature,
+                 rcs.min_share, ", ".join(f"{info.class_names[c] if info.class_names else c} {p:.3f}"
+                                       for c, p in zip(classes.tolist(), probs.tolist())))
+    return lambda batch, seed, stream: made(batch, seed=seed, stream=stream)
+
+
 def _start(cfg: TrainConfig, run_dir: Path, counters: Counters) -> Run:
     """Device, data, method, optimizers; the checkpoint to continue, if any (checked before any training)."""
     tr, commit = cfg.trainer, git_commit()  # the code this run starts with
@@ -131,7 +149,8 @@ def _start(cfg: TrainConfig, run_dir: Path, counters: Counters) -> Run:
     # file-backed domains: a DataLoader reads the streams' indices (made after the resume)
     batches = PairBatches(source, target, seed=cfg.seed, batch=tr.batch_size, world=dist.world(), rank=dist.rank(),
                           start=start, end=tr.max_steps, workers=cfg.data.workers, device=device, prepare=prepare,
-                          augment_size=info.image_size if cfg.data.augment else None, per_pixel=info.metric == "miou")
+                          augment_size=info.image_size if cfg.data.augment else None, per_pixel=info.metric == "miou",
+                          source_stream=source_stream(method, source, info))
     if (
         dist.is_main() and not resume and tr.images
     ):  # what the data became: one grid of training images, as the network sees them

@@ -31,6 +31,16 @@ class Batch(NamedTuple):
 
 
 @dataclass(frozen=True)
+class RareClassSampling:
+    """A method's request that the trainer draw source images by rare class sampling (DAFormer;
+    ``uda.data.streams.RareClassStream``): temperature T, and the share of an image's pixels a class must
+    exceed for the image to be drawn for it."""
+
+    temperature: float
+    min_share: float
+
+
+@dataclass(frozen=True)
 class Stage:
     name: str
     steps: int
@@ -93,6 +103,10 @@ class Method(nn.Module):
         group trained in one stage decays over that stage (CyCADA's translator); a list of spans
         restarts the schedule at each span's start (SHOT's target stage). Default: none."""
         return {}
+
+    def source_sampling(self) -> RareClassSampling | None:
+        """How the trainer draws source images: None = uniformly, each epoch a permutation (default)."""
+        return None
 
     def refresh_due(self, step: int, epoch_steps: int) -> bool:
         """Whether the trainer runs ``refresh`` before this step's update (``epoch_steps``: the steps of
