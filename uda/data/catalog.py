@@ -238,6 +238,43 @@ class DigitsSeg(Family):
         return f"{self.name} ready in {root}"
 
 
+# ---------- synth2real_seg
+class Synth2RealSeg(Family):
+    """Built offline and cached with a SHA-256 of its tensors, which ``verify`` checks."""
+
+    task = SEGMENTATION
+    first_use = "built offline from MNIST (and, for the target, the wheels' photographs), once"
+
+    def load(self, root, cfg, role, cache):
+        from uda.data.synth2real_seg import load_synth2real_seg
+
+        return load_synth2real_seg(root, self.name, _mnist_splits(root, cache)), None
+
+    def classes(self, num_classes):
+        from uda.data.synth2real_seg import CLASS_NAMES
+
+        return CLASS_NAMES
+
+    def status(self, root):
+        from uda.data.synth2real_seg import cache_path
+
+        cache = cache_path(root, self.name)
+        return ("present" if cache.is_file() else "missing"), f"{cache} (offline build)"
+
+    def verify(self, root):
+        from uda.data.synth2real_seg import verify
+
+        return verify(root, self.name)
+
+    def prepare(self, root):
+        from uda.data.mnist import ensure_mnist
+        from uda.data.synth2real_seg import load_synth2real_seg
+
+        ensure_mnist(root)
+        load_synth2real_seg(root, self.name, _mnist_splits(root, {}))
+        return self.verify(root)
+
+
 # ---------- GTA5, SYNTHIA, Cityscapes
 class SegFiles(Family):
     """Nothing to build or download, no published checksums: verify checks the layout and label pairing."""
@@ -320,6 +357,10 @@ DOMAINS: dict[str, Family] = {dom.name: dom for dom in (
               "builds it)"),
     DigitsSeg("mnistm_seg", "digits_seg target: the same layout blended with the real photographs in the "
               "scikit-image / scikit-learn wheels, built offline (prepare builds it)"),
+    Synth2RealSeg("synth_seg", "synth2real_seg source (rendered): 3-4 bold MNIST digits in flat shaded colours "
+                  "over procedural textures, built offline (prepare builds it)"),
+    Synth2RealSeg("real_seg", "synth2real_seg target (real): the same layout blended with the real photographs in "
+                  "the scikit-image / scikit-learn wheels, built offline (prepare builds it)"),
     SegFiles("gta5", "GTA5 (Richter et al. 2016): gta5/images/NNNNN.png, gta5/labels/NNNNN.png from "
              "https://download.visinf.tu-darmstadt.de/data/from_games/"),
     SegFiles("synthia", "SYNTHIA-RAND-CITYSCAPES: synthia/RGB/*.png, synthia/GT/LABELS/*.png from "
