@@ -51,7 +51,7 @@ METHODS = {
     "adda": ["method.pretrain_steps=20"],
     "cyclegan": _GAN, "cycada": [*_GAN, "method.source_steps=10", "method.translate_steps=10",
                                  "method.feature_adapt=true"],
-    "adaptsegnet": _SEG, "advent": _SEG, "dacs": _SEG, "road": [*_SEG, "method.warmup_steps=20"],
+    "adaptsegnet": _SEG, "advent": _SEG, "dacs": _SEG, "daformer": _SEG, "road": [*_SEG, "method.warmup_steps=20"],
     "lsd": [*_SEG, "method.ngf=16", "method.ndf=16"],
     "source_only_seg": _SEG,  # digits_seg_cpu's source-only segmenter
 }

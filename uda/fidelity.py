@@ -56,6 +56,20 @@ _DACS = {
     "optimizer.schedule": "poly", "optimizer.sched_power": 0.9,
 }
 
+# Hoyer et al. 2022 and the official lhoyer/DAFormer configs (configs/daformer/gta2cs_uda_warm_fdthings_rcs_croppl_
+# a999_daformer_mitb5_s0.py on _base_/uda/dacs.py, schedules/adamw.py, poly10warm.py): EMA 0.999, confidence
+# 0.968, jitter 0.2 applied when U > 0.2, blur, RCS T 0.01 over images with > 3000 px of the class, FD 0.005 on
+# the thing classes at ratio 0.75, AdamW 6e-5 (0.9, 0.999) wd 0.01, poly 1, linear warm-up 1500 of 40k from 1e-6
+_DAFORMER = {
+    "method.ema_max": 0.999, "method.confidence": 0.968, "method.unsup_weight": 1.0, "method.jitter": 0.2,
+    "method.jitter_p": 0.8, "method.blur_p": 0.5, "method.blur_sigma": [0.15, 1.15], "method.rcs": True,
+    "method.rcs_temperature": 0.01, "method.rcs_min_share": 3000 / (1914 * 1052), "method.fd_weight": 0.005,
+    "method.fd_classes": [6, 7, 11, 12, 13, 14, 15, 16, 17, 18], "method.fd_min_ratio": 0.75,
+    "optimizer.name": "adamw", "optimizer.lr": 6e-5, "optimizer.betas": [0.9, 0.999], "optimizer.weight_decay": 0.01,
+    "optimizer.schedule": "poly", "optimizer.sched_power": 1.0, "optimizer.warmup": 1500 / 40000,
+    "optimizer.warmup_ratio": 1e-6,
+}
+
 PAPER: dict[str, dict[str, object]] = {
     "source_only": {},  # no paper: the same net and optimizer as the run's, on labelled source alone
     "dann": _DANN,
@@ -148,6 +162,7 @@ PAPER: dict[str, dict[str, object]] = {
     "adaptsegnet": _ADAPTSEGNET,
     "advent": _ADVENT,
     "dacs": _DACS,
+    "daformer": _DAFORMER,
     # Chen et al. 2018: no official code; the paper's L2 distillation on target and a grid of
     # region classifiers behind gradient reversal (its weights are not given: ours)
     "road": {"method.teacher_norm": "student"},
@@ -158,6 +173,13 @@ PAPER: dict[str, dict[str, object]] = {
         "method.gan_optimizer.betas": [0.7, 0.999], "method.disc_lr_scale": 1.0,
     },
 }
+
+_DAFORMER_CS = _DAFORMER | {"backbone.name": "daformer", "backbone.encoder": "pvt_v2_b5", "backbone.head_lr_mult": 10.0,
+                            "backbone.drop_path": 0.1, "trainer.max_steps": 40000, "trainer.batch_size": 2,
+                            "method.pl_ignore_top": 15 / 512, "method.pl_ignore_bottom": 120 / 512}
+_MIC_DAFORMER_CS = {k.replace("method.", "method.host."): v for k, v in _DAFORMER_CS.items()} | {
+    "method.mask_block": 32, "method.mask_side": 512, "method.mask_ratio": 0.7, "method.mask_weight": 1.0,
+    "method.jitter": 0.2, "method.jitter_switch": 0.2, "method.blur": True}
 
 # ``+experiment=<name>`` recipes of a paper's full setting: what they hold on top
 PAPER_RECIPES: dict[str, dict[str, object]] = {
@@ -186,6 +208,14 @@ PAPER_RECIPES: dict[str, dict[str, object]] = {
                                      "trainer.batch_size": 2},
     "dacs_synthia_cityscapes": _DACS | {"backbone.name": "deeplabv2", "trainer.max_steps": 250000,
                                         "trainer.batch_size": 2},
+    # the official 40k iterations, batch 2 + 2, the PL crop's 15 / 120 rows of 512, MiT-B5 + the fusion decoder
+    "daformer_gta5_cityscapes": _DAFORMER_CS,
+    "daformer_synthia_cityscapes": _DAFORMER_CS | {"method.fd_classes": [6, 7, 10, 11, 12, 13, 14, 15],
+                                                   "method.rcs_min_share": 3000 / (1280 * 760)},
+    # MIC(DAFormer): blocks of 32 on 512 crops, 70% masked, weight 1, on the same host
+    "mic_daformer_gta5_cityscapes": _MIC_DAFORMER_CS,
+    "mic_daformer_synthia_cityscapes": _MIC_DAFORMER_CS | {"method.host.fd_classes": [6, 7, 10, 11, 12, 13, 14, 15],
+                                                           "method.host.rcs_min_share": 3000 / (1280 * 760)},
     "lsd_gta5_cityscapes": {"backbone.name": "fcn8s", "optimizer.lr": 1e-5, "method.gan_optimizer.lr": 2e-4},
     "lsd_synthia_cityscapes": {"backbone.name": "fcn8s", "optimizer.lr": 1e-5, "method.gan_optimizer.lr": 2e-4},
 }

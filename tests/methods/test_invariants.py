@@ -39,8 +39,13 @@ SYNTHETIC_INFO = PairInfo("synthetic", "synthetic_source", "synthetic_target", 3
                           std=(0.5,) * 3)
 
 
+# a method of both tasks whose default suits one of them (MIC's default host, SDAT, is a classifier)
+PER_TASK = {("mic", SEGMENTATION): ["method/host=daformer"]}
+
+
 def overrides(name: str, task: str) -> list[str]:
-    return [*(SMALL if task == CLASSIFICATION else SEG_SMALL), f"method={name}", *TINY.get(name, [])]
+    return [*(SMALL if task == CLASSIFICATION else SEG_SMALL), f"method={name}", *TINY.get(name, []),
+            *PER_TASK.get((name, task), [])]
 
 
 def built(name: str, task: str, seed: int = 0):

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers import ApplySpy, build, make_cfg, sgd_stepper
+from helpers import SEG_SMALL, ApplySpy, build, build_seg, make_cfg, resumes_exactly, seg_batches, sgd_stepper
 from uda.data.streams import step_generator
 from uda.errors import ConfigError
 from uda.methods import Batch
@@ -138,7 +138,7 @@ def test_the_host_group_and_its_settings_and_the_checks():
     assert type(cdan.method.host).__name__ == "CDANConfig" and cdan.method.host.entropy_weighting
     assert cdan.optimizer.weight_decay == 5e-4 and not cdan.optimizer.nesterov
     validate(make_cfg("method=mic", "method/host=mcc"))
-    with pytest.raises(ConfigError, match="valid method/host choices: cdan, mcc, sdat"):
+    with pytest.raises(ConfigError, match="valid method/host choices: cdan, dacs, daformer, mcc, sdat"):
         make_cfg("method=mic", "method/host=dann")
     with pytest.raises(ConfigError, match=r"method\.host\.cdan\.disc_dropout"):
         validate(make_cfg("method=mic", "method.host.cdan.disc_dropout=2"))
@@ -147,3 +147,51 @@ def test_the_host_group_and_its_settings_and_the_checks():
     # the colour switches are drawn once per run from the seed: U > 0.2 for jitter, U > 0.5 for blur
     switches = {(m.jitter_on, m.blur_on) for m in (tiny_mic(jitter=0.2, blur=True) for _ in range(2))}
     assert len(switches) == 1
+
+
+def test_mic_on_a_segmentation_host_adds_the_masked_ce_with_the_hosts_labels_and_weights():
+    m = build_seg("method=mic", "method/host=dacs", "method.host.confidence=0.2", "method.mask_weight=0.5")
+    assert type(m.host).__name__ == "DACS" and not hasattr(m, "teacher")  # no teacher of MIC's own
+    assert m.block == 2 and set(m.param_groups()) == {"seg", "head"}  # 32 px at 512 -> 2 px at 32
+    ref = copy.deepcopy(m)
+    (src, tgt), step, lr = seg_batches(), 5, 0.05
+    m.update(src, tgt, step, sgd_stepper(m, lr=lr, momentum=0.0))
+    # reference: the masked target drawn first from MIC's stream, then DACS's loss + 0.5 x the masked CE
+    gen = step_generator(0, step, stream=MASK_STREAM)
+    with torch.no_grad():
+        u = torch.rand(2, generator=gen).tolist()
+        jitter_on, blur_on = u[0] > 0.2, u[1] > 0.5
+        x_tm = tgt.x
+        if jitter_on or blur_on:
+            from uda.methods.parts import strong_augment
+            x_tm = strong_augment(x_tm, gen, mean=ref.mean, std=ref.std, jitter=0.2, jitter_p=float(jitter_on),
+                                  blur_p=float(blur_on), blur_sigma=[0.15, 1.15])
+        x_tm = x_tm * block_mask(3, (32, 32), 2, 0.7, gen)
+    host = ref.host
+    host_opt = sgd_stepper(host, lr=lr, momentum=0.0)
+    terms = []
+
+    class Recorder:  # DACS's own update on the reference, with the masked term computed from its pseudo-labels
+        def step(self, loss, *groups):
+            y_hat, w_t = host.pseudo
+            up = F.interpolate(host.segmenter(x_tm).logits, size=(32, 32), mode="bilinear", align_corners=False)
+            term = 0.5 * (w_t * F.cross_entropy(up, y_hat, ignore_index=255, reduction="none")).mean()
+            terms.append(term.detach())
+            host_opt.step(loss + term, *groups)
+
+    host.update(src, tgt, step, Recorder())
+    for got, want in zip(m.parameters(), ref.parameters()):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+    assert terms[0] > 0
+
+
+def test_mic_refuses_a_host_of_the_other_task():
+    with pytest.raises(ConfigError, match="method/host=sdat is not a host for the segmentation pair.*dacs, daformer"):
+        validate(make_cfg("method=mic", "data=synthetic_seg"))
+    with pytest.raises(ConfigError, match="method/host=dacs is not a host for the classification pair"):
+        validate(make_cfg("method=mic", "method/host=dacs"))
+
+
+def test_mic_on_daformer_runs_end_to_end_and_resumes_exactly(tmp_path):
+    summary = resumes_exactly(["method=mic", "method/host=daformer", *SEG_SMALL], tmp_path, stop_after=4)
+    assert 0 <= summary["target_miou"] <= 100

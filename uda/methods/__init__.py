@@ -11,6 +11,7 @@ from uda.methods.cdan import CDAN
 from uda.methods.cycada import CyCADA
 from uda.methods.cyclegan import CycleGAN
 from uda.methods.dacs import DACS
+from uda.methods.daformer import DAFormer
 from uda.methods.dann import DANN
 from uda.methods.dsn import DSN
 from uda.methods.fixmatch import FixMatch
@@ -44,6 +45,7 @@ METHODS: dict[str, type[Method]] = {
     "adaptsegnet": AdaptSegNet,
     "advent": ADVENT,
     "dacs": DACS,
+    "daformer": DAFormer,
     "road": ROAD,
     "lsd": LSD,
 }

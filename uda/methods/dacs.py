@@ -31,7 +31,8 @@ from uda.data.streams import step_generator
 from uda.errors import ConfigError
 from uda.losses import seg_ce
 from uda.methods.base import Batch, Method
-from uda.methods.parts import ema_update, head_optimizer, pixel_accuracy, seg_groups, strong_augment
+from uda.methods.parts import (common_size, crop_to, ema_update, head_optimizer, pixel_accuracy, seg_groups,
+                               strong_augment)
 from uda.nets.segmentation import SegNet, build_segmenter, upsample
 from uda.schema import SEGMENTATION, OptimizerConfig
 from uda.schema.base import nonneg, unit_interval
@@ -52,23 +53,25 @@ class DACSConfig(MethodConfig):
     blur_p: float = 0.5
     blur_sigma: list[float] = field(default_factory=lambda: [0.15, 1.15])
 
-    def check(self, cfg) -> None:
-        unit_interval(self.ema_max, "method.ema_max")
-        for key in ("confidence", "jitter_p", "blur_p"):
-            if not 0 <= getattr(self, key) <= 1:
-                raise ConfigError(f"method.{key} must be in [0, 1], got {getattr(self, key)}")
-        nonneg(self.unsup_weight, "method.unsup_weight")
-        nonneg(self.jitter, "method.jitter")
+    def check(self, cfg, key: str = "method") -> None:
+        unit_interval(self.ema_max, f"{key}.ema_max")
+        for field_ in ("confidence", "jitter_p", "blur_p"):
+            if not 0 <= getattr(self, field_) <= 1:
+                raise ConfigError(f"{key}.{field_} must be in [0, 1], got {getattr(self, field_)}")
+        nonneg(self.unsup_weight, f"{key}.unsup_weight")
+        nonneg(self.jitter, f"{key}.jitter")
         if len(self.blur_sigma) != 2 or not 0 < self.blur_sigma[0] <= self.blur_sigma[1]:
-            raise ConfigError(f"method.blur_sigma must be [low, high] with 0 < low <= high, got {self.blur_sigma}")
+            raise ConfigError(f"{key}.blur_sigma must be [low, high] with 0 < low <= high, got {self.blur_sigma}")
 
 
-def class_mix_masks(y_s: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def class_mix_masks(y_s: torch.Tensor, gen: torch.Generator, *, batch_classes: bool = False) -> torch.Tensor:
     """ClassMix masks [N, H, W] (bool): per image, the pixels of ceil(n / 2) of the n classes present in its
-    source label map y_s [N, H, W] (255 included), drawn without replacement."""
+    source label map y_s [N, H, W] (255 included), drawn without replacement. ``batch_classes``: the n classes
+    are those of the whole batch (DAFormer's get_class_masks calls torch.unique on the batch), so a draw
+    may name classes absent from the image."""
     masks = []
     for y in y_s:
-        classes = torch.unique(y)
+        classes = torch.unique(y_s if batch_classes else y)
         n = len(classes)
         chosen = classes[torch.randperm(n, generator=gen)[: (n + n % 2) // 2].to(classes.device)]
         masks.append(torch.isin(y, chosen))
@@ -117,10 +120,15 @@ class DACS(Method):
             p_t = F.softmax(upsample(self.teacher(tgt.x).logits.float(), tuple(tgt.x.shape[-2:])), dim=1)
             conf, y_hat = p_t.max(1)
             q = (conf >= c.confidence).float().mean()
-            # 2) ClassMix: source classes pasted on target, labels and weights following the mask
-            m = class_mix_masks(src.y, gen)
-            x_m = torch.where(m.unsqueeze(1), src.x, tgt.x)
-            y_m = torch.where(m, src.y, y_hat)
+            self.pseudo = (y_hat, q.expand_as(conf))  # the target's labels and weights, for MIC on this host
+            # 2) ClassMix: source classes pasted on target, labels and weights following the mask (on one
+            # window of each where the domains' sizes differ, GTA5 -> Cityscapes)
+            size = common_size(src.x, tgt.x)
+            x_s, y_s = crop_to(size, gen, src.x, src.y)
+            x_t, y_hat, conf = crop_to(size, gen, tgt.x, y_hat, conf)
+            m = class_mix_masks(y_s, gen)
+            x_m = torch.where(m.unsqueeze(1), x_s, x_t)
+            y_m = torch.where(m, y_s, y_hat)
             w = torch.where(m, torch.ones_like(conf), q.expand_as(conf))
             x_m = strong_augment(x_m, gen, mean=self.mean, std=self.std, jitter=c.jitter, jitter_p=c.jitter_p,
                                  blur_p=c.blur_p, blur_sigma=c.blur_sigma)

@@ -136,14 +136,18 @@ def blur_kernel(size: int) -> int:
 
 
 def strong_augment(x: torch.Tensor, gen: torch.Generator, *, mean: torch.Tensor, std: torch.Tensor, jitter: float,
-                   jitter_p: float, blur_p: float, blur_sigma: list[float]) -> torch.Tensor:
+                   jitter_p: float, blur_p: float, blur_sigma: list[float], per_batch: bool = False) -> torch.Tensor:
     """DACS's colour jitter and Gaussian blur of normalised images [N, C, H, W], per image, in pixel space
-    (x std + mean, clamped to [0, 1]); draws from ``gen``."""
+    (x std + mean, clamped to [0, 1]); draws from ``gen``. ``per_batch``: whether to jitter and whether to blur
+    is decided once for the batch (DAFormer's code draws them once per iteration), the factors per image."""
     raw = (x.float() * std + mean).clamp(0, 1)
     out = []
     kernel = [blur_kernel(x.shape[-1]), blur_kernel(x.shape[-2])]
+    decided = torch.rand(2, generator=gen).tolist() if per_batch else None
     for img in raw:
         u = torch.rand(6, generator=gen).tolist()
+        if decided is not None:
+            u[0], u[5] = decided
         if u[0] < jitter_p:
             f = [1 + jitter * (2 * v - 1) for v in u[1:4]]
             img = TF.adjust_brightness(img, max(f[0], 0.0))
@@ -156,3 +160,21 @@ def strong_augment(x: torch.Tensor, gen: torch.Generator, *, mean: torch.Tensor,
             img = TF.gaussian_blur(img, kernel_size=kernel, sigma=[s, s])
         out.append(img)
     return ((torch.stack(out) - mean) / std).to(x.dtype)
+
+
+def crop_to(size: tuple[int, int], gen: torch.Generator, *maps: torch.Tensor) -> list[torch.Tensor]:
+    """``maps`` (images [N, C, H, W] and label / weight maps [N, H, W] of one batch) cropped to ``size`` at one
+    window drawn from ``gen``; unchanged, and nothing drawn, when they already are that size. ClassMix pastes
+    source pixels onto target images, so the two must agree in size (the official code crops both domains to
+    512 x 512; here GTA5 is 720 x 1280 and Cityscapes 512 x 1024)."""
+    h, w = maps[0].shape[-2:]
+    if (h, w) == tuple(size):
+        return list(maps)
+    top = int(torch.randint(h - size[0] + 1, (1,), generator=gen))
+    left = int(torch.randint(w - size[1] + 1, (1,), generator=gen))
+    return [m[..., top:top + size[0], left:left + size[1]] for m in maps]
+
+
+def common_size(a: torch.Tensor, b: torch.Tensor) -> tuple[int, int]:
+    """The largest size both image batches [N, C, H, W] can be cropped to."""
+    return min(a.shape[-2], b.shape[-2]), min(a.shape[-1], b.shape[-1])

@@ -1,6 +1,7 @@
 """torchvision ResNets as feature extractors, ImageNet weights only from a local file."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -22,12 +23,14 @@ def _torch_load(file: Path):
         return torch.load(file, map_location="cpu", weights_only=True)
 
 
-def load_local_weights(net: nn.Module, path: str, *, ignore: tuple[str, ...], hint: str) -> None:
+def load_local_weights(net: nn.Module, path: str, *, ignore: tuple[str, ...], hint: str,
+                       convert: Callable[[dict], dict] | None = None) -> None:
     """Load a local ImageNet state_dict (torch file or .safetensors) into ``net`` (a torchvision or timm model).
 
     Keys starting with ``ignore`` (the 1000-way ImageNet classifier) are skipped on both sides, as are
     BatchNorm's ``num_batches_tracked`` counters (``FrozenBatchNorm2d`` has none; old files lack them).
-    Anything else missing, unexpected or of the wrong shape is a ``ConfigError`` naming the keys.
+    Anything else missing, unexpected or of the wrong shape is a ``ConfigError`` naming the keys. ``convert``
+    maps another layout's keys to ``net``'s (SegFormer's MiT files to timm's pvt_v2).
     """
     file = Path(path).expanduser()
     try:
@@ -49,6 +52,8 @@ def load_local_weights(net: nn.Module, path: str, *, ignore: tuple[str, ...], hi
         return not key.startswith(ignore) and not key.endswith("num_batches_tracked")
 
     state = {k.removeprefix("module."): v for k, v in state.items()}
+    if convert is not None:
+        state = convert(state)
     state = {k: v for k, v in state.items() if keep(k)}
     own = {k: v for k, v in net.state_dict().items() if keep(k)}
     missing = [k for k in own if k not in state]

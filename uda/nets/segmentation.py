@@ -11,7 +11,7 @@ from uda.errors import ConfigError
 from uda.nets.deeplab import deeplab_v2
 from uda.nets.fcn import fcn8s
 from uda.nets.seg_base import SegNet, SegOut, forward_pair, upsample
-from uda.schema import BackboneConfig, DeepLabV2Config, FCN8sConfig, SegSmallConfig
+from uda.schema import BackboneConfig, DAFormerNetConfig, DeepLabV2Config, FCN8sConfig, SegSmallConfig
 
 __all__ = ["SegNet", "SegOut", "build_segmenter", "forward_pair", "upsample", "FeatureDecoder", "OutputDiscriminator",
            "PixelDiscriminator", "palette"]
@@ -58,7 +58,7 @@ class SmallSegNet(SegNet):
         return list(self.blocks[-3:-1])  # the two blocks before the last (digits_seg: strides 2 and 4)
 
 
-SEGMENTERS = ("seg_small", "deeplabv2", "fcn8s")
+SEGMENTERS = ("seg_small", "deeplabv2", "fcn8s", "daformer")
 
 
 def build_segmenter(cfg: BackboneConfig, *, in_channels: int, num_classes: int, aux: bool = False) -> SegNet:
@@ -66,6 +66,13 @@ def build_segmenter(cfg: BackboneConfig, *, in_channels: int, num_classes: int, 
         return SmallSegNet(in_channels=in_channels, num_classes=num_classes, channels=list(cfg.channels), aux=aux)
     if isinstance(cfg, DeepLabV2Config):
         return deeplab_v2(cfg, in_channels=in_channels, num_classes=num_classes, aux=aux)
+    if isinstance(cfg, DAFormerNetConfig):
+        if aux:
+            raise ConfigError("backbone=daformer has no auxiliary (multi-level) head; use backbone=deeplabv2 "
+                              "or a single-level method setting")
+        from uda.nets.daformer import daformer_net
+
+        return daformer_net(cfg, in_channels=in_channels, num_classes=num_classes)
     if isinstance(cfg, FCN8sConfig):
         if aux:
             raise ConfigError("backbone=fcn8s has no auxiliary (multi-level) head; use backbone=deeplabv2 "

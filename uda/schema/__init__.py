@@ -10,6 +10,7 @@ from uda.errors import ConfigError, UserError
 from uda.schema.backbone import (
                                  BACKBONES,
                                  BackboneConfig,
+                                 DAFormerNetConfig,
                                  DANNDigitsConfig,
                                  DeepLabV2Config,
                                  FCN8sConfig,
@@ -26,8 +27,8 @@ from uda.schema.train import Device, TrainConfig, validate
 from uda.schema.trainer import NonFinite, Precision, Progress, Select, TrainerConfig
 
 __all__ = [
-    "BACKBONES", "BackboneConfig", "CLASSIFICATION", "ConfigError", "DANNDigitsConfig", "DataConfig",
-    "DeepLabV2Config", "Device", "DomainConfig", "FCN8sConfig", "LeNetConfig", "MethodConfig", "NonFinite",
-    "OptimName", "OptimizerConfig", "Precision", "Progress", "ResNetConfig", "SEGMENTATION", "Schedule", "TimmConfig",
-    "Select", "SegSmallConfig", "TrainConfig", "TrainerConfig", "UserError", "validate",
+    "BACKBONES", "BackboneConfig", "CLASSIFICATION", "ConfigError", "DAFormerNetConfig", "DANNDigitsConfig",
+    "DataConfig", "DeepLabV2Config", "Device", "DomainConfig", "FCN8sConfig", "LeNetConfig", "MethodConfig",
+    "NonFinite", "OptimName", "OptimizerConfig", "Precision", "Progress", "ResNetConfig", "SEGMENTATION", "Schedule",
+    "TimmConfig", "Select", "SegSmallConfig", "TrainConfig", "TrainerConfig", "UserError", "validate",
 ]

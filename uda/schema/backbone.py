@@ -150,9 +150,43 @@ class FCN8sConfig(BackboneConfig):
         _check_weights(self.weights)
 
 
+MIT_TWINS = ("pvt_v2_b0", "pvt_v2_b1", "pvt_v2_b2", "pvt_v2_b3", "pvt_v2_b4", "pvt_v2_b5")
+
+
+@dataclass
+class DAFormerNetConfig(BackboneConfig):
+    """DAFormer's network (Hoyer et al. 2022): a Mix Transformer encoder (MiT-B5; timm's ``pvt_v2_b5`` is the same
+    network and loads SegFormer's ``mit_b5.pth``) and the context-aware fusion decoder (each stage embedded to
+    ``embed_dim``, resized to 1/4, concatenated; a depthwise-separable ASPP without image pooling; 3x3 conv)."""
+
+    name: str = "daformer"
+    TASK: ClassVar[str] = SEGMENTATION
+    encoder: str = "pvt_v2_b5"  # MiT-B5; pvt_v2_b0 .. b4 are MiT-B0 .. B4 with MiT's MLP ratio 4
+    # a local file of the encoder's ImageNet weights: SegFormer's mit_b5.pth (as DAFormer's pretrained/) or a
+    # timm pvt_v2 state_dict; "" = random init
+    weights: str = ""
+    embed_dim: int = 256  # the decoder's width (DAFormer: 256)
+    dilations: list[int] = field(default_factory=lambda: [1, 6, 12, 18])
+    dropout: float = 0.1  # before the classifier
+    drop_path: float = 0.1  # the encoder's stochastic depth, rising linearly over its blocks (mit_b5)
+    head_lr_mult: float = 10.0  # the decoder at 10x the encoder's rate (DAFormer's "head" lr_mult)
+
+    def check(self) -> None:
+        if self.encoder not in MIT_TWINS:
+            raise ConfigError(f"backbone.encoder={self.encoder!r} is not a Mix Transformer; valid: "
+                              f"{', '.join(MIT_TWINS)} (MiT-B0 .. B5)")
+        positive(self.embed_dim, "backbone.embed_dim")
+        if not self.dilations or any(d < 1 for d in self.dilations):
+            raise ConfigError(f"backbone.dilations must be positive, got {list(self.dilations)}")
+        unit_interval(self.dropout, "backbone.dropout")
+        unit_interval(self.drop_path, "backbone.drop_path")
+        _check_weights(self.weights)
+
+
 # name (configs/backbone/<name>.yaml) -> schema
 BACKBONES: dict[str, type[BackboneConfig]] = {c.name: c for c in (
-    DANNDigitsConfig, LeNetConfig, ResNetConfig, TimmConfig, SegSmallConfig, DeepLabV2Config, FCN8sConfig)}
+    DANNDigitsConfig, LeNetConfig, ResNetConfig, TimmConfig, SegSmallConfig, DeepLabV2Config, FCN8sConfig,
+    DAFormerNetConfig)}
 
 
 def backbones_for(task: str) -> list[str]:

@@ -58,10 +58,6 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"resume must be true, false or auto, got {cfg.resume!r}")
     cfg.trainer.check()
     cfg.data.check()
-    cfg.optimizer.check("optimizer")
-    if 0 < cfg.optimizer.horizon < cfg.trainer.max_steps:
-        raise ConfigError(f"optimizer.horizon={cfg.optimizer.horizon} must be 0 (= trainer.max_steps) or >= "
-                          f"trainer.max_steps={cfg.trainer.max_steps}: the schedule cannot end before the run")
     cfg.backbone.check()
     positive(cfg.backbone.head_lr_mult, "backbone.head_lr_mult")
     d, b, m = cfg.data, cfg.backbone, cfg.method
@@ -75,4 +71,8 @@ def validate(cfg: TrainConfig) -> None:
     if task == SEGMENTATION and cfg.trainer.select.value not in SEGMENTATION_SELECT:
         raise ConfigError(f"trainer.select={cfg.trainer.select.value} has no per-pixel reading for the segmentation "
                           f"pair data={d.name}; valid for segmentation: {', '.join(SEGMENTATION_SELECT)}")
-    m.check(cfg)
+    m.check(cfg)  # before the optimizer's: a method's own refusal (MIC's host for the task) says more
+    cfg.optimizer.check("optimizer")
+    if 0 < cfg.optimizer.horizon < cfg.trainer.max_steps:
+        raise ConfigError(f"optimizer.horizon={cfg.optimizer.horizon} must be 0 (= trainer.max_steps) or >= "
+                          f"trainer.max_steps={cfg.trainer.max_steps}: the schedule cannot end before the run")
