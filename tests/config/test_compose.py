@@ -59,8 +59,8 @@ def test_every_method_config_has_a_registered_class_and_back():
     [
         (
             ["data=digits_seg", "method=dann"],
-            "method=dann is a classification method.*methods for segmentation pairs: adaptsegnet, advent, dacs, daformer, "
-            "lsd, mic, road, source_only",
+            "method=dann is a classification method.*methods for segmentation pairs: adaptsegnet, advent, dacs, "
+            "daformer, lsd, mic, road, source_only",
         ),
         (["data=digits_seg", "backbone=lenet"], "valid backbones: seg_small, deeplabv2, fcn8s"),
         (["method=adaptsegnet", "backbone=dann_mnist"], "is a segmentation method but data=mnist_mnistm"),

@@ -3,9 +3,9 @@
 Both domains share one layout rule and differ only in how a layout becomes pixels:
   * layout: 64 x 64 canvases with 3-4 MNIST digits, each resized (bilinear) to a side drawn from 28-36 px, its
     strokes thickened (a 5 x 5 maximum filter: a bold face), centred in its own cell of a 2 x 2 grid and moved
-    up to 4 px off the centre either way, later digits over earlier ones where they meet. Label per pixel: the class (0-9) of the
-    topmost digit whose intensity there is >= 128, ``10`` (background) elsewhere: 11 classes, background at
-    most ~75% of the pixels (``class_shares``; digits_seg's canvases are 95% background).
+    up to 4 px off the centre either way, later digits over earlier ones where they meet. Label per pixel: the
+    class (0-9) of the topmost digit whose intensity there is >= 128, ``10`` (background) elsewhere: 11 classes,
+    background 69% of the pixels (``class_shares``; digits_seg's canvases are 95% background).
   * source ``synth_seg`` (rendered, as a game engine draws a scene): a procedural background texture, one of
     smooth colour noise, a linear gradient, stripes, a rotated checkerboard or flat shapes, every parameter
     drawn from the seed; each digit painted over it in one flat colour with a linear shading ramp, alpha-

@@ -31,8 +31,15 @@ from uda.data.streams import step_generator
 from uda.errors import ConfigError
 from uda.losses import seg_ce
 from uda.methods.base import Batch, Method
-from uda.methods.parts import (common_size, crop_to, ema_update, head_optimizer, pixel_accuracy, seg_groups,
-                               strong_augment)
+from uda.methods.parts import (
+    common_size,
+    crop_to,
+    ema_update,
+    head_optimizer,
+    pixel_accuracy,
+    seg_groups,
+    strong_augment,
+)
 from uda.nets.segmentation import SegNet, build_segmenter, upsample
 from uda.schema import SEGMENTATION, OptimizerConfig
 from uda.schema.base import nonneg, unit_interval

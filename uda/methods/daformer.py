@@ -42,8 +42,15 @@ from uda.data.streams import step_generator
 from uda.errors import ConfigError
 from uda.methods.base import Batch, Method, RareClassSampling
 from uda.methods.dacs import MIX_STREAM, class_mix_masks, mixed_loss
-from uda.methods.parts import (common_size, crop_to, ema_update, head_optimizer, pixel_accuracy, seg_groups,
-                               strong_augment)
+from uda.methods.parts import (
+    common_size,
+    crop_to,
+    ema_update,
+    head_optimizer,
+    pixel_accuracy,
+    seg_groups,
+    strong_augment,
+)
 from uda.nets.segmentation import SegNet, build_segmenter, upsample
 from uda.schema import SEGMENTATION, OptimizerConfig
 from uda.schema.base import nonneg, unit_interval
