@@ -38,6 +38,7 @@ from uda.schema import SEGMENTATION, OptimizerConfig
 from uda.schema.base import nonneg, positive
 from uda.schema.method import MethodConfig
 from uda.schema.optimizer import Schedule, adam
+from uda.schema.search import log
 
 
 class GanLoss(str, Enum):
@@ -60,6 +61,15 @@ class AdaptSegNetConfig(MethodConfig):
     # D: Adam 1e-4, betas (0.9, 0.99), poly; the segmenter: the run's `optimizer`
     disc_optimizer: OptimizerConfig = field(default_factory=lambda: adam(1e-4, (0.9, 0.99), Schedule.poly,
                                                                          sched_power=0.9))
+    # uda tune's search space (uda/schema/search.py): each range and where it comes from
+    SEARCH = {
+        "method.adv_weight": log(1e-4, 1e-2, "stated: a decade either side of the paper's 0.001"),
+        "method.adv_aux_weight": log(2e-5, 2e-3, "stated: a decade either side of the paper's 0.0002"),
+    }
+
+    def search_space(self):
+        """adv_aux_weight only where the auxiliary output is adapted (multi-level)."""
+        return {k: v for k, v in self.SEARCH.items() if self.multi_level or k != "method.adv_aux_weight"}
 
     def check(self, cfg) -> None:
         for key in ("seg_aux_weight", "adv_weight", "adv_aux_weight"):

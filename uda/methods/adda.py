@@ -32,6 +32,7 @@ from uda.nets import mlp
 from uda.schema.base import positive, scaled_phase, widths
 from uda.schema.method import MethodConfig, one_learning_rate
 from uda.schema.optimizer import OptimizerConfig, adam
+from uda.schema.search import log
 
 
 class DiscInput(str, Enum):
@@ -53,6 +54,10 @@ class ADDAConfig(MethodConfig):
     disc_hidden: list[int] = field(default_factory=lambda: [500, 500])
     # stage 2 optimizer for the target encoder and the discriminator: Adam 2e-4, beta1 0.5
     adapt_optimizer: OptimizerConfig = field(default_factory=lambda: adam(2e-4, (0.5, 0.999)))
+    # uda tune's search space (uda/schema/search.py): each range and where it comes from
+    SEARCH = {
+        "method.adapt_optimizer.lr": log(2e-5, 2e-3, "stated: a decade either side of the official 2e-4"),
+    }
 
     def pretrain(self, max_steps: int) -> int:
         """Stage 1's length in a run of ``max_steps``."""

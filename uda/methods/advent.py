@@ -40,6 +40,7 @@ from uda.schema import SEGMENTATION, OptimizerConfig
 from uda.schema.base import nonneg, positive
 from uda.schema.method import MethodConfig
 from uda.schema.optimizer import Schedule, adam
+from uda.schema.search import log
 
 
 class Mode(str, Enum):
@@ -62,6 +63,17 @@ class ADVENTConfig(MethodConfig):
     # D: Adam 1e-4, betas (0.9, 0.99), poly (the official LEARNING_RATE_D and schedule)
     disc_optimizer: OptimizerConfig = field(default_factory=lambda: adam(1e-4, (0.9, 0.99), Schedule.poly,
                                                                          sched_power=0.9))
+    # uda tune's search space (uda/schema/search.py): each range and where it comes from
+    SEARCH = {
+        "method.ent_weight": log(1e-4, 1e-2, "stated: a decade either side of the official 0.001 (minent)"),
+        "method.adv_weight": log(1e-4, 1e-2, "stated: a decade either side of the official 0.001 (advent)"),
+    }
+    OPTIMISES = ("entropy",)  # minent minimises it; advent aligns the entropy maps
+
+    def search_space(self):
+        """The weight of the mode that runs: ent_weight for minent, adv_weight for advent."""
+        unused = "method.adv_weight" if self.mode == Mode.minent else "method.ent_weight"
+        return {k: v for k, v in self.SEARCH.items() if k != unused}
 
     def check(self, cfg) -> None:
         for key in ("seg_aux_weight", "ent_weight", "ent_aux_weight", "adv_weight", "adv_aux_weight"):

@@ -41,6 +41,7 @@ from uda.nets import mlp, xavier_
 from uda.schema.base import nonneg, positive, unit_interval, widths
 from uda.schema.method import MethodConfig
 from uda.schema.optimizer import OptimizerConfig, Schedule
+from uda.schema.search import log
 
 
 @dataclass
@@ -63,6 +64,10 @@ class CDANConfig(MethodConfig):
     # steps of CE alone before D and the reversal start (official USPS <-> MNIST: one epoch;
     # SVHN -> MNIST and the image script: 0); the ramp's i counts from here
     adv_start: int = 0
+    # uda tune's search space (uda/schema/search.py): each range and where it comes from
+    SEARCH = {
+        "method.adv_weight": log(0.1, 10.0, "as dann: powerful-benchmarker's trade-off range"),
+    }
 
     def check(self, cfg, key: str = "method") -> None:
         """``key``: where this config sits (``method``; ``method.cdan`` inside SDAT), for the messages."""

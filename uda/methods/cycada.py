@@ -33,6 +33,7 @@ from uda.methods.translator import Translator, TranslatorConfig
 from uda.nets import mlp, set_requires_grad
 from uda.schema.base import nonneg, positive, widths
 from uda.schema.optimizer import OptimizerConfig, adam
+from uda.schema.search import log
 
 
 class SemanticSource(str, Enum):
@@ -51,6 +52,11 @@ class CyCADAConfig(TranslatorConfig):
     feature_weight: float = 0.1
     disc_hidden: list[int] = field(default_factory=lambda: [500, 500])
     feature_optimizer: OptimizerConfig = field(default_factory=lambda: adam(2e-4, (0.5, 0.999)))
+    # uda tune's search space (uda/schema/search.py): each range and where it comes from
+    SEARCH = {
+        "method.semantic_weight": log(0.1, 10.0, "stated: a decade either side of the official 1"),
+        "method.feature_weight": log(0.01, 1.0, "stated: a decade either side of the official 0.1"),
+    }
 
     def check(self, cfg) -> None:
         super().check(cfg)

@@ -21,11 +21,17 @@ from torch import nn
 from uda.methods.base import Batch, Method
 from uda.methods.parts import classifier_nets, source_ce
 from uda.methods.translator import Translator, TranslatorConfig
+from uda.schema.search import log, uniform
 
 
 @dataclass
 class CycleGANConfig(TranslatorConfig):
     name: str = "cyclegan"
+    # uda tune's search space (uda/schema/search.py): each range and where it comes from
+    SEARCH = {
+        "method.cycle_weight": log(1.0, 100.0, "stated: a decade either side of the paper's 10"),
+        "method.identity_weight": uniform(0.0, 1.0, "stated: off to twice the paper's 0.5"),
+    }
 
 
 class CycleGAN(Method):

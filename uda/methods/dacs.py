@@ -44,6 +44,7 @@ from uda.nets.segmentation import SegNet, build_segmenter, upsample
 from uda.schema import SEGMENTATION, OptimizerConfig
 from uda.schema.base import nonneg, unit_interval
 from uda.schema.method import MethodConfig
+from uda.schema.search import log, uniform
 
 MIX_STREAM = 4  # after the index streams (1, 2) and mean teacher's augmentations (3)
 
@@ -59,16 +60,27 @@ class DACSConfig(MethodConfig):
     jitter_p: float = 0.8
     blur_p: float = 0.5
     blur_sigma: list[float] = field(default_factory=lambda: [0.15, 1.15])
+    # uda tune's search space (uda/schema/search.py): each range and where it comes from
+    SEARCH = {
+        "method.unsup_weight": log(0.1, 10.0, "stated: a decade either side of the official 1"),
+        "method.confidence": uniform(0.8, 0.99, "stated: around the official 0.968"),
+    }
 
     def check(self, cfg, key: str = "method") -> None:
-        unit_interval(self.ema_max, f"{key}.ema_max")
-        for field_ in ("confidence", "jitter_p", "blur_p"):
-            if not 0 <= getattr(self, field_) <= 1:
-                raise ConfigError(f"{key}.{field_} must be in [0, 1], got {getattr(self, field_)}")
-        nonneg(self.unsup_weight, f"{key}.unsup_weight")
-        nonneg(self.jitter, f"{key}.jitter")
-        if len(self.blur_sigma) != 2 or not 0 < self.blur_sigma[0] <= self.blur_sigma[1]:
-            raise ConfigError(f"{key}.blur_sigma must be [low, high] with 0 < low <= high, got {self.blur_sigma}")
+        check_self_training(self, key)
+
+
+def check_self_training(c, key: str, unit: tuple[str, ...] = (), nonnegative: tuple[str, ...] = ()) -> None:
+    """The checks DACS and DAFormer share (and ``unit`` / ``nonnegative``: more of ``c``'s fields): ema_max in
+    [0, 1), the confidence and the augmentations' probabilities in [0, 1], the weights >= 0, blur_sigma a range."""
+    unit_interval(c.ema_max, f"{key}.ema_max")
+    for field_ in ("confidence", "jitter_p", "blur_p", *unit):
+        if not 0 <= getattr(c, field_) <= 1:
+            raise ConfigError(f"{key}.{field_} must be in [0, 1], got {getattr(c, field_)}")
+    for field_ in ("unsup_weight", "jitter", *nonnegative):
+        nonneg(getattr(c, field_), f"{key}.{field_}")
+    if len(c.blur_sigma) != 2 or not 0 < c.blur_sigma[0] <= c.blur_sigma[1]:
+        raise ConfigError(f"{key}.blur_sigma must be [low, high] with 0 < low <= high, got {c.blur_sigma}")
 
 
 def class_mix_masks(y_s: torch.Tensor, gen: torch.Generator, *, batch_classes: bool = False) -> torch.Tensor:

@@ -36,25 +36,25 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from uda.data.streams import step_generator
 from uda.errors import ConfigError
 from uda.methods.base import Batch, Method, RareClassSampling
-from uda.methods.dacs import MIX_STREAM, class_mix_masks, mixed_loss
+from uda.methods.dacs import MIX_STREAM, check_self_training, class_mix_masks, mixed_loss
 from uda.methods.parts import (
     common_size,
     crop_to,
     ema_update,
     head_optimizer,
+    no_dropout,
     pixel_accuracy,
     seg_groups,
     strong_augment,
 )
 from uda.nets.segmentation import SegNet, build_segmenter, upsample
 from uda.schema import SEGMENTATION, OptimizerConfig
-from uda.schema.base import nonneg, unit_interval
 from uda.schema.method import MethodConfig
+from uda.schema.search import choice
 
 CITYSCAPES_THINGS = [6, 7, 11, 12, 13, 14, 15, 16, 17, 18]  # traffic light, sign, person ... bicycle (train ids)
 GTA5_RCS_MIN_SHARE = 3000 / (1914 * 1052)  # the official 3000 pixels of a full-size GTA5 label map
@@ -81,22 +81,20 @@ class DAFormerConfig(MethodConfig):
     fd_weight: float = 0.005  # 0: no feature distance; it needs backbone.weights (ImageNet) in any case
     fd_classes: list[int] = field(default_factory=lambda: list(CITYSCAPES_THINGS))
     fd_min_ratio: float = 0.75
+    # uda tune's search space (uda/schema/search.py): each range and where it comes from
+    SEARCH = {
+        "method.ema_max": choice(0.99, 0.999, source="DAFormer Table 5 (experiments.py:328-333)"),
+        "method.rcs": choice(True, False, source="DAFormer Table 5: RCS at T 0.01 against none"),
+    }
 
     def check(self, cfg, key: str = "method") -> None:
-        unit_interval(self.ema_max, f"{key}.ema_max")
-        for field_ in ("confidence", "jitter_p", "blur_p", "pl_ignore_top", "pl_ignore_bottom", "rcs_min_share",
-                       "fd_min_ratio"):
-            if not 0 <= getattr(self, field_) <= 1:
-                raise ConfigError(f"{key}.{field_} must be in [0, 1], got {getattr(self, field_)}")
+        check_self_training(self, key, unit=("pl_ignore_top", "pl_ignore_bottom", "rcs_min_share", "fd_min_ratio"),
+                            nonnegative=("fd_weight",))
         if self.pl_ignore_top + self.pl_ignore_bottom >= 1:
             raise ConfigError(f"{key}.pl_ignore_top + {key}.pl_ignore_bottom must leave rows, got "
                               f"{self.pl_ignore_top} + {self.pl_ignore_bottom}")
-        for field_ in ("unsup_weight", "jitter", "fd_weight"):
-            nonneg(getattr(self, field_), f"{key}.{field_}")
         if self.rcs_temperature <= 0:
             raise ConfigError(f"{key}.rcs_temperature must be > 0, got {self.rcs_temperature}")
-        if len(self.blur_sigma) != 2 or not 0 < self.blur_sigma[0] <= self.blur_sigma[1]:
-            raise ConfigError(f"{key}.blur_sigma must be [low, high] with 0 < low <= high, got {self.blur_sigma}")
         k = cfg.data.num_classes
         bad = [c for c in self.fd_classes if not 0 <= c < k]
         if fd_active(self, cfg) and bad:
@@ -133,13 +131,6 @@ def pl_crop(weight: torch.Tensor, top: float, bottom: float) -> torch.Tensor:
     if n_bottom:
         weight[:, -n_bottom:] = 0
     return weight
-
-
-def _no_dropout(net: nn.Module) -> None:
-    """The teacher runs in train mode (batch statistics) with dropout and drop-path off, as the official."""
-    for m in net.modules():
-        if isinstance(m, nn.modules.dropout._DropoutNd) or type(m).__name__ == "DropPath":
-            m.eval()
 
 
 class DAFormer(Method):
@@ -191,7 +182,7 @@ class DAFormer(Method):
         # 1) teacher <- EMA of the student before its step (a copy at step 0)
         if step > 0:
             ema_update(self.teacher, self.segmenter, min(1 - 1 / (step + 1), c.ema_max))
-        _no_dropout(self.teacher)
+        no_dropout(self.teacher)
         # 2) source CE, averaged over ALL pixels (255 adds 0), as mmseg's CrossEntropyLoss in the official code
         out_s = self.segmenter(src.x)
         loss_s = mixed_loss(out_s.logits, src.y, torch.ones(src.y.shape, device=src.y.device))

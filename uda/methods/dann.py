@@ -33,6 +33,7 @@ from uda.nets import mlp
 from uda.schema.base import nonneg, widths
 from uda.schema.method import MethodConfig
 from uda.schema.optimizer import OptimizerConfig
+from uda.schema.search import log
 
 
 class DomainReduction(str, Enum):
@@ -50,6 +51,10 @@ class DANNConfig(MethodConfig):
     domain_reduction: DomainReduction = DomainReduction.sum  # the paper's Eq. 18
     # hidden widths of the domain classifier (paper, MNIST: one FC100)
     disc_hidden: list[int] = field(default_factory=lambda: [100])
+    # uda tune's search space (uda/schema/search.py): each range and where it comes from
+    SEARCH = {
+        "method.adv_weight": log(0.1, 10.0, "powerful-benchmarker dann_config.py:49 (grl_weight log[0.1, 10])"),
+    }
 
     def check(self, cfg) -> None:
         nonneg(self.adv_weight, "method.adv_weight")

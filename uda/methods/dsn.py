@@ -36,6 +36,7 @@ from uda.nets.dsn import Decoder, PrivateEncoder
 from uda.schema import DANNDigitsConfig
 from uda.schema.base import below_max_steps, nonneg, positive, scaled_phase, widths
 from uda.schema.method import MethodConfig, one_learning_rate
+from uda.schema.search import log
 
 
 class SimilarityLayer(str, Enum):
@@ -85,6 +86,12 @@ class DSNConfig(MethodConfig):
     # exp(-grl_gamma q)) - 1 over the adaptation phase (q = 0 at adapt_start, 1 at the end);
     # grl_gamma = 0 keeps lambda = 1
     grl_gamma: float = 10.0
+    # uda tune's search space (uda/schema/search.py): each range and where it comes from
+    SEARCH = {
+        "method.alpha": log(0.001, 0.1, "stated: a decade either side of the official 0.01"),
+        "method.beta": log(0.0075, 0.75, "stated: a decade either side of the official 0.075"),
+        "method.gamma": log(0.025, 2.5, "stated: a decade either side of the official 0.25"),
+    }
 
     def start(self, max_steps: int) -> int:
         """The first step of the adaptation phase in a run of ``max_steps``."""

@@ -40,6 +40,7 @@ from uda.methods.parts import (
 from uda.schema.base import nonneg, positive
 from uda.schema.method import MethodConfig
 from uda.schema.optimizer import OptimizerConfig
+from uda.schema.search import log, uniform
 
 VIEW_STREAM = 7  # after the index streams (1, 2), mean teacher's (3), DACS's (4) and MIC's (5, 6) draws
 
@@ -55,6 +56,11 @@ class FixMatchConfig(MethodConfig):
     magnitude: float = 10.0
     magnitude_std: float = 2.0
     op_prob: float = 0.5
+    # uda tune's search space (uda/schema/search.py): each range and where it comes from
+    SEARCH = {
+        "method.threshold": uniform(0.7, 0.98, "stated: over TLlib's 0.9 (fixmatch.py:296) and 0.8 (fixmatch.sh:26)"),
+        "method.trade_off": log(0.1, 10.0, "stated: a decade either side of the official 1"),
+    }
 
     def check(self, cfg) -> None:
         if not 0 <= self.threshold <= 1:

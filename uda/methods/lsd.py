@@ -51,6 +51,7 @@ from uda.schema import SEGMENTATION, OptimizerConfig
 from uda.schema.base import below_max_steps, nonneg, positive, unit_interval
 from uda.schema.method import MethodConfig
 from uda.schema.optimizer import adam
+from uda.schema.search import log
 
 
 class DiscNorm(str, Enum):
@@ -76,6 +77,10 @@ class LSDConfig(MethodConfig):
     gen_skips: bool = False  # G also reads the segmenter's skip_modules() (the authors' code: pool3, pool4)
     disc_lr_scale: float = 1.0  # D's learning rate = gan_optimizer.lr x this (1 = the paper: G and D alike)
     gan_optimizer: OptimizerConfig = field(default_factory=lambda: adam(2e-4, (0.7, 0.999)))  # the paper
+    # uda tune's search space (uda/schema/search.py): each range and where it comes from
+    SEARCH = {
+        "method.adv_weight": log(0.01, 1.0, "stated: a decade either side of the paper's 0.1"),
+    }
 
     def check(self, cfg) -> None:
         below_max_steps(self.warmup_steps, "method.warmup_steps", cfg.trainer.max_steps)

@@ -31,6 +31,7 @@ from uda.methods.parts import (
 from uda.schema.base import nonneg, positive
 from uda.schema.method import MethodConfig
 from uda.schema.optimizer import OptimizerConfig
+from uda.schema.search import log, uniform
 
 
 @dataclass
@@ -38,6 +39,11 @@ class MCCConfig(MethodConfig):
     name: str = "mcc"
     temperature: float = 2.5  # T of the paper (its VisDA script: 3.0)
     mcc_weight: float = 1.0  # the trade-off on L_MCC
+    # uda tune's search space (uda/schema/search.py): each range and where it comes from
+    SEARCH = {
+        "method.temperature": uniform(0.2, 5.0, "powerful-benchmarker mcc_config.py:131 (T U(0.2, 5))"),
+        "method.mcc_weight": log(0.1, 10.0, "stated: a decade either side of the paper's 1"),
+    }
 
     def check(self, cfg, key: str = "method") -> None:
         """``key``: where this config sits (``method``; ``method.host`` inside MIC), for the messages."""

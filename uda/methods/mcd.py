@@ -35,6 +35,7 @@ from uda.methods.parts import (
 from uda.schema.base import positive
 from uda.schema.method import MethodConfig
 from uda.schema.optimizer import OptimizerConfig
+from uda.schema.search import integer
 
 
 class Predict(str, Enum):
@@ -48,6 +49,10 @@ class MCDConfig(MethodConfig):
     name: str = "mcd"
     num_k: int = 4  # generator steps C per iteration (the paper's n; 4 in its digits runs)
     predict: Predict = Predict.ensemble
+    # uda tune's search space (uda/schema/search.py): each range and where it comes from
+    SEARCH = {
+        "method.num_k": integer(1, 10, "powerful-benchmarker mcd_config.py:42 (num_k int[1, 10])"),
+    }
 
     def check(self, cfg) -> None:
         positive(self.num_k, "method.num_k")

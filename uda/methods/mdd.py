@@ -35,6 +35,7 @@ from uda.methods.parts import (
 from uda.schema.base import nonneg, positive
 from uda.schema.method import MethodConfig
 from uda.schema.optimizer import OptimizerConfig
+from uda.schema.search import log, uniform
 
 
 @dataclass
@@ -45,6 +46,11 @@ class MDDConfig(MethodConfig):
     trade_off: float = 0.1
     grl_alpha: float = 1.0
     grl_horizon: int = 1000
+    # uda tune's search space (uda/schema/search.py): each range and where it comes from
+    SEARCH = {
+        "method.margin": uniform(1.0, 6.0, "stated: around the official 2 (Office-Home) and 4 (Office-31)"),
+        "method.trade_off": log(0.01, 1.0, "stated: a decade either side of the official 0.1"),
+    }
 
     def check(self, cfg) -> None:
         positive(self.margin, "method.margin")

@@ -46,6 +46,7 @@ from uda.methods.parts import (
 from uda.schema.base import nonneg, unit_interval
 from uda.schema.method import MethodConfig
 from uda.schema.optimizer import OptimizerConfig
+from uda.schema.search import log, uniform
 
 AUGMENT_STREAM = 3  # after the source (1) and target (2) index streams
 
@@ -68,6 +69,11 @@ class MeanTeacherConfig(MethodConfig):
     noise_std: float = 0.1
     hflip: bool = False  # the official runs flip only CIFAR / STL
     predict: Predict = Predict.teacher
+    # uda tune's search space (uda/schema/search.py): each range and where it comes from
+    SEARCH = {
+        "method.unsup_weight": log(0.3, 30.0, "stated: a decade either side of the official 3"),
+        "method.confidence_thresh": uniform(0.8, 0.99, "stated: around the official 0.968"),
+    }
 
     def check(self, cfg) -> None:
         unit_interval(self.teacher_alpha, "method.teacher_alpha")

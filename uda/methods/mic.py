@@ -48,10 +48,11 @@ from uda.methods.cdan import CDAN
 from uda.methods.dacs import DACS, mixed_loss
 from uda.methods.daformer import DAFormer
 from uda.methods.mcc import MCC
-from uda.methods.parts import ema_update, strong_augment
+from uda.methods.parts import ema_update, no_dropout, strong_augment
 from uda.methods.sdat import SDAT
 from uda.schema.base import CLASSIFICATION, SEGMENTATION, nonneg, positive, unit_interval
 from uda.schema.method import MethodConfig
+from uda.schema.search import choice
 
 # methods whose every backward reads the student on the target batch (method/host=<name>); the segmentation
 # hosts keep their target pseudo-labels and weights of the step in ``pseudo``
@@ -78,6 +79,12 @@ class MICConfig(MethodConfig):
     jitter_switch: float = 0.2  # jitter is on for the run when U > this (U drawn once per run)
     blur: bool = True  # blur is on for the run when U > 0.5 (U drawn once per run)
     mask_weight: float = 1.0  # the trade-off on L_m
+    # uda tune's search space (uda/schema/search.py): each range and where it comes from
+    SEARCH = {
+        "method.mask_ratio": choice(0.3, 0.5, 0.7, 0.9, source="MIC Table 8 (seg/experiments.py:514-515)"),
+        "method.mask_block": choice(16, 32, 64, 128,
+                                    source="MIC Table 8 (seg/experiments.py:514-515), on mask_side pixels"),
+    }
 
     def check(self, cfg) -> None:
         if getattr(self.host, "name", None) not in HOSTS:
@@ -186,9 +193,7 @@ class MIC(Method):
             # 2) teacher <- EMA of the student (from t = 1); its pseudo-labels on the full target image
             if step > 0:
                 ema_update(self.teacher, self.student, min(1 - 1 / (step + 1), c.ema))
-            for m in self.teacher.modules():  # dropout and DropPath off, BN in train mode (official EMATeacher)
-                if isinstance(m, nn.modules.dropout._DropoutNd) or type(m).__name__ == "DropPath":
-                    m.eval()
+            no_dropout(self.teacher)  # dropout and DropPath off, BN in train mode (official EMATeacher)
             q, y_hat = torch.softmax(self.teacher(tgt.x).float(), dim=1).max(1)
             w = q if c.pseudo_weight == PseudoWeight.prob else torch.ones_like(q)
 

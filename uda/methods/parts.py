@@ -118,6 +118,14 @@ def ema_update(teacher: nn.Module, student: nn.Module, alpha: float) -> None:
         p_t.mul_(alpha).add_(p_s.detach(), alpha=1 - alpha)
 
 
+def no_dropout(net: nn.Module) -> None:
+    """An EMA teacher as the official DAFormer / MIC code runs it: train mode (batch statistics) with dropout
+    and drop-path off."""
+    for m in net.modules():
+        if isinstance(m, nn.modules.dropout._DropoutNd) or type(m).__name__ == "DropPath":
+            m.eval()
+
+
 def head_optimizer(cfg: TrainConfig) -> OptimizerConfig:
     """The optimizer of layers new on a pretrained body (heads, a bottleneck, domain classifiers): the run's,
     at ``backbone.head_lr_mult`` x its learning rate (DeepLab: 10; Office-31's ResNet recipe: 10)."""

@@ -62,6 +62,7 @@ from uda.nets.segmentation import SegNet, build_segmenter, forward_pair
 from uda.schema import SEGMENTATION, OptimizerConfig
 from uda.schema.base import below_max_steps, nonneg, positive, widths
 from uda.schema.method import MethodConfig
+from uda.schema.search import log
 
 
 class TeacherNorm(str, Enum):
@@ -101,6 +102,11 @@ class ROADConfig(MethodConfig):
     grl_gamma: float = 10.0
     # the teacher's mode (TeacherNorm): as the student, eval, or target statistics
     teacher_norm: TeacherNorm = TeacherNorm.student
+    # uda tune's search space (uda/schema/search.py): each range and where it comes from
+    SEARCH = {
+        "method.dist_weight": log(0.01, 1.0, "stated: a decade either side of our 0.1"),
+        "method.spatial_weight": log(0.01, 1.0, "stated: a decade either side of our 0.1"),
+    }
 
     def check(self, cfg) -> None:
         below_max_steps(self.warmup_steps, "method.warmup_steps", cfg.trainer.max_steps)

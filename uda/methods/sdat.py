@@ -29,6 +29,7 @@ from uda.methods.mcc import class_confusion
 from uda.methods.parts import source_ce
 from uda.schema.base import nonneg, positive
 from uda.schema.method import MethodConfig
+from uda.schema.search import log
 
 
 @dataclass
@@ -40,6 +41,11 @@ class SDATConfig(MethodConfig):
     temperature: float = 2.0  # MCC's T in SDAT's code
     # the CDAN part: CDAN's defaults, D's rate decaying with the net's as SDAT's code has it
     cdan: CDANConfig = field(default_factory=lambda: CDANConfig(disc_constant_lr=False))
+    # uda tune's search space (uda/schema/search.py): each range and where it comes from
+    SEARCH = {
+        "method.rho": log(0.005, 0.1, "stated: over the official 0.005 (VisDA), 0.02 (Office-Home), 0.05 (argparse)"),
+        "method.cdan.adv_weight": log(0.1, 10.0, "as cdan"),
+    }
 
     def check(self, cfg, key: str = "method") -> None:
         """``key``: where this config sits (``method``; ``method.host`` inside MIC), for the messages."""

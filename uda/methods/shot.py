@@ -39,6 +39,7 @@ from uda.nets import xavier_
 from uda.schema.base import nonneg, positive, scaled_phase, unit_interval
 from uda.schema.method import MethodConfig
 from uda.schema.optimizer import OptimizerConfig
+from uda.schema.search import uniform
 
 SOURCE_SHARE = 0.5  # the official digits runs: 30 source epochs, then 30 target epochs
 
@@ -53,6 +54,11 @@ class SHOTConfig(MethodConfig):
     bottleneck: int = 256
     dropout: float = 0.5  # the bottleneck's dropout
     refinements: int = 1  # rounds of hard-label centroids after the soft ones
+    # uda tune's search space (uda/schema/search.py): each range and where it comes from
+    SEARCH = {
+        "method.beta": uniform(0.0, 0.5, "stated: over the official 0.1 (digits) and 0.3 (objects)"),
+    }
+    OPTIMISES = ("entropy", "im")  # its target stage minimises mean H(p) - H(mean p), which is -IM
 
     def check(self, cfg) -> None:
         unit_interval(self.smoothing, "method.smoothing")

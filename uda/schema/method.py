@@ -9,12 +9,22 @@ from omegaconf import MISSING
 
 from uda.errors import ConfigError
 from uda.schema.base import CLASSIFICATION
+from uda.schema.search import Dist
 
 
 @dataclass
 class MethodConfig:
     name: str = MISSING
     TASKS: ClassVar[tuple[str, ...]] = (CLASSIFICATION,)  # the pairs it runs on: classification, segmentation
+    # uda tune's search space: override key -> distribution (uda/schema/search.py), each with its source
+    SEARCH: ClassVar[dict[str, Dist]] = {}
+    # the label-free criteria (uda/selection.py) the method's own loss optimises: uda tune refuses them as
+    # its objective (a method that minimises target entropy would always look best by entropy)
+    OPTIMISES: ClassVar[tuple[str, ...]] = ()
+
+    def search_space(self) -> dict[str, Dist]:
+        """The space ``uda tune`` searches unless told otherwise: ``SEARCH``, less what this setting leaves unused."""
+        return dict(self.SEARCH)
 
     def check(self, cfg) -> None:
         """Checks the schema cannot express (ranges, cross-field consistency); ``cfg`` is the whole TrainConfig,
