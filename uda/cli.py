@@ -30,13 +30,16 @@ commands:
             criteria.csv, selection.csv and two PNGs per pair:
               uda report DIR [DIR...] [--out DIR]
             with --record NAME: write results/NAME.json instead, a row uda repro can re-run
+  tune      choose a method's hyperparameters without target labels: an Optuna study over its search space,
+            judged by a label-free criterion, source-only always a candidate (`uda tune --help`):
+              uda tune method=dann trials=8 hydra.sweep.dir=tunes/dann   then   uda report tunes/dann
   repro     re-run a recorded row and compare, seed by seed (exit 0 reproduced, 1 not):
               uda repro --list | uda repro NAME [--seeds 0,1,2] [--out DIR]
 
 config groups: method, data, backbone, optimizer, trainer, experiment (uda/configs/ in the package)
 """
 
-COMMANDS = ("train", "eval", "report", "repro", "data")
+COMMANDS = ("train", "eval", "report", "repro", "data", "tune")
 
 
 def _check_launcher(overrides: list[str]) -> None:
@@ -360,6 +363,10 @@ def _main(argv: list[str]) -> int:
         return _data(rest)
     if command == "repro":
         return _repro(rest)
+    if command == "tune":
+        from uda.tune import main as tune
+
+        return tune(rest)
     print(f"uda: unknown command {command!r}; valid commands: {', '.join(COMMANDS)}\n", file=sys.stderr)
     print(USAGE, file=sys.stderr)
     return 2

@@ -1,0 +1,250 @@
+"""``uda tune``: every method's search space composes and samples; bad input is one line and exit 2 with
+nothing written; the objective reads no target label; a killed study resumes, continuing its interrupted
+trial and never re-running a finished one; ``uda report`` over the study writes tune.csv."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from helpers import SEG_SMALL, SMALL, cli, make_cfg
+from uda import tune
+from uda.errors import ConfigError
+from uda.methods import METHODS
+from uda.schema import CLASSIFICATION, SEGMENTATION, validate
+from uda.schema.search import Dist, parse
+from uda.selection import TABLE, criterion_key
+
+CASES = [(name, task) for name, cls in METHODS.items() for task in cls.Config.TASKS]
+PER_TASK = {("mic", SEGMENTATION): ["method/host=daformer"]}
+
+
+class Ends:
+    """A stand-in for an Optuna trial: each distribution's low end (or its last choice) or its high end."""
+
+    def __init__(self, high: bool):
+        self.high = high
+
+    def suggest_float(self, key, low, high, log=False):
+        return high if self.high else low
+
+    def suggest_int(self, key, low, high):
+        return high if self.high else low
+
+    def suggest_categorical(self, key, choices):
+        return choices[-1] if self.high else choices[0]
+
+
+@pytest.mark.parametrize("name, task", CASES, ids=[f"{n}-{t}" for n, t in CASES])
+def test_search_space_composes_and_samples(name, task):
+    # the default budget: the staged methods' phases need it (nothing is trained here)
+    small = [o for o in (SMALL if task == CLASSIFICATION else SEG_SMALL) if o != "+debug=fast"]
+    base = [*small, f"method={name}", *PER_TASK.get((name, task), [])]
+    if name == "source_only":  # nothing of its own to tune
+        with pytest.raises(ConfigError, match="declares no search space"):
+            tune.plan(tune.parse_args(base))
+        return
+    p = tune.plan(tune.parse_args(base))
+    for key, dist in p.space.items():
+        assert dist.source, f"{name}: {key} has no stated source"
+        assert dist.contains(p.defaults[key]), f"{name}: the default {key}={p.defaults[key]} is outside {dist}"
+        assert parse(str(dist), key) == Dist(dist.kind, dist.low, dist.high, dist.choices, "command line")
+    for high in (False, True):  # both ends of every range compose into a valid run
+        sampled = {k: d.suggest(Ends(high), k) for k, d in p.space.items()}
+        cfg = make_cfg(*base, *(tune.override(k, v) for k, v in sampled.items()))
+        validate(cfg)
+        for key, value in sampled.items():
+            assert tune._setting(cfg, key) == value
+
+
+def test_source_only_has_no_space_and_says_how_to_give_one(tmp_path):
+    r = cli("tune", *SMALL, "method=source_only", f"hydra.sweep.dir={tmp_path / 't'}")
+    assert r.returncode == 2 and "declares no search space" in r.stderr and "tune.space." in r.stderr
+    assert not (tmp_path / "t").exists()
+
+
+@pytest.mark.parametrize("args, says", [
+    (["method=dann", "tune.space.method.adv_wieght=log[0.1,1]"], "no setting 'adv_wieght'; valid:"),
+    (["method=dann", "tune.space.method.adv_weight=log[1,1]"], "empty range"),
+    (["method=dann", "tune.space.method.adv_weight=log[0,1]"], "low > 0"),
+    (["method=dann", "tune.space.method.adv_weight=choice[]"], "choice[] is empty"),
+    (["method=dann", "tune.space.method.adv_weight=gauss[0,1]"], "not a distribution"),
+    (["method=dann", "tune.criterion=accuracy"], "not a label-free criterion; valid for classification"),
+    (["method=dann", "trials=0"], "at least 1 trial"),
+    (["method=dann", "tune.trails=3"], "unknown key tune.trails"),
+    (["method=dann", "hydra.run.dir=x"], "hydra.sweep.dir"),
+    (["method=dann", "hydra/launcher=slurm"], "give tune.workers=N"),
+    (["method=dann", "tune.workers=0"], "tune.workers=0: give at least 1"),
+    (["method=dann", "method.adv_weight=-1"], "method.adv_weight must be >= 0"),
+    (["method=dann", "method.adv_weight=20"], "lies outside the space log[0.1, 10]"),
+    (["method=dann", "tune.space.method.adv_weight=choice[1,1.0]"], "names one value twice"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, says):
+    r = cli("tune", *SMALL, *args, f"hydra.sweep.dir={tmp_path / 't'}")
+    assert r.returncode == 2, r.stderr
+    assert says in r.stderr and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert not (tmp_path / "t").exists()
+
+
+def test_criterion_the_task_lacks_or_the_method_optimises_is_refused(tmp_path):
+    r = cli("tune", *SEG_SMALL, "method=dacs", "tune.criterion=dev", f"hydra.sweep.dir={tmp_path / 't'}")
+    assert r.returncode == 2 and "segmentation runs do not record it" in r.stderr
+    r = cli("tune", *SEG_SMALL, "method=advent", "tune.criterion=entropy", f"hydra.sweep.dir={tmp_path / 't'}")
+    assert r.returncode == 2 and "optimises it itself" in r.stderr
+    # by default: the recommendation, or the next by measured regret where the method optimises it
+    assert tune.plan(tune.parse_args([*SEG_SMALL, "method=advent"])).criterion == "im"
+    assert tune.plan(tune.parse_args([*SMALL, "method=shot"])).criterion == "mano"
+    assert tune.plan(tune.parse_args([*SMALL, "method=dann"])).criterion == "entropy"
+
+
+class Guard(dict):
+    """An evaluation row that fails the test if anything reads a column other than the label-free ones."""
+
+    FREE = {"step"} | {criterion_key(c.name, m)[0] for c in TABLE for m in ("acc", "miou")}
+
+    def __getitem__(self, key):
+        assert key in self.FREE, f"the objective read {key!r}, which target labels produce"
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        return self[key] if key in self else default
+
+
+def test_objective_never_reads_target_labels(tmp_path, monkeypatch):
+    rows = [{"step": 3, "target_acc": 50.0, "target_entropy": 0.9, "source_val_acc": 80.0, "mixval": 0.6},
+            {"step": 6, "target_acc": 10.0, "target_entropy": 0.4, "source_val_acc": 85.0, "mixval": 0.7,
+             "target_mean_class_acc": 9.0, "target_loss": 3.0}]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert tune.objective(tmp_path, "target_entropy") == 0.4  # the last evaluation's
+    loads = json.loads
+    monkeypatch.setattr(tune.json, "loads", lambda s: Guard(loads(s)))
+    assert tune.objective(tmp_path, "target_entropy") == 0.4
+    assert tune.objective(tmp_path, "mixval") == 0.7
+    # whatever the target labels say, the objective is the same
+    monkeypatch.undo()
+    for r in rows:
+        r.update(target_acc=99.0, target_mean_class_acc=99.0, target_loss=0.0)
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert tune.objective(tmp_path, "target_entropy") == 0.4
+    with pytest.raises(KeyError):
+        tune.label_free(rows[-1])["target_acc"]
+
+
+def test_best_by_direction():
+    scores = {"source_only": 0.5, "trial_000": 0.3, "trial_001": None, "trial_002": 0.3}
+    assert tune.best(scores, higher=False) == "trial_000"  # ties: the first
+    assert tune.best(scores, higher=True) == "source_only"
+    assert tune.best({"trial_000": None}, higher=True) is None
+
+
+# a trial of a few seconds that checkpoints every step, so that a kill lands inside it
+STUDY = [*SMALL, "method=dann", "trainer.max_steps=30", "trainer.checkpoint_every=1", "trainer.eval_every=10",
+         "trainer.threads=1", "trials=2", "tune.seed=0"]
+
+
+def _tune(tmp_path, *extra, background=False):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "uda.cli", "tune", *STUDY, f"hydra.sweep.dir={tmp_path / 'study'}", *extra]
+    if background:
+        return subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, start_new_session=True)
+    return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _wait_for(path, proc, timeout=300):
+    start = time.time()
+    while not path.exists():
+        assert proc.poll() is None, f"the study ended before {path} appeared: {proc.stdout.read()}"
+        assert time.time() - start < timeout, f"{path} did not appear"
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def killed_and_resumed(tmp_path_factory):
+    pytest.importorskip("optuna")
+    tmp_path = tmp_path_factory.mktemp("tune")
+    d = tmp_path / "study"
+    proc = _tune(tmp_path, background=True)
+    _wait_for(d / "trial_001" / "checkpoints" / "last.pt", proc)  # trial 0 finished, trial 1 under way
+    os.killpg(proc.pid, signal.SIGKILL)  # the study and its trial, as a lost node would
+    proc.wait()
+    assert not (d / "trial_001" / "summary.json").exists()
+    first = (d / "trial_000" / "summary.json").stat().st_mtime_ns
+    r = _tune(tmp_path, "trials=3")  # resumed, with one trial more
+    return d, r, first
+
+
+def test_a_killed_study_resumes_without_repeating_a_finished_trial(killed_and_resumed):
+    d, r, first = killed_and_resumed
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "trial_001 was interrupted: continuing it" in r.stdout
+    assert (d / "trial_000" / "summary.json").stat().st_mtime_ns == first  # not re-run
+    assert _commands(d / "logs" / "trial_000.log") == 1
+    log1 = [ln for ln in (d / "logs" / "trial_001.log").read_text().splitlines() if ln.startswith("$ ")]
+    assert len(log1) == 2 and not log1[0].endswith("resume=true") and log1[1].endswith("resume=true")
+    assert _values(log1[0]) == _values(log1[1])  # continued with its own values
+    assert sorted(p.name for p in d.glob("trial_*")) == ["trial_000", "trial_001", "trial_002"]
+    assert all((d / n / "summary.json").is_file() for n in ("source_only", "trial_000", "trial_001", "trial_002"))
+    # the resumed sampler does not draw the interrupted trial's values again
+    log2 = [ln for ln in (d / "logs" / "trial_002.log").read_text().splitlines() if ln.startswith("$ ")]
+    assert _values(log2[0]) != _values(log1[0])
+    # trial 0 is the method's default; the study's spec holds the command
+    over = (d / "trial_000" / ".hydra" / "overrides.yaml").read_text()
+    assert "method.adv_weight=1.0" in over
+    spec = json.loads((d / tune.SPEC).read_text())
+    assert spec["criterion"] == "entropy" and spec["space"] == {"method.adv_weight": "log[0.1, 10]"}
+    # run again: finished, nothing trained
+    again = _tune(d.parent)
+    assert again.returncode == 0 and "continuing" not in again.stdout
+    assert _commands(d / "logs" / "trial_000.log") == 1
+
+
+def _values(command: str) -> list[str]:
+    return [w for w in command.split() if w.startswith("method.adv_weight=")]
+
+
+def _commands(log) -> int:
+    """How many times the study started ``uda train`` for a trial (each start is logged as "$ command")."""
+    return sum(ln.startswith("$ ") for ln in log.read_text().splitlines())
+
+
+def test_another_command_in_the_study_directory_is_refused(killed_and_resumed):
+    d, _, _ = killed_and_resumed
+    r = cli("tune", *STUDY, "tune.criterion=mixval", f"hydra.sweep.dir={d}")
+    assert r.returncode == 2 and "holds a study of another command (criterion: entropy, not mixval)" in r.stderr
+
+
+def test_report_over_the_study(killed_and_resumed, tmp_path):
+    d, _, _ = killed_and_resumed
+    r = cli("report", str(d), "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(open(tmp_path / "tune.csv")))
+    assert [x["trial"] for x in rows] == ["source_only", "trial_000", "trial_001", "trial_002"]
+    assert list(rows[0]) == ["trial", "overrides", "score", "target_acc", "picked"]
+    assert [x["picked"] for x in rows].count("yes") == 1
+    scores = {x["trial"]: float(x["score"]) for x in rows}
+    assert rows[[x["picked"] for x in rows].index("yes")]["trial"] == min(scores, key=scores.get)  # entropy: lower
+    assert rows[0]["overrides"] == "method=source_only" and "method.adv_weight=" in rows[2]["overrides"]
+    md = (tmp_path / "report.md").read_text()
+    assert "## Tuning study: dann on synthetic" in md and "regret" in md
+    assert list(tmp_path.glob("tune_*.png"))
+
+
+def test_workers_through_a_hydra_launcher(tmp_path):
+    """tune.workers=2 on Hydra's basic launcher: the workers run one after the other against the one study;
+    the first does every trial, the second finds the study complete."""
+    pytest.importorskip("optuna")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    d = tmp_path / "study"
+    r = subprocess.run([sys.executable, "-m", "uda.cli", "tune", *SMALL, "method=dann", "trainer.threads=1",
+                        "trials=1", "tune.workers=2", "hydra/launcher=basic", f"hydra.sweep.dir={d}"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert sorted(p.name for p in (d / "workers").iterdir() if p.is_dir()) == ["0", "1"]
+    assert sorted(p.name for p in d.glob("trial_*")) == ["trial_000"]
+    assert _commands(d / "logs" / "trial_000.log") == 1 and _commands(d / "logs" / "source_only.log") == 1
+    assert r.stdout.count("picked") == 2
