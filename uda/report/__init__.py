@@ -27,7 +27,7 @@ from typing import Any
 from uda.report import stats
 from uda.report.runs import Group, Run, baseline, contended, find_runs, group_runs, single_evaluation
 from uda.report.trust import run_correlation, run_regret, sweep_select
-from uda.report.tune import report_tunes
+from uda.report.tune import print_tunes, report_tunes
 from uda.selection import CRITERIA, LABEL_FREE, metric_of, select
 
 COLUMNS = ("last", *LABEL_FREE, "oracle")
@@ -338,7 +338,7 @@ def report(dirs: list[Path], out: Path | None = None, *, figures: bool = True) -
     write_criteria_csv(crit_rows, out / "criteria.csv")
     write_selection_csv(sel_rows, out / "selection.csv")
     _print_rich(rows, unfinished, sel_rows, crit_rows, groups)
-    _print_tunes(tunes)
+    print_tunes(tunes)
     return {"tunes": tunes, "groups": groups, "rows": rows, "criteria": crit_rows, "selection": sel_rows,
             "unfinished": unfinished, "figures": pngs, "markdown": out / "report.md", "csv": out / "report.csv",
             "criteria_csv": out / "criteria.csv", "selection_csv": out / "selection.csv"}
@@ -403,29 +403,6 @@ def _print_rich(rows: list[dict[str, str]], unfinished: list[Run], sel_rows: lis
         for r in unfinished:
             console.print(f"  {r.path}  {r.method} {r.pair} seed={r.seed} "
                           f"last evaluated step {r.rows[-1]['step'] if r.rows else '-'}")
-
-
-def _print_tunes(tunes: list[dict[str, Any]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(width=200)
-    for t in tunes:
-        spec = t["spec"]
-        name = "mIoU" if spec["metric"] == "miou" else "acc"
-        table = Table(title=f"tuning study {t['dir']}: {spec['method']} on {spec['data']}, objective "
-                            f"{spec['criterion']} ({'higher' if spec['higher'] else 'lower'} is better)")
-        for col in ("trial", "overrides", spec["criterion"], f"target {name}", "picked"):
-            table.add_column(col, justify="left" if col in ("trial", "overrides") else "right")
-        for r in t["rows"]:
-            table.add_row(r["trial"] + (" (default)" if r["default"] else ""), r["overrides"] or "-",
-                          _num(r["score"]) if r["score"] is not None else "-",
-                          f"{r['target']:.2f}" if r["target"] is not None else "-", "yes" if r["picked"] else "")
-        console.print(table)
-        if t.get("pick"):
-            console.print(f"picked {t['pick']['trial']} ({t['pick']['target']:.2f}); oracle {t['oracle']['trial']} "
-                          f"({t['oracle']['target']:.2f}); regret {t['regret']:.2f} (the target metric is reported, "
-                          f"never used to pick); tune.csv beside report.md")
 
 
 __all__ = ["report", "find_runs", "group_runs", "CRITERIA"]

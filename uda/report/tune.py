@@ -129,3 +129,26 @@ def report_tunes(dirs: list[Path], out: Path, *, figures: bool = True) -> tuple[
         lines += markdown(d, spec, rows, figure)
         results.append({"dir": d, "spec": spec, "rows": rows, **summary(rows)})
     return lines, results
+
+
+def print_tunes(tunes: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=200)
+    for t in tunes:
+        spec = t["spec"]
+        name = "mIoU" if spec["metric"] == "miou" else "acc"
+        table = Table(title=f"tuning study {t['dir']}: {spec['method']} on {spec['data']}, objective "
+                            f"{spec['criterion']} ({'higher' if spec['higher'] else 'lower'} is better)")
+        for col in ("trial", "overrides", spec["criterion"], f"target {name}", "picked"):
+            table.add_column(col, justify="left" if col in ("trial", "overrides") else "right")
+        for r in t["rows"]:
+            table.add_row(r["trial"] + (" (default)" if r["default"] else ""), r["overrides"] or "-",
+                          _num(r["score"], 2),
+                          f"{r['target']:.2f}" if r["target"] is not None else "-", "yes" if r["picked"] else "")
+        console.print(table)
+        if t.get("pick"):
+            console.print(f"picked {t['pick']['trial']} ({t['pick']['target']:.2f}); oracle {t['oracle']['trial']} "
+                          f"({t['oracle']['target']:.2f}); regret {t['regret']:.2f} (the target metric is reported, "
+                          f"never used to pick); tune.csv beside report.md")
