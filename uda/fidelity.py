@@ -59,7 +59,8 @@ _DACS = {
 # Hoyer et al. 2022 and the official lhoyer/DAFormer configs (configs/daformer/gta2cs_uda_warm_fdthings_rcs_croppl_
 # a999_daformer_mitb5_s0.py on _base_/uda/dacs.py, schedules/adamw.py, poly10warm.py): EMA 0.999, confidence
 # 0.968, jitter 0.2 applied when U > 0.2, blur, RCS T 0.01 over images with > 3000 px of the class, FD 0.005 on
-# the thing classes at ratio 0.75, AdamW 6e-5 (0.9, 0.999) wd 0.01, poly 1, linear warm-up 1500 of 40k from 1e-6
+# the thing classes at ratio 0.75, AdamW 6e-5 (0.9, 0.999) wd 0.01, poly 1, linear warm-up 1500 of 40k from
+# 1e-6 x the rate
 _DAFORMER = {
     "method.ema_max": 0.999, "method.confidence": 0.968, "method.unsup_weight": 1.0, "method.jitter": 0.2,
     "method.jitter_p": 0.8, "method.blur_p": 0.5, "method.blur_sigma": [0.15, 1.15], "method.rcs": True,

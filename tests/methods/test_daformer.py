@@ -155,6 +155,16 @@ def test_daformer_feature_distance_joins_the_update_on_thing_classes_only():
     assert all(torch.equal(a, b) for a, b in zip(m.imnet.parameters(), ref.imnet.parameters()))  # frozen
 
 
+def test_daformer_says_when_the_feature_distance_is_off_for_want_of_imagenet_weights(caplog):
+    with caplog.at_level("WARNING", logger="uda"):
+        assert build_seg("method=daformer").imnet is None  # the offline pairs: no backbone.weights
+    assert "feature distance (method.fd_weight=0.005) is off" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="uda"):
+        build_seg("method=daformer", "method.fd_weight=0")  # off by choice: nothing to say
+    assert "feature distance" not in caplog.text
+
+
 def test_daformer_first_step_keeps_the_teacher_a_copy_and_asks_for_rare_class_sampling():
     m = build_seg("method=daformer")
     before = [p.clone() for p in m.segmenter.parameters()]

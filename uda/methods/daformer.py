@@ -22,7 +22,7 @@ order of the official code (lhoyer/DAFormer mmseg/models/uda/dacs.py ``forward_t
   6) weighted CE of the student on x_m (255 pixels contribute 0 to the mean over all pixels).
   7) one step of the student on CE + FD + unsup_weight x mixed CE (the official code backpropagates the three
      separately and steps once: the same gradient).
-  The learning-rate warm-up (linear from 1e-6 over 1500 of 40k iterations) is the optimizer's
+  The learning-rate warm-up (linear from 1e-6 x the rate over 1500 of 40k iterations) is the optimizer's
   ``optimizer.warmup`` (0.0375 of the run), which method/daformer.yaml brings. Prediction: the student.
 
 Where ours differs from the official code (ledger: docs/fidelity.md#daformer): an empty FD mask adds 0 (the
@@ -32,6 +32,7 @@ official mean over no pixels is NaN with no gradient; a NaN loss would skip our 
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass, field
 
 import torch
@@ -155,6 +156,10 @@ class DAFormer(Method):
     def from_config(cls, cfg, info):
         build = lambda: build_segmenter(cfg.backbone, in_channels=info.channels, num_classes=info.num_classes)  # noqa: E731
         segmenter = build()
+        if cfg.method.fd_weight > 0 and not fd_active(cfg.method, cfg):  # said, not silent: a recipe may lack weights
+            logging.getLogger("uda").warning("daformer: the feature distance (method.fd_weight=%s) is off: "
+                                             "backbone.weights is empty, so no ImageNet features to stay close to",
+                                             cfg.method.fd_weight)
         return cls(cfg=cfg.method, segmenter=segmenter, imnet=build() if fd_active(cfg.method, cfg) else None,
                    head_optimizer=head_optimizer(cfg), seed=cfg.seed, num_classes=info.num_classes,
                    mean=info.mean, std=info.std)
