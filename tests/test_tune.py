@@ -13,6 +13,7 @@ import pytest
 
 from helpers import SEG_SMALL, SMALL, cli, make_cfg
 from uda import tune
+from uda.compose import compose
 from uda.errors import ConfigError
 from uda.methods import METHODS
 from uda.schema import CLASSIFICATION, SEGMENTATION, validate
@@ -96,9 +97,56 @@ def test_criterion_the_task_lacks_or_the_method_optimises_is_refused(tmp_path):
     r = cli("tune", *SEG_SMALL, "method=advent", "tune.criterion=entropy", f"hydra.sweep.dir={tmp_path / 't'}")
     assert r.returncode == 2 and "optimises it itself" in r.stderr
     # by default: the recommendation, or the next by measured regret where the method optimises it
-    assert tune.plan(tune.parse_args([*SEG_SMALL, "method=advent"])).criterion == "im"
+    assert tune.plan(tune.parse_args([*SEG_SMALL, "method=advent"])).criterion == "mano"
     assert tune.plan(tune.parse_args([*SMALL, "method=shot"])).criterion == "mano"
     assert tune.plan(tune.parse_args([*SMALL, "method=dann"])).criterion == "entropy"
+
+
+def test_a_declared_empty_range_is_one_line(monkeypatch):
+    cls = METHODS["dann"].Config
+    monkeypatch.setattr(cls, "SEARCH", {**cls.SEARCH, "method.adv_weight": Dist("log", 1.0, 1.0, source="stated")})
+    with pytest.raises(ConfigError, match=r"tune.space.method.adv_weight: log\[1, 1\] is an empty range"):
+        tune.plan(tune.parse_args([*SMALL, "method=dann"]))
+
+
+def test_source_only_runs_on_a_recipe_that_sets_the_method(tmp_path):
+    # dsn's recipe sets method.adapt_start, which source-only lacks: the candidate that does not adapt runs on
+    # a copy of the recipe without the method, on the recipe's pair and budget
+    with pytest.raises(ConfigError, match="dsn_mnist_mnistm_paper.yaml sets method.adapt_start, which "
+                                          "SourceOnlyConfig has no key for; valid keys of method: name"):
+        make_cfg("+experiment=dsn_mnist_mnistm_paper", "data=synthetic", "method=source_only")
+    baseline, recipe = tune.baseline_command(["+experiment=dsn_mnist_mnistm_paper", "data=synthetic", "seed=3"])
+    assert baseline == [f"+experiment={recipe[0]}", "data=synthetic", "seed=3", "method=source_only"]
+    assert "adapt_start" not in recipe[1] and "/method" not in recipe[1] and "@package _global_" in recipe[1]
+    cfg = compose(baseline, config_dir=tune.write_recipe(tmp_path, recipe))
+    validate(cfg)
+    assert (cfg.method.name, cfg.trainer.max_steps, cfg.trainer.checkpoint_every) == ("source_only", 30000, 2000)
+    p = tune.plan(tune.parse_args(["+experiment=dsn_mnist_mnistm_paper", "data=synthetic", "seed=3",
+                                   f"hydra.sweep.dir={tmp_path / 's'}"]))
+    assert p.recipe == recipe and not (tmp_path / "s").exists()
+    # a nested method group goes too (mic's host); a recipe without the method needs no copy
+    assert "host" not in tune.baseline_command(["+experiment=mic_daformer_gta5_cityscapes"])[1][1]
+    assert tune.baseline_command(["+experiment=synth2real_seg_cpu", "method=dacs"]) == (
+        ["+experiment=synth2real_seg_cpu", "method=source_only"], None)
+
+
+def test_a_study_resumed_through_another_spelling_of_its_directory_is_the_same(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    relative = tune.open_study(tune.plan(tune.parse_args([*SMALL, "method=dann", "hydra.sweep.dir=s"])))
+    absolute = tune.open_study(tune.plan(tune.parse_args([*SMALL, "method=dann", f"hydra.sweep.dir={tmp_path / 's'}"])))
+    assert relative.study_name == absolute.study_name and len(absolute.trials) == 1  # the one default, queued once
+
+
+def test_source_only_is_claimed_by_one_worker_and_a_dead_claim_is_taken_over(tmp_path):
+    path = tmp_path / "source_only.claim"
+    assert tune.claim_file(path) and not tune.claim_file(path)  # held by this live process
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    path.write_text(json.dumps({"host": tune.socket.gethostname(), "pid": int(dead.stdout), "token": "gone"}))
+    assert tune.claim_file(path) and json.loads(path.read_text())["pid"] == os.getpid()
+    path.write_text("{")  # half-written just now: somebody is claiming it
+    assert not tune.claim_file(path)
+    os.utime(path, (0, 0))  # ... and left so by a crash long ago
+    assert tune.claim_file(path)
 
 
 class Guard(dict):

@@ -112,6 +112,37 @@ def compose_job(overrides: list[str], *, config_dir: str | None = None, config_n
             raise ConfigError(_first_line(e)) from None
 
 
+
+def recipe_without_method(name: str) -> str | None:
+    """The shipped recipe ``experiment/<name>.yaml`` less its method (its ``override /method...`` defaults and
+    its ``method:`` block), as YAML text, for a run of another method on the recipe's pair and budget (uda
+    tune's source-only candidate); None where the recipe sets nothing of the method or is not a shipped one."""
+    import yaml
+
+    path = Path(CONFIG_DIR) / "experiment" / f"{name}.yaml"
+    if not path.is_file():
+        return None
+    text = path.read_text()
+    node = yaml.safe_load(text) or {}
+
+    def of_method(entry: Any) -> bool:  # "override /method: dann", "override /method/host: sdat"
+        keys = entry if isinstance(entry, dict) else {entry: None}
+        return any(str(k).replace("override", "").strip().lstrip("/").split("/")[0].split(":")[0] == "method"
+                   for k in keys)
+
+    defaults = node.get("defaults", [])
+    kept = [d for d in defaults if not of_method(d)]
+    if "method" not in node and len(kept) == len(defaults):
+        return None
+    node = {k: v for k, v in node.items() if k != "method"}
+    if kept:
+        node["defaults"] = kept
+    else:
+        node.pop("defaults", None)
+    package = [line for line in text.splitlines() if line.startswith("# @package")]
+    return "\n".join([*package[:1], f"# uda tune: {name}.yaml less its method", yaml.safe_dump(node, sort_keys=False)])
+
+
 # ---------- errors as one line
 def unknown_keys(cfg, prefix: str = "") -> list[tuple[str, list[str]]]:
     """(key, the schema's keys there) for every key of a typed node that its dataclass lacks: what ``+key=v``
@@ -197,6 +228,15 @@ def explain(e: BaseException, overrides: list[str]) -> str:
         valid = [f.name for f in dataclasses.fields(schema)] if dataclasses.is_dataclass(schema) else []
         return (f"unknown key {key}{_did_you_mean(name, valid, parent)}"
                 + (f"; valid keys{_of(key)}: {', '.join(valid)}" if valid else ""))
+    if m := re.search(r"In '([^']+)': Config(?:Key|Attribute)Error raised while composing config:\s*"
+                      r"Key '([^']+)' not in '([^']+)'", text):  # a config file (a recipe) sets a key the schema lacks
+        where, name, schema = m.groups()
+        full = re.search(r"full_key: (\S+)", text)
+        key = full.group(1) if full else name
+        valid = _schema_fields(schema)
+        close = _did_you_mean(name, valid, key.rpartition(".")[0])
+        return (f"{where}.yaml sets {key}, which {schema} has no key for{close}"
+                + (f"; valid keys{_of(key)}: {', '.join(valid)}" if valid else ""))
     if key and type(cause).__name__ == "ValidationError":
         return _bad_value(key, str(cause), getattr(cause, "object_type", None), overrides)
     if m := re.search(r"Could not override '([^']+)'\. No match in the defaults list", text):
@@ -213,6 +253,15 @@ def explain(e: BaseException, overrides: list[str]) -> str:
     if m := re.search(r"Could not (?:delete|override) '([^']+)'", text):
         return f"{_override_for(m.group(1), overrides)}: {_first_line(cause or e)}"
     return _first_line(e)
+
+
+def _schema_fields(class_name: str) -> list[str]:
+    """The keys of the registered schema named ``class_name`` ("SourceOnlyConfig"), [] if none is."""
+    from uda.methods import METHODS
+
+    schemas = [*(cls.Config for cls in METHODS.values()), *BACKBONES.values(), DataConfig, OptimizerConfig,
+               TrainerConfig]
+    return next(([f.name for f in dataclasses.fields(s)] for s in schemas if s.__name__ == class_name), [])
 
 
 def _missing_option(text: str, options: list[str] | None, overrides: list[str]) -> str:

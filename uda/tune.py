@@ -23,6 +23,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -83,6 +84,8 @@ class Plan:
     higher: bool
     space: dict[str, Dist]
     defaults: dict[str, Any]  # each space key's value in the composed command: the first trial
+    baseline: list[str] = field(default_factory=list)  # source-only's overrides (baseline_command)
+    recipe: tuple[str, str] | None = None  # (name, YAML) of the recipe copy source-only needs, if any
 
     @property
     def storage(self) -> str:
@@ -157,6 +160,33 @@ def _setting(cfg: Any, key: str) -> Any:
     return node.value if isinstance(node, Enum) else node
 
 
+def baseline_command(train: list[str]) -> tuple[list[str], tuple[str, str] | None]:
+    """Source-only's overrides on the study's pair and budget: the study's, less the method's; and where a
+    recipe (``+experiment=X``) sets the method's settings, which source-only lacks, a copy of it without them
+    ((name, YAML), written into the study directory and searched by the baseline's run)."""
+    from uda.compose import recipe_without_method
+
+    base, recipe = [], None
+    for o in train:
+        key, _, value = o.partition("=")
+        if key.lstrip("+~").startswith("method"):
+            continue
+        if key.lstrip("+") == "experiment" and (text := recipe_without_method(value)) is not None:
+            recipe = (f"uda_tune_baseline_{value}", text)
+            o = f"{key}={recipe[0]}"
+        base.append(o)
+    return [*base, "method=source_only"], recipe
+
+
+def write_recipe(root: Path, recipe: tuple[str, str] | None) -> str | None:
+    """``recipe`` as ``root/experiment/<name>.yaml``; the config directory to search, or None."""
+    if recipe is None:
+        return None
+    (root / "experiment").mkdir(parents=True, exist_ok=True)
+    (root / "experiment" / f"{recipe[0]}.yaml").write_text(recipe[1])
+    return str(root.resolve())
+
+
 def choose_criterion(asked: str | None, task: str, method_cls: Any) -> str:
     """The objective: ``asked`` if the task has it and the method does not optimise it, else ConfigError; by
     default the recommended criterion or the first of FALLBACK that qualifies."""
@@ -209,6 +239,7 @@ def plan(args: TuneArgs) -> Plan:
                           f"tune.space.optimizer.lr=log[0.001,0.1]")
     defaults = {}
     for key in space:
+        space[key].check(f"tune.space.{key}")  # a declared range as a given one: one line, not Optuna's traceback
         if key.split(".")[0] in ("seed", "resume", "hydra", "data"):
             raise ConfigError(f"tune.space.{key}: not a hyperparameter to tune; search method.*, optimizer.*, "
                               f"backbone.* or trainer.* settings")
@@ -220,10 +251,18 @@ def plan(args: TuneArgs) -> Plan:
         if role.name in DOMAINS and DOMAINS[role.name].needs_root:
             checked_root(cfg.data.root, role.name)
     check_writable(args.directory, [])
+    baseline, recipe = baseline_command(args.train)
+    with tempfile.TemporaryDirectory() as tmp:  # source-only is always a candidate: it must compose here too
+        try:
+            validate(compose(baseline, config_dir=write_recipe(Path(tmp), recipe)))
+        except ConfigError as e:
+            raise ConfigError(f"source-only, the study's candidate that does not adapt, cannot run on this "
+                              f"command: {e}") from None
     criterion = choose_criterion(args.criterion, cfg.data.task, method_cls)
     metric = "miou" if cfg.data.task == "segmentation" else "acc"
     key, higher = criterion_key(criterion, metric)
-    return Plan(args, cfg.method.name, cfg.data.name, cfg.data.task, metric, criterion, key, higher, space, defaults)
+    return Plan(args, cfg.method.name, cfg.data.name, cfg.data.task, metric, criterion, key, higher, space, defaults,
+                baseline, recipe)
 
 
 # ---------- the objective: a label-free reading of a finished trial
@@ -279,6 +318,28 @@ def gone(claim: dict[str, Any] | None, age_s: float) -> bool:
     if not claim:
         return age_s > 60
     return claim.get("host") == socket.gethostname() and _process(int(claim.get("pid", -1))) != claim.get("token")
+
+
+def claim_file(path: Path) -> bool:
+    """Whether this process may train what ``path`` claims: created exclusively (atomic, also on a shared file
+    system), so that two workers starting together do not both train source-only into one directory; a claim
+    whose process is gone (or unreadable and older than a minute) is taken over."""
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                held, age = json.loads(path.read_text()), 0.0
+            except (OSError, ValueError):  # being written, or left half-written by a crash
+                held, age = None, datetime.now().timestamp() - path.stat().st_mtime if path.exists() else math.inf
+            if not gone(held, age if held is None else math.inf):
+                return False
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump(owner(), f)
+        return True
+    return False
 
 
 def train(run_dir: Path, overrides: list[str], log: Path) -> int:
@@ -341,7 +402,8 @@ def open_study(p: Plan):
         raise ConfigError(f"cannot create the study directory {d}: {e.strerror or e}; choose another with "
                           f"hydra.sweep.dir=...") from None
     optuna.logging.set_verbosity(logging.WARNING)
-    digest = hashlib.sha1(json.dumps([str(d), spec], sort_keys=True).encode()).hexdigest()[:12]
+    # the absolute path: a study resumed through another spelling of its directory is the same study
+    digest = hashlib.sha1(json.dumps([str(d.resolve()), spec], sort_keys=True).encode()).hexdigest()[:12]
     try:
         study = optuna.create_study(study_name=f"{STUDY}_{digest}", storage=p.storage, load_if_exists=True,
                                     direction="maximize" if p.higher else "minimize")
@@ -388,12 +450,13 @@ def run(p: Plan) -> dict[str, Any]:
     d = p.args.directory
     _say(f"{p.method} on {p.data}, {p.args.trials} trials by {p.criterion} ({'higher' if p.higher else 'lower'} "
          f"is better) in {d}; space: " + ", ".join(f"{k} {v}" for k, v in p.space.items()))
-    base = [o for o in p.args.train if not o.lstrip("+~").startswith("method")]
-    claim = study.user_attrs.get(BASELINE)
-    if (d / BASELINE / "summary.json").is_file() or gone(claim, age_s=math.inf):
+    searched = write_recipe(d / "baseline_config", p.recipe)
+    base = [*p.baseline, *([f"hydra.searchpath=[file://{searched}]"] if searched else [])]
+    unclaimed = gone(study.user_attrs.get(BASELINE), age_s=math.inf)  # by a process of this or another host
+    if (d / BASELINE / "summary.json").is_file() or (unclaimed and claim_file(d / f"{BASELINE}.claim")):
         study.set_user_attr(BASELINE, owner())
         log = d / "logs" / f"{BASELINE}.log"
-        code = train(d / BASELINE, [*base, "method=source_only"], log)
+        code = train(d / BASELINE, base, log)
         _refused(code, log, BASELINE)
         _say(f"{BASELINE}: {p.criterion} {_fmt(scored(d / BASELINE, p.key))}" +
              ("" if code == 0 else f" (failed, exit {code}; log {log})"))

@@ -68,7 +68,8 @@ class ADVENTConfig(MethodConfig):
         "method.ent_weight": log(1e-4, 1e-2, "stated: a decade either side of the official 0.001 (minent)"),
         "method.adv_weight": log(1e-4, 1e-2, "stated: a decade either side of the official 0.001 (advent)"),
     }
-    OPTIMISES = ("entropy",)  # minent minimises it; advent aligns the entropy maps
+    OPTIMISES = ("entropy", "im")  # minent minimises mean H(p), a term of IM = H(mean p) - mean H(p); advent
+    # aligns the entropy maps
 
     def search_space(self):
         """The weight of the mode that runs: ent_weight for minent, adv_weight for advent."""
