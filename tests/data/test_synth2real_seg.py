@@ -91,6 +91,8 @@ def test_build_is_cached_and_verified_and_a_damaged_cache_is_named(tmp_path, mon
     torch.save(data, cache)
     with pytest.raises(DataError, match=f"{cache}: damaged"):
         s2r.verify(tmp_path, name)
+    repaired = s2r.load_synth2real_seg(tmp_path, name, mnist)  # a readable but damaged cache is rebuilt on use
+    assert torch.equal(repaired["train"][0], splits["train"][0]) and "matches" in s2r.verify(tmp_path, name)
     cache.write_bytes(cache.read_bytes()[:100])  # truncated
     with pytest.raises(DataError, match="not a readable synth2real_seg build"):
         s2r.verify(tmp_path, name)

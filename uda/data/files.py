@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 from uda.errors import UserError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import torch
 
 
@@ -61,9 +63,10 @@ def verify(path: Path, expected: str) -> None:
         )
 
 
-def read_build(cache: Path, version: int) -> dict | None:
+def read_build(cache: Path, version: int, digest: Callable[[dict], str] | None = None) -> dict | None:
     """The splits of an offline build cached at ``cache`` ({"train": (x, y), "test": (x, y)}), or None
-    when there is none, it is of another ``version``, or it is unreadable (then it is rebuilt, never used)."""
+    when there is none, it is of another ``version``, it is unreadable, or (given ``digest``, the build's hash
+    of its tensors) they no longer match the ``sha256`` taken at build: then it is rebuilt, never used."""
     if not cache.is_file():
         return None
     import torch
@@ -74,6 +77,10 @@ def read_build(cache: Path, version: int) -> dict | None:
         logging.getLogger("uda").warning("unreadable cache %s (%s); rebuilding it", cache, e)
         return None
     if data.get("version") != version:
+        return None
+    if digest is not None and data.get("sha256") != digest(data):
+        logging.getLogger("uda").warning("damaged cache %s (its tensors do not match the SHA-256 taken at build); "
+                                         "rebuilding it", cache)
         return None
     return {"train": tuple(data["train"]), "test": tuple(data["test"])}
 

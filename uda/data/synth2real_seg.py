@@ -196,7 +196,7 @@ def load_synth2real_seg(root: Path, name: str, mnist: dict[str, tuple[torch.Tens
     if name not in DOMAINS:
         raise DataError(f"unknown synth2real_seg domain {name!r}; valid: {', '.join(DOMAINS)}")
     cache = cache_path(root, name)
-    cached = read_build(cache, BUILD_VERSION)
+    cached = read_build(cache, BUILD_VERSION, digest=_digest)  # a damaged cache is rebuilt, never used
     if cached is not None:
         return cached
     log.info("building %s (synth2real_seg) from MNIST%s -> %s", name,
