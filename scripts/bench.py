@@ -54,8 +54,9 @@ METHODS = {
     "adaptsegnet": _SEG, "advent": _SEG, "dacs": _SEG, "daformer": _SEG, "road": [*_SEG, "method.warmup_steps=20"],
     "lsd": [*_SEG, "method.ngf=16", "method.ndf=16"],
     "source_only_seg": _SEG,  # digits_seg_cpu's source-only segmenter
+    "mic_daformer": [*_SEG, "method/host=daformer"],  # MIC on a segmentation host (its row "mic" is on SDAT)
 }
-METHOD_OF = {"source_only_seg": "source_only"}  # a row name that is not the method's own
+METHOD_OF = {"source_only_seg": "source_only", "mic_daformer": "mic"}  # a row name that is not the method's own
 
 
 def compose(method: str, precision: str, channels_last: bool | str, batch: int | None, steps: int, log_every: int,

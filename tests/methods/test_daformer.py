@@ -189,6 +189,23 @@ def test_daformer_runs_end_to_end_with_rare_class_sampling_and_resumes_exactly(t
     assert 0 <= summary["target_miou"] <= 100
 
 
+@pytest.mark.slow  # DeepLab-v2 is seconds a step on a CPU
+def test_daformer_strategies_run_on_deeplabv2_as_in_the_papers_ablation():
+    # DAFormer's Table 3: its strategies (EMA self-training, ClassMix, RCS, warm-up) on DeepLab-v2
+    from helpers import SEG_INFO, build
+
+    m = build("data=digits_seg", "backbone=deeplabv2", "backbone.depth=50", "method=daformer",
+              "method.confidence=0.2", info=SEG_INFO).train()
+    before = {k: v.clone() for k, v in m.segmenter.state_dict().items()}
+    src, tgt = seg_batches(n=2)
+    for step in range(2):  # the teacher first copies the student (step 0), then averages it
+        out = m.update(src, tgt, step, sgd_stepper(m, lr=0.01))
+        assert all(math.isfinite(float(v)) for v in out.values())
+    assert any(not torch.equal(before[k], v) for k, v in m.segmenter.state_dict().items())
+    assert not any(p.requires_grad for p in m.teacher.parameters())
+    assert make_cfg("method=daformer", "data=digits_seg", "backbone=deeplabv2").optimizer.warmup == 0.0375
+
+
 @pytest.mark.parametrize("method", ["dacs", "daformer"])
 def test_classmix_runs_on_a_common_window_when_the_domains_differ_in_size(method):
     # GTA5 (720 x 1280) -> Cityscapes (512 x 1024): ClassMix pastes source pixels onto target images

@@ -192,6 +192,7 @@ def test_mic_refuses_a_host_of_the_other_task():
         validate(make_cfg("method=mic", "method/host=dacs"))
 
 
-def test_mic_on_daformer_runs_end_to_end_and_resumes_exactly(tmp_path):
-    summary = resumes_exactly(["method=mic", "method/host=daformer", *SEG_SMALL], tmp_path, stop_after=4)
+@pytest.mark.parametrize("host", ["daformer", "dacs"])
+def test_mic_on_a_segmentation_host_runs_end_to_end_and_resumes_exactly(tmp_path, host):
+    summary = resumes_exactly(["method=mic", f"method/host={host}", *SEG_SMALL], tmp_path, stop_after=4)
     assert 0 <= summary["target_miou"] <= 100
