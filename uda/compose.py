@@ -112,7 +112,6 @@ def compose_job(overrides: list[str], *, config_dir: str | None = None, config_n
             raise ConfigError(_first_line(e)) from None
 
 
-
 def recipe_without_method(name: str) -> str | None:
     """The shipped recipe ``experiment/<name>.yaml`` less its method (its ``override /method...`` defaults and
     its ``method:`` block), as YAML text, for a run of another method on the recipe's pair and budget (uda
@@ -127,8 +126,7 @@ def recipe_without_method(name: str) -> str | None:
 
     def of_method(entry: Any) -> bool:  # "override /method: dann", "override /method/host: sdat"
         keys = entry if isinstance(entry, dict) else {entry: None}
-        return any(str(k).replace("override", "").strip().lstrip("/").split("/")[0].split(":")[0] == "method"
-                   for k in keys)
+        return any(str(k).removeprefix("override").strip().lstrip("/").split("/")[0] == "method" for k in keys)
 
     defaults = node.get("defaults", [])
     kept = [d for d in defaults if not of_method(d)]

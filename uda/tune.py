@@ -329,10 +329,11 @@ def claim_file(path: Path) -> bool:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
             try:
-                held, age = json.loads(path.read_text()), 0.0
+                held = json.loads(path.read_text())
             except (OSError, ValueError):  # being written, or left half-written by a crash
-                held, age = None, datetime.now().timestamp() - path.stat().st_mtime if path.exists() else math.inf
-            if not gone(held, age if held is None else math.inf):
+                held = None
+            age = datetime.now().timestamp() - path.stat().st_mtime if held is None and path.exists() else math.inf
+            if not gone(held, age):
                 return False
             path.unlink(missing_ok=True)
             continue
