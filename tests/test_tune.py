@@ -12,12 +12,12 @@ import time
 import pytest
 
 from helpers import SEG_SMALL, SMALL, cli, make_cfg
-from uda import tune
+from uda import tune, tune_study
 from uda.compose import compose
 from uda.errors import ConfigError
 from uda.methods import METHODS
 from uda.schema import CLASSIFICATION, SEGMENTATION, validate
-from uda.schema.search import Dist, parse
+from uda.schema.search import Dist, override, parse
 from uda.selection import TABLE, criterion_key
 
 CASES = [(name, task) for name, cls in METHODS.items() for task in cls.Config.TASKS]
@@ -56,7 +56,7 @@ def test_search_space_composes_and_samples(name, task):
         assert parse(str(dist), key) == Dist(dist.kind, dist.low, dist.high, dist.choices, "command line")
     for high in (False, True):  # both ends of every range compose into a valid run
         sampled = {k: d.suggest(Ends(high), k) for k, d in p.space.items()}
-        cfg = make_cfg(*base, *(tune.override(k, v) for k, v in sampled.items()))
+        cfg = make_cfg(*base, *(override(k, v) for k, v in sampled.items()))
         validate(cfg)
         for key, value in sampled.items():
             assert tune._setting(cfg, key) == value
@@ -132,21 +132,25 @@ def test_source_only_runs_on_a_recipe_that_sets_the_method(tmp_path):
 
 def test_a_study_resumed_through_another_spelling_of_its_directory_is_the_same(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    relative = tune.open_study(tune.plan(tune.parse_args([*SMALL, "method=dann", "hydra.sweep.dir=s"])))
-    absolute = tune.open_study(tune.plan(tune.parse_args([*SMALL, "method=dann", f"hydra.sweep.dir={tmp_path / 's'}"])))
+
+    def study(directory):
+        args = tune.parse_args([*SMALL, "method=dann", f"hydra.sweep.dir={directory}"])
+        return tune_study.open_study(tune.plan(args))
+
+    relative, absolute = study("s"), study(tmp_path / "s")
     assert relative.study_name == absolute.study_name and len(absolute.trials) == 1  # the one default, queued once
 
 
 def test_source_only_is_claimed_by_one_worker_and_a_dead_claim_is_taken_over(tmp_path):
     path = tmp_path / "source_only.claim"
-    assert tune.claim_file(path) and not tune.claim_file(path)  # held by this live process
+    assert tune_study.claim_file(path) and not tune_study.claim_file(path)  # held by this live process
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    path.write_text(json.dumps({"host": tune.socket.gethostname(), "pid": int(dead.stdout), "token": "gone"}))
-    assert tune.claim_file(path) and json.loads(path.read_text())["pid"] == os.getpid()
+    path.write_text(json.dumps({"host": tune_study.socket.gethostname(), "pid": int(dead.stdout), "token": "gone"}))
+    assert tune_study.claim_file(path) and json.loads(path.read_text())["pid"] == os.getpid()
     path.write_text("{")  # half-written just now: somebody is claiming it
-    assert not tune.claim_file(path)
+    assert not tune_study.claim_file(path)
     os.utime(path, (0, 0))  # ... and left so by a crash long ago
-    assert tune.claim_file(path)
+    assert tune_study.claim_file(path)
 
 
 class Guard(dict):
@@ -167,26 +171,26 @@ def test_objective_never_reads_target_labels(tmp_path, monkeypatch):
             {"step": 6, "target_acc": 10.0, "target_entropy": 0.4, "source_val_acc": 85.0, "mixval": 0.7,
              "target_mean_class_acc": 9.0, "target_loss": 3.0}]
     (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    assert tune.objective(tmp_path, "target_entropy") == 0.4  # the last evaluation's
+    assert tune_study.objective(tmp_path, "target_entropy") == 0.4  # the last evaluation's
     loads = json.loads
-    monkeypatch.setattr(tune.json, "loads", lambda s: Guard(loads(s)))
-    assert tune.objective(tmp_path, "target_entropy") == 0.4
-    assert tune.objective(tmp_path, "mixval") == 0.7
+    monkeypatch.setattr(tune_study.json, "loads", lambda s: Guard(loads(s)))
+    assert tune_study.objective(tmp_path, "target_entropy") == 0.4
+    assert tune_study.objective(tmp_path, "mixval") == 0.7
     # whatever the target labels say, the objective is the same
     monkeypatch.undo()
     for r in rows:
         r.update(target_acc=99.0, target_mean_class_acc=99.0, target_loss=0.0)
     (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    assert tune.objective(tmp_path, "target_entropy") == 0.4
+    assert tune_study.objective(tmp_path, "target_entropy") == 0.4
     with pytest.raises(KeyError):
-        tune.label_free(rows[-1])["target_acc"]
+        tune_study.label_free(rows[-1])["target_acc"]
 
 
 def test_best_by_direction():
     scores = {"source_only": 0.5, "trial_000": 0.3, "trial_001": None, "trial_002": 0.3}
-    assert tune.best(scores, higher=False) == "trial_000"  # ties: the first
-    assert tune.best(scores, higher=True) == "source_only"
-    assert tune.best({"trial_000": None}, higher=True) is None
+    assert tune_study.best(scores, higher=False) == "trial_000"  # ties: the first
+    assert tune_study.best(scores, higher=True) == "source_only"
+    assert tune_study.best({"trial_000": None}, higher=True) is None
 
 
 # a trial of a few seconds that checkpoints every step, so that a kill lands inside it

@@ -17,11 +17,6 @@ metric of each (reported, never used), the oracle and the pick's regret, and wri
 """
 from __future__ import annotations
 
-import json
-import math
-import os
-import socket
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -31,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from uda.errors import ConfigError
-from uda.schema.search import Dist, override, parse
+from uda.schema.search import Dist, parse
 
 STUDY = "uda_tune"
 SPEC = "tune.json"  # the study's command, criterion and space, checked when it resumes
@@ -265,261 +260,6 @@ def plan(args: TuneArgs) -> Plan:
                 baseline, recipe)
 
 
-# ---------- the objective: a label-free reading of a finished trial
-
-
-def label_free(row: dict[str, Any]) -> dict[str, Any]:
-    """An evaluation row of metrics.jsonl with only what no target label produced: the step and the label-free
-    criteria's columns. The objective reads nothing else."""
-    from uda.selection import TABLE, criterion_key
-
-    keys = {"step"} | {criterion_key(c.name, m)[0] for c in TABLE for m in ("acc", "miou")}
-    return {k: row[k] for k in keys if k in row}
-
-
-def objective(run_dir: Path, key: str) -> float | None:
-    """The criterion column ``key`` at the run's last evaluation that has it (the last checkpoint's, as the
-    trial's model is its last), or None if no evaluation recorded it."""
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return None
-    rows = [label_free(json.loads(ln)) for ln in path.read_text().splitlines() if ln.strip()]
-    rows = [r for r in rows if r.get(key) is not None]
-    value = float(rows[-1][key]) if rows else math.nan
-    return value if math.isfinite(value) else None
-
-
-# ---------- the study
-
-
-def _process(pid: int) -> str:
-    """A token of the live process ``pid`` ("" if none): its start time where /proc has it, so that a reused
-    pid does not pass for the process that claimed a trial."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return ""
-    except PermissionError:
-        pass
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return "alive"
-
-
-def owner() -> dict[str, Any]:
-    return {"host": socket.gethostname(), "pid": os.getpid(), "token": _process(os.getpid())}
-
-
-def gone(claim: dict[str, Any] | None, age_s: float) -> bool:
-    """Whether a RUNNING trial's process is gone: claimed on this host by a process that no longer runs, or
-    never claimed and older than a minute (a process claims its trial right after asking for it). Trials
-    claimed on another host are that host's to continue."""
-    if not claim:
-        return age_s > 60
-    return claim.get("host") == socket.gethostname() and _process(int(claim.get("pid", -1))) != claim.get("token")
-
-
-def claim_file(path: Path) -> bool:
-    """Whether this process may train what ``path`` claims: created exclusively (atomic, also on a shared file
-    system), so that two workers starting together do not both train source-only into one directory; a claim
-    whose process is gone (or unreadable and older than a minute) is taken over."""
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                held = json.loads(path.read_text())
-            except (OSError, ValueError):  # being written, or left half-written by a crash
-                held = None
-            age = datetime.now().timestamp() - path.stat().st_mtime if held is None and path.exists() else math.inf
-            if not gone(held, age):
-                return False
-            path.unlink(missing_ok=True)
-            continue
-        with os.fdopen(fd, "w") as f:
-            json.dump(owner(), f)
-        return True
-    return False
-
-
-def train(run_dir: Path, overrides: list[str], log: Path) -> int:
-    """``uda train`` in a child process into ``run_dir``: resumed from its checkpoint where a killed study
-    left one, skipped where it already finished. The exit status (0: finished)."""
-    if (run_dir / "summary.json").is_file():
-        return 0
-    ckpts = run_dir / "checkpoints"
-    resume = ["resume=true"] if any((ckpts / f).is_file() for f in ("last.pt", "prev.pt")) else []
-    log.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "uda.cli", "train", *overrides, f"hydra.run.dir={run_dir}", *resume]
-    with open(log, "a") as out:
-        out.write("$ " + " ".join(command) + "\n")
-        out.flush()
-        child = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            return child.wait()
-        except KeyboardInterrupt:  # the child got the same SIGINT: it checkpoints and stops; let it
-            child.wait()
-            raise
-
-
-def scored(run_dir: Path, key: str) -> float | None:
-    """A candidate's score: its objective once it finished (summary.json), else None. The study and
-    ``uda report`` both use this rule."""
-    return objective(run_dir, key) if (run_dir / "summary.json").is_file() else None
-
-
-def _refused(code: int, log: Path, name: str) -> None:
-    """A trial that ``uda train`` refused (exit 2: its command, its data) stops the study, left to resume."""
-    if code == 2:
-        lines = [ln for ln in log.read_text().splitlines() if ln.startswith("uda: error:")]
-        why = lines[-1].removeprefix("uda: error: ") if lines else f"see {log}"
-        raise ConfigError(f"{name}: uda train refused it: {why}")
-
-
-def _say(text: str) -> None:
-    print(f"uda tune: {text}", flush=True)
-
-
-def open_study(p: Plan):
-    """The study (created, or loaded with the same spec), its sampler seeded by the trials it already has so a
-    resumed study does not draw its first values again; ConfigError for a storage that cannot be opened or a
-    directory that holds a study of another command."""
-    import hashlib
-    import logging
-
-    import optuna
-
-    d = p.args.directory
-    spec = p.spec()
-    held = json.loads((d / SPEC).read_text()) if (d / SPEC).is_file() else None
-    for name, value in spec.items():
-        if held is not None and held.get(name) != value:
-            raise ConfigError(f"{d} holds a study of another command ({name}: {held.get(name)}, not {value}); give "
-                              f"the same command to resume it, or another hydra.sweep.dir")
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"cannot create the study directory {d}: {e.strerror or e}; choose another with "
-                          f"hydra.sweep.dir=...") from None
-    optuna.logging.set_verbosity(logging.WARNING)
-    # the absolute path: a study resumed through another spelling of its directory is the same study
-    digest = hashlib.sha1(json.dumps([str(d.resolve()), spec], sort_keys=True).encode()).hexdigest()[:12]
-    try:
-        study = optuna.create_study(study_name=f"{STUDY}_{digest}", storage=p.storage, load_if_exists=True,
-                                    direction="maximize" if p.higher else "minimize")
-    except Exception as e:  # noqa: BLE001 -- SQLAlchemy and Optuna raise many types; each is one line here
-        raise ConfigError(f"tune.storage={p.storage}: cannot open it ({type(e).__name__}: "
-                          f"{str(e).splitlines()[0] if str(e) else ''})") from None
-    startup = min(10, max(1, p.args.trials // 2))  # half the budget explores at random, then TPE's model
-    study.sampler = optuna.samplers.TPESampler(seed=p.args.seed + len(study.trials), n_startup_trials=startup)
-    if not study.trials:  # the first trial: the command's own setting
-        study.enqueue_trial(p.defaults)
-    if held is None:
-        (d / SPEC).write_text(json.dumps(spec, indent=2))
-    return study
-
-
-def launch_workers(p: Plan) -> None:
-    """``tune.workers=N``: N copies of the study's loop as the jobs of a Hydra multirun, placed by the launcher
-    given (``hydra/launcher=slurm``, ...), sharing the study's storage (``tune.storage``: an RDB URL where
-    they run on several machines). A worker asks for trials until the study has ``trials`` (up to N - 1 more
-    where workers ask at once)."""
-    import hydra
-    from hydra.core.config_store import ConfigStore
-
-    from uda.compose import CONFIG_DIR, register_configs
-
-    open_study(p)  # created, its first trial queued and its spec written once, before any worker
-    register_configs()
-    ConfigStore.instance().store(name="tune_worker", node={"worker": 0})
-
-    @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="tune_worker")
-    def worker(cfg) -> None:
-        run(p)
-
-    sys.argv = ["uda tune", "-m", f"worker=range(0,{p.args.workers})", *p.args.launcher,
-                f"hydra.sweep.dir={p.args.directory / 'workers'}", "hydra.sweep.subdir=${hydra.job.num}"]
-    worker()
-
-
-def run(p: Plan) -> dict[str, Any]:
-    """Run (or resume) the study to ``trials`` trials, then print the pick. Returns the scores and the pick."""
-    from optuna.trial import TrialState
-
-    study = open_study(p)
-    d = p.args.directory
-    _say(f"{p.method} on {p.data}, {p.args.trials} trials by {p.criterion} ({'higher' if p.higher else 'lower'} "
-         f"is better) in {d}; space: " + ", ".join(f"{k} {v}" for k, v in p.space.items()))
-    searched = write_recipe(d / "baseline_config", p.recipe)
-    base = [*p.baseline, *([f"hydra.searchpath=[file://{searched}]"] if searched else [])]
-    unclaimed = gone(study.user_attrs.get(BASELINE), age_s=math.inf)  # by a process of this or another host
-    if (d / BASELINE / "summary.json").is_file() or (unclaimed and claim_file(d / f"{BASELINE}.claim")):
-        study.set_user_attr(BASELINE, owner())
-        log = d / "logs" / f"{BASELINE}.log"
-        code = train(d / BASELINE, base, log)
-        _refused(code, log, BASELINE)
-        _say(f"{BASELINE}: {p.criterion} {_fmt(scored(d / BASELINE, p.key))}" +
-             ("" if code == 0 else f" (failed, exit {code}; log {log})"))
-    else:
-        _say(f"{BASELINE} runs in another process; uda report {d} will read it")
-
-    def finish(number: int, params: dict[str, Any]) -> None:
-        name, log = f"trial_{number:03d}", d / "logs" / f"trial_{number:03d}.log"
-        code = train(d / name, [*p.args.train, *(override(k, v) for k, v in params.items())], log)
-        _refused(code, log, name)
-        score = scored(d / name, p.key)
-        if score is None:
-            study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
-            why = f"exit {code}" if code else f"it recorded no {p.key}"
-            _say(f"{name} failed ({why}; log {log})")
-        else:
-            study.tell(number, score, skip_if_finished=True)
-            _say(f"{name}: {p.criterion} {_fmt(score)}  " + " ".join(override(k, v) for k, v in params.items()))
-
-    now = datetime.now()
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        age = (now - t.datetime_start).total_seconds() if t.datetime_start else math.inf
-        if gone(t.user_attrs.get("owner"), age):
-            params = {**t.system_attrs.get("fixed_params", {}), **t.params}
-            if set(params) != set(p.space):  # killed between asking and sampling: nothing was trained
-                study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
-                continue
-            # claimed again (Optuna's storage call: a Study sets attributes only of trials it asked for)
-            study._storage.set_trial_user_attr(t._trial_id, "owner", owner())
-            _say(f"trial_{t.number:03d} was interrupted: continuing it")
-            finish(t.number, params)
-    while len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL,
-                                                       TrialState.RUNNING))) < p.args.trials:
-        trial = study.ask()
-        trial.set_user_attr("owner", owner())
-        params = {k: dist.suggest(trial, k) for k, dist in p.space.items()}
-        finish(trial.number, params)
-    scores = {BASELINE: scored(d / BASELINE, p.key)}
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        scores[f"trial_{t.number:03d}"] = t.value
-    pick = best(scores, p.higher)
-    if pick is None:
-        _say("no candidate finished; nothing to pick")
-    else:
-        _say(f"picked {pick} ({p.criterion} {_fmt(scores[pick])}); trials, target metrics and regret: "
-             f"uda report {d}")
-    return {"scores": scores, "pick": pick}
-
-
-def best(scores: dict[str, float | None], higher: bool) -> str | None:
-    """The candidate with the best score (ties: the first in order, source-only before the trials)."""
-    done = [(name, s) for name, s in scores.items() if s is not None]
-    if not done:
-        return None
-    sign = -1 if higher else 1
-    return min(done, key=lambda ns: sign * ns[1])[0]
-
-
-def _fmt(v: float | None) -> str:
-    return "-" if v is None else f"{v:.4g}"
-
-
 def show_space(p: Plan) -> str:
     lines = [f"method={p.method}: the search space of uda tune (uda/schema/search.py)"]
     for key, dist in p.space.items():
@@ -544,6 +284,8 @@ def main(argv: list[str]) -> int:
             import optuna  # noqa: F401
         except ModuleNotFoundError:
             raise ConfigError("uda tune needs optuna: pip install optuna") from None
+        from uda.tune_study import launch_workers, run
+
         if args.workers > 1:
             launch_workers(p)
         else:

@@ -21,9 +21,10 @@ def tune_dirs(dirs: list[Path]) -> list[Path]:
 
 def tune_rows(directory: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(the study's spec, one row per candidate in order: source_only, trial_000, ...). A row: trial, overrides
-    (what the trial adds to the study's command), score (``uda.tune.scored``: the study's own rule), target
+    (what the trial adds to the study's command), score (``uda.tune_study.scored``: the study's own rule), target
     (None until finished), picked, default."""
-    from uda.tune import BASELINE, SPEC, best, scored
+    from uda.tune import BASELINE, SPEC
+    from uda.tune_study import best, scored
 
     spec = json.loads((directory / SPEC).read_text())
     rows = []
