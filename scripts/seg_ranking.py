@@ -5,14 +5,16 @@
 Reads the recorded rows ``results/synth2real_<variant>.json`` (3 seeds each, ``uda train -m
 +experiment=synth2real_seg_cpu ...``); a variant without a row is listed as not measured. Fixed before any
 adaptation run on the pair (docs/notes/synth2real_seg.md): which variants, which paper numbers, tau-b of the
-means. The papers' networks differ (DeepLab-v2 ResNet-101 unless noted), so the comparison is of rankings only.
+means. Each variant is paired by seed against the source-only row of its own CPU kind and precision
+(``synth2real_source_only`` or ``synth2real_source_only_<suffix>``): rows from two machines are not paired.
+The papers' networks differ (DeepLab-v2 ResNet-101 unless noted), so the comparison is of rankings only.
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-from uda.report.stats import kendall, summarize
+from uda.report.stats import kendall, paired_test, summarize
 from uda.results import ResultError, rows
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,17 +37,42 @@ PAPERS: dict[str, tuple[str, float | None, str]] = {
 }
 
 
+def _machine(row) -> tuple[str, str]:
+    """The CPU kind (or GPU) and precision a row's first seed ran with: rows are paired only within one."""
+    m = row.seeds[min(row.seeds)]["machine"]
+    return m["kind"], m["precision"]
+
+
+def versus_source_only(row, recorded: dict) -> str:
+    """``row`` minus source-only paired by seed, against the source-only row (``synth2real_source_only`` or
+    ``synth2real_source_only_<suffix>``) of the same machine kind and precision: "+18.99 (p = 0.001, n = 3)"."""
+    base = [r for name, r in sorted(recorded.items())
+            if (name == "synth2real_source_only" or name.startswith("synth2real_source_only_"))
+            and _machine(r) == _machine(row)]
+    if not base:
+        return f"no source-only row on {', '.join(_machine(row))}"
+    own = {s: v[row.metric] for s, v in row.seeds.items()}
+    test = paired_test(own, {s: v[base[0].metric] for s, v in base[0].seeds.items()})
+    if test is None:
+        return "fewer than 2 seeds in common"
+    return f"{test[0]:+.2f} (p = {test[1]:.2g}, n = {test[2]}; `{base[0].name}`)"
+
+
 def table(results: Path) -> tuple[str, float]:
     """(the markdown table, Kendall's tau-b between the measured means and the papers' numbers)."""
     recorded = rows(results) if results.is_dir() else {}
     lines = ["| variant | command (`uda train +experiment=synth2real_seg_cpu` ...) | synth2real_seg target mIoU "
-             "(3 seeds) | GTA5 -> Cityscapes mIoU (paper) | source |", "|---|---|---|---|---|"]
+             "(3 seeds) | vs source-only, paired by seed (same CPU kind, precision) | machine | "
+             "GTA5 -> Cityscapes mIoU (paper) | source |", "|---|---|---|---|---|---|---|"]
     ours, theirs = [], []
     for variant, (command, paper, source) in PAPERS.items():
         row = recorded.get(f"synth2real_{variant}")
         s = summarize(row.values()) if row else None
         measured = f"{s.mean:.2f} ± {s.std:.2f}" if s else "not measured"
-        lines.append(f"| {variant} | `{command}` | {measured} | {'—' if paper is None else paper} | {source} |")
+        versus = "—" if row is None or variant == "source_only" else versus_source_only(row, recorded)
+        machine = ", ".join(_machine(row)) if row else "—"
+        lines.append(f"| {variant} | `{command}` | {measured} | {versus} | {machine} | "
+                     f"{'—' if paper is None else paper} | {source} |")
         if s and paper is not None:
             ours.append(s.mean)
             theirs.append(paper)
