@@ -7,11 +7,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
-from helpers import SEG_SMALL, SMALL, cli, make_cfg
+from helpers import KILL_ARGS, SEG_SMALL, SMALL, cli, make_cfg
 from uda import tune, tune_study
 from uda.compose import compose
 from uda.errors import ConfigError
@@ -151,6 +152,68 @@ def test_source_only_is_claimed_by_one_worker_and_a_dead_claim_is_taken_over(tmp
     assert not tune_study.claim_file(path)
     os.utime(path, (0, 0))  # ... and left so by a crash long ago
     assert tune_study.claim_file(path)
+
+
+def test_a_requeued_slurm_job_continues_its_own_trials_on_any_node(monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    live = tune_study.owner()
+    assert live["job"] == "42" and not tune_study.gone(live, age_s=0)  # this very process
+    earlier = {"host": "node-07", "pid": 1234, "token": "99", "job": "42"}  # the job before its requeue
+    assert tune_study.gone(earlier, age_s=0)
+    assert not tune_study.gone({**earlier, "job": "43"}, age_s=0)  # another job's, on another node: its own
+    monkeypatch.delenv("SLURM_JOB_ID")
+    assert not tune_study.gone(earlier, age_s=0)  # outside SLURM: another host's trial is that host's
+
+
+def test_sigusr2_reaches_the_trial_which_checkpoints_then_the_previous_handler(tmp_path):
+    """What submitit sends before a SLURM time limit: the trial stops at a checkpoint, then submitit's handler
+    (here one that records and exits, as submitit's requeues and exits) runs; the next train() continues it."""
+    run_dir, log, handed = tmp_path / "trial_000", tmp_path / "trial_000.log", []
+
+    def submitit_like(signum, frame):
+        handed.append((signum, (run_dir / "checkpoints" / "last.pt").is_file()))
+        raise SystemExit(-1)
+
+    def send_once_checkpointing():
+        deadline = time.time() + 120
+        while not (run_dir / "checkpoints" / "last.pt").is_file() and time.time() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGUSR2)
+
+    previous = signal.signal(signal.SIGUSR2, submitit_like)
+    sender = threading.Thread(target=send_once_checkpointing)
+    sender.start()
+    try:
+        with pytest.raises(SystemExit):
+            tune_study.train(run_dir, [*KILL_ARGS, "method=dann"], log)
+    finally:
+        sender.join()
+        assert signal.getsignal(signal.SIGUSR2) is submitit_like  # restored before it was called
+        signal.signal(signal.SIGUSR2, previous)
+    assert handed == [(signal.SIGUSR2, True)]  # once, after the trial's checkpoint
+    assert "signal 12 received" in log.read_text() and not (run_dir / "summary.json").exists()
+    assert tune_study.train(run_dir, [*KILL_ARGS, "method=dann"], log) == 0  # continued from its checkpoint
+    starts = [ln for ln in log.read_text().splitlines() if ln.startswith("$ ")]
+    assert len(starts) == 2 and starts[1].endswith("resume=true") and (run_dir / "summary.json").is_file()
+
+
+@pytest.mark.parametrize("code, stops", [(143, True), (140, True), (130, True), (1, False), (-9, False)])
+def test_a_trial_stopped_at_a_checkpoint_stops_the_study_and_a_crashed_one_fails(tmp_path, monkeypatch, code, stops):
+    """SLURM's SIGTERM (time limit, preemption): the trial exits 143 after its checkpoint; the study must not
+    score it as failed but stop, leaving it RUNNING to continue. A crash (1) or a kill (-9) is a failure."""
+    class Finished:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def wait(self):
+            return code
+
+    monkeypatch.setattr(tune_study.subprocess, "Popen", Finished)
+    if stops:
+        with pytest.raises(KeyboardInterrupt):
+            tune_study.train(tmp_path / "trial_000", ["method=dann"], tmp_path / "log")
+    else:
+        assert tune_study.train(tmp_path / "trial_000", ["method=dann"], tmp_path / "log") == code
 
 
 class Guard(dict):

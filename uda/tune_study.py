@@ -4,9 +4,11 @@ study that runs (or resumes) them and picks the best by the criterion.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -61,16 +63,22 @@ def _process(pid: int) -> str:
 
 
 def owner() -> dict[str, Any]:
-    return {"host": socket.gethostname(), "pid": os.getpid(), "token": _process(os.getpid())}
+    """This process as a claim: host, pid, start token, and the SLURM job and task it runs as (if any)."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "token": _process(os.getpid()),
+            "job": os.environ.get("SLURM_JOB_ID"), "task": os.environ.get("SLURM_PROCID")}
 
 
 def gone(claim: dict[str, Any] | None, age_s: float) -> bool:
-    """Whether a RUNNING trial's process is gone: claimed on this host by a process that no longer runs, or
-    never claimed and older than a minute (a process claims its trial right after asking for it). Trials
+    """Whether a RUNNING trial's process is gone: claimed on this host by a process that no longer runs, by
+    an earlier run of this SLURM job (requeued, possibly onto another node: the job id stays), or never
+    claimed and older than a minute (a process claims its trial right after asking for it). Other trials
     claimed on another host are that host's to continue."""
     if not claim:
         return age_s > 60
-    return claim.get("host") == socket.gethostname() and _process(int(claim.get("pid", -1))) != claim.get("token")
+    me = owner()
+    if claim.get("job") and (claim.get("job"), claim.get("task")) == (me["job"], me["task"]):
+        return any(claim.get(k) != me[k] for k in ("host", "pid", "token"))  # the same task, another run
+    return claim.get("host") == me["host"] and _process(int(claim.get("pid", -1))) != claim.get("token")
 
 
 def claim_file(path: Path) -> bool:
@@ -96,24 +104,72 @@ def claim_file(path: Path) -> bool:
     return False
 
 
+# a trial's exit status after it checkpointed on a signal and stopped (uda.engine.signals: 128 + signum):
+# interrupted, not failed; the study stops with it and a resumed study continues it
+STOPPED = {128 + s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGUSR1", 0),
+                             getattr(signal, "SIGUSR2", 0)) if s}
+
+
 def train(run_dir: Path, overrides: list[str], log: Path) -> int:
     """``uda train`` in a child process into ``run_dir``: resumed from its checkpoint where a killed study
-    left one, skipped where it already finished. The exit status (0: finished)."""
+    left one, skipped where it already finished. The exit status (0: finished); KeyboardInterrupt where the
+    trial stopped at a checkpoint on a signal (SLURM's SIGTERM at a time limit or preemption, a forwarded
+    SIGUSR2), so that its trial stays RUNNING for the resumed study to continue."""
     if (run_dir / "summary.json").is_file():
         return 0
     ckpts = run_dir / "checkpoints"
     resume = ["resume=true"] if any((ckpts / f).is_file() for f in ("last.pt", "prev.pt")) else []
     log.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "uda.cli", "train", *overrides, f"hydra.run.dir={run_dir}", *resume]
-    with open(log, "a") as out:
+    with open(log, "a") as out, _forwarding() as trial:
         out.write("$ " + " ".join(command) + "\n")
         out.flush()
-        child = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        trial.start(subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT))
         try:
-            return child.wait()
+            code = trial.child.wait()
         except KeyboardInterrupt:  # the child got the same SIGINT: it checkpoints and stops; let it
-            child.wait()
+            trial.child.wait()
             raise
+    if code in STOPPED:
+        raise KeyboardInterrupt
+    return code
+
+
+class _Trial:
+    """The running trial's process, and the SIGUSR2s received for it (one may come before it starts)."""
+
+    def __init__(self):
+        self.child: subprocess.Popen | None = None
+        self.received: list[int] = []
+
+    def forward(self, signum, frame) -> None:
+        self.received.append(signum)
+        if self.child is not None:
+            self.child.send_signal(signum)
+
+    def start(self, child: subprocess.Popen) -> None:
+        self.child = child
+        for signum in self.received:  # arrived between installing the handler and the start
+            child.send_signal(signum)
+
+
+@contextlib.contextmanager
+def _forwarding():
+    """SIGUSR2, which submitit sends a SLURM job before its time limit, goes to the trial's ``uda train`` (it
+    checkpoints after its step and exits 140); once the trial has stopped, the handler installed before gets it
+    (submitit's: requeue the job, then exit; the requeued job continues the trial)."""
+    usr2, trial = getattr(signal, "SIGUSR2", None), _Trial()
+    try:
+        previous = signal.signal(usr2, trial.forward) if usr2 is not None else None
+    except ValueError:  # not the main thread: signals stay with their owner
+        usr2 = None
+    try:
+        yield trial
+    finally:
+        if usr2 is not None and previous is not None:  # None: a handler not installed from Python
+            signal.signal(usr2, previous)
+            if trial.received and callable(previous):
+                previous(usr2, None)
 
 
 def scored(run_dir: Path, key: str) -> float | None:
