@@ -193,7 +193,7 @@ def mano_sums(logits: torch.Tensor) -> torch.Tensor:
     v = v - v.min(1, keepdim=True).values  # as the official code: shift so the row minimum is 0, then L1-normalise
     taylor = v / v.sum(1, keepdim=True).clamp_min(1e-12)
     return torch.stack([ce_uniform, soft.pow(MANO_ORDER).sum(), taylor.pow(MANO_ORDER).sum(),
-                        torch.tensor(float(len(q)), dtype=torch.double)])
+                        torch.tensor(float(len(q)), dtype=torch.double, device=q.device)])
 
 
 def mano_from_sums(sums: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -263,11 +263,11 @@ def fit_domain_classifier(f_src: torch.Tensor, f_tgt: torch.Tensor, *, l2: float
     import torch.nn.functional as F
 
     x = torch.cat([f_src, f_tgt]).double()
-    y = torch.cat([torch.zeros(len(f_src)), torch.ones(len(f_tgt))]).double()
+    y = torch.cat([torch.zeros(len(f_src)), torch.ones(len(f_tgt))]).double().to(x.device)
     mu, sd = x.mean(0), x.std(0).clamp_min(1e-6)
     z = (x - mu) / sd
-    w = torch.zeros(z.shape[1], dtype=torch.double, requires_grad=True)
-    b = torch.zeros((), dtype=torch.double, requires_grad=True)
+    w = torch.zeros(z.shape[1], dtype=torch.double, device=x.device, requires_grad=True)
+    b = torch.zeros((), dtype=torch.double, device=x.device, requires_grad=True)
     opt = torch.optim.LBFGS([w, b], lr=1, max_iter=iters, line_search_fn="strong_wolfe")
 
     def closure():
@@ -293,7 +293,7 @@ def dev_risk(weights: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
     w, loss = weights.double(), losses.double()
     wl = w * loss
     var_w = w.var(unbiased=True)
-    eta = -torch.cov(torch.stack([wl, w]))[0, 1] / var_w if var_w > 0 else torch.zeros((), dtype=torch.double)
+    eta = -torch.cov(torch.stack([wl, w]))[0, 1] / var_w if var_w > 0 else torch.zeros_like(var_w)
     return wl.mean() + eta * w.mean() - eta
 
 

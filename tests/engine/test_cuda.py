@@ -53,7 +53,8 @@ def test_an_overflowing_fp16_step_is_skipped_and_the_scale_backs_off():
 
 
 def test_segmentation_with_data_on_the_host_evaluates_and_resumes(tmp_path):
-    args = ["method=adaptsegnet", "method.ndf=4", *SEG_SMALL, *CUDA, "data.on_device=false"]
+    # +debug=fast (in SEG_SMALL) draws no image grids; this test checks that they come from host data too
+    args = ["method=adaptsegnet", "method.ndf=4", *SEG_SMALL, *CUDA, "data.on_device=false", "trainer.images=true"]
     ref = train(make_cfg(*args), tmp_path / "ref")
     assert ref["device"].startswith("cuda") and 0 <= ref["target_miou"] <= 100
     assert (tmp_path / "ref" / "images" / "seg_target_0000006.png").is_file()

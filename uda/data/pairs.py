@@ -199,7 +199,7 @@ class Normalize:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.crop and x.shape[-1] > self.crop:
             x = center_crop(x, self.crop)
-        x = x.float().mul_(self.scale).sub_(self.shift)
+        x = x.to(self.scale.device, non_blocking=True).float().mul_(self.scale).sub_(self.shift)  # host data too
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def undo(self, x: torch.Tensor) -> torch.Tensor:
