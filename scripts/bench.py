@@ -78,9 +78,10 @@ def compose(method: str, precision: str, channels_last: bool | str, batch: int |
     return cfg
 
 
-def bare_step_rate(cfg, choice, steps: int, warmup: int, compiled: bool) -> float:
-    """images/s of method.update on one fixed in-memory batch (2 x batch_size images per step), in the
-    precision and layout ``choice`` (``uda.engine.precision.choose``) resolved."""
+def bare_step_rate(cfg, choice, steps: int, warmup: int, compiled: bool) -> tuple[float, int]:
+    """(images/s of method.update on one fixed in-memory batch (2 x batch_size images per step), in the
+    precision and layout ``choice`` (``uda.engine.precision.choose``) resolved; the timed updates skipped for a
+    non-finite loss, which skip the backward and the step and so would make the bare step look fast)."""
     from uda.data.pairs import Normalize, build_pair
     from uda.engine.runtime import Stepper, autocast, build_optimizers
     from uda.methods import Batch, get_method
@@ -109,19 +110,22 @@ def bare_step_rate(cfg, choice, steps: int, warmup: int, compiled: bool) -> floa
     # whose tiny values are denormal floats, several times slower on a CPU; the real stream never gets there,
     # so the bare step flushes them to zero (measured: MCC's bare step 2749 img/s, 4813 flushed)
     flush = torch.set_flush_denormal(True)
+    skipped = 0
     try:
         for i in range(warmup + steps):
             if i == warmup:
                 sync()
                 t0 = time.perf_counter()
+            stepper.begin_iteration()
             with autocast(device, precision):
                 method.update(src, tgt, i, stepper)
+            skipped += stepper.skipped if i >= warmup else 0
             stepper.end_iteration()
         sync()
     finally:
         if flush:
             torch.set_flush_denormal(False)
-    return 2 * B * steps / (time.perf_counter() - t0)
+    return 2 * B * steps / (time.perf_counter() - t0), skipped
 
 
 def framework_rate(cfg) -> tuple[float, float]:
@@ -171,18 +175,20 @@ def main() -> None:
             cfg = compose(method, precision, cl, args.batch_size, args.warmup + args.steps, args.warmup, args.threads,
                           args.device)
             choice = choose(cfg, torch.device(args.device))  # the trainer's resolution of auto (and of the rest)
-            bare, loop, step_only, compiled = 0.0, 0.0, 0.0, None
+            bare, loop, step_only, compiled, skipped = 0.0, 0.0, 0.0, None, 0
             for _ in range(args.repeats):
-                bare = max(bare, bare_step_rate(cfg, choice, args.steps, args.warmup, compiled=False))
+                rate, n = bare_step_rate(cfg, choice, args.steps, args.warmup, compiled=False)
+                bare, skipped = max(bare, rate), skipped + n
                 lo, st = framework_rate(cfg)
                 loop, step_only = max(loop, lo), max(step_only, st)
             if args.compile:
-                compiled = bare_step_rate(cfg, choice, args.steps, args.warmup, compiled=True)
+                compiled = bare_step_rate(cfg, choice, args.steps, args.warmup, compiled=True)[0]
             row = {"method": method, "setting": setting, "device": args.device, "precision": choice.precision.value,
                    "channels_last": choice.channels_last, "cpu": str(here),
                    "batch_size": cfg.trainer.batch_size, "threads": args.threads, "steps": args.steps,
                    "bare_img_s": round(bare, 1), "framework_img_s": loop, "framework_step_img_s": step_only,
                    "ratio": round(loop / bare, 3), "compiled_bare_img_s": compiled and round(compiled, 1),
+                   "bare_skipped_updates": skipped,  # non-finite losses in the timed bare steps: its rate is suspect
                    "torch": torch.__version__}
             rows.append(row)
             print(json.dumps(row), flush=True)

@@ -107,7 +107,8 @@ def bench(out: Path) -> list[dict]:
         return [{"step": "bench", "result": f"FAILED (exit {res.returncode})"}]
     return [{"step": f"bench {r['method']} {r['setting']}", "result": "ok" if r["ratio"] >= 0.9 else "CHECK",
              "detail": f"bare {r['bare_img_s']:.0f} img/s, trainer {r['framework_img_s']:.0f} img/s, "
-                       f"ratio {r['ratio']:.2f}"} for r in json.loads(out.read_text())]
+                       f"ratio {r['ratio']:.2f}, {r['bare_skipped_updates']} bare updates skipped (non-finite loss)"}
+            for r in json.loads(out.read_text())]
 
 
 def ddp(work: Path) -> dict:
