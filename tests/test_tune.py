@@ -13,7 +13,7 @@ import time
 import pytest
 
 from helpers import KILL_ARGS, SEG_SMALL, SMALL, cli, make_cfg
-from uda import tune, tune_study
+from uda import tune_plan, tune_study
 from uda.compose import compose
 from uda.errors import ConfigError
 from uda.methods import METHODS
@@ -48,9 +48,9 @@ def test_search_space_composes_and_samples(name, task):
     base = [*small, f"method={name}", *PER_TASK.get((name, task), [])]
     if name == "source_only":  # nothing of its own to tune
         with pytest.raises(ConfigError, match="declares no search space"):
-            tune.plan(tune.parse_args(base))
+            tune_plan.plan(tune_plan.parse_args(base))
         return
-    p = tune.plan(tune.parse_args(base))
+    p = tune_plan.plan(tune_plan.parse_args(base))
     for key, dist in p.space.items():
         assert dist.source, f"{name}: {key} has no stated source"
         assert dist.contains(p.defaults[key]), f"{name}: the default {key}={p.defaults[key]} is outside {dist}"
@@ -60,7 +60,7 @@ def test_search_space_composes_and_samples(name, task):
         cfg = make_cfg(*base, *(override(k, v) for k, v in sampled.items()))
         validate(cfg)
         for key, value in sampled.items():
-            assert tune._setting(cfg, key) == value
+            assert tune_plan._setting(cfg, key) == value
 
 
 def test_source_only_has_no_space_and_says_how_to_give_one(tmp_path):
@@ -98,16 +98,16 @@ def test_criterion_the_task_lacks_or_the_method_optimises_is_refused(tmp_path):
     r = cli("tune", *SEG_SMALL, "method=advent", "tune.criterion=entropy", f"hydra.sweep.dir={tmp_path / 't'}")
     assert r.returncode == 2 and "optimises it itself" in r.stderr
     # by default: the recommendation, or the next by measured regret where the method optimises it
-    assert tune.plan(tune.parse_args([*SEG_SMALL, "method=advent"])).criterion == "mano"
-    assert tune.plan(tune.parse_args([*SMALL, "method=shot"])).criterion == "mano"
-    assert tune.plan(tune.parse_args([*SMALL, "method=dann"])).criterion == "entropy"
+    assert tune_plan.plan(tune_plan.parse_args([*SEG_SMALL, "method=advent"])).criterion == "mano"
+    assert tune_plan.plan(tune_plan.parse_args([*SMALL, "method=shot"])).criterion == "mano"
+    assert tune_plan.plan(tune_plan.parse_args([*SMALL, "method=dann"])).criterion == "entropy"
 
 
 def test_a_declared_empty_range_is_one_line(monkeypatch):
     cls = METHODS["dann"].Config
     monkeypatch.setattr(cls, "SEARCH", {**cls.SEARCH, "method.adv_weight": Dist("log", 1.0, 1.0, source="stated")})
     with pytest.raises(ConfigError, match=r"tune.space.method.adv_weight: log\[1, 1\] is an empty range"):
-        tune.plan(tune.parse_args([*SMALL, "method=dann"]))
+        tune_plan.plan(tune_plan.parse_args([*SMALL, "method=dann"]))
 
 
 def test_source_only_runs_on_a_recipe_that_sets_the_method(tmp_path):
@@ -116,18 +116,18 @@ def test_source_only_runs_on_a_recipe_that_sets_the_method(tmp_path):
     with pytest.raises(ConfigError, match="dsn_mnist_mnistm_paper.yaml sets method.adapt_start, which "
                                           "SourceOnlyConfig has no key for; valid keys of method: name"):
         make_cfg("+experiment=dsn_mnist_mnistm_paper", "data=synthetic", "method=source_only")
-    baseline, recipe = tune.baseline_command(["+experiment=dsn_mnist_mnistm_paper", "data=synthetic", "seed=3"])
+    baseline, recipe = tune_plan.baseline_command(["+experiment=dsn_mnist_mnistm_paper", "data=synthetic", "seed=3"])
     assert baseline == [f"+experiment={recipe[0]}", "data=synthetic", "seed=3", "method=source_only"]
     assert "adapt_start" not in recipe[1] and "/method" not in recipe[1] and "@package _global_" in recipe[1]
-    cfg = compose(baseline, config_dir=tune.write_recipe(tmp_path, recipe))
+    cfg = compose(baseline, config_dir=tune_plan.write_recipe(tmp_path, recipe))
     validate(cfg)
     assert (cfg.method.name, cfg.trainer.max_steps, cfg.trainer.checkpoint_every) == ("source_only", 30000, 2000)
-    p = tune.plan(tune.parse_args(["+experiment=dsn_mnist_mnistm_paper", "data=synthetic", "seed=3",
+    p = tune_plan.plan(tune_plan.parse_args(["+experiment=dsn_mnist_mnistm_paper", "data=synthetic", "seed=3",
                                    f"hydra.sweep.dir={tmp_path / 's'}"]))
     assert p.recipe == recipe and not (tmp_path / "s").exists()
     # a nested method group goes too (mic's host); a recipe without the method needs no copy
-    assert "host" not in tune.baseline_command(["+experiment=mic_daformer_gta5_cityscapes"])[1][1]
-    assert tune.baseline_command(["+experiment=synth2real_seg_cpu", "method=dacs"]) == (
+    assert "host" not in tune_plan.baseline_command(["+experiment=mic_daformer_gta5_cityscapes"])[1][1]
+    assert tune_plan.baseline_command(["+experiment=synth2real_seg_cpu", "method=dacs"]) == (
         ["+experiment=synth2real_seg_cpu", "method=source_only"], None)
 
 
@@ -135,8 +135,8 @@ def test_a_study_resumed_through_another_spelling_of_its_directory_is_the_same(t
     monkeypatch.chdir(tmp_path)
 
     def study(directory):
-        args = tune.parse_args([*SMALL, "method=dann", f"hydra.sweep.dir={directory}"])
-        return tune_study.open_study(tune.plan(args))
+        args = tune_plan.parse_args([*SMALL, "method=dann", f"hydra.sweep.dir={directory}"])
+        return tune_study.open_study(tune_plan.plan(args))
 
     relative, absolute = study("s"), study(tmp_path / "s")
     assert relative.study_name == absolute.study_name and len(absolute.trials) == 1  # the one default, queued once
@@ -310,7 +310,7 @@ def test_a_killed_study_resumes_without_repeating_a_finished_trial(killed_and_re
     # trial 0 is the method's default; the study's spec holds the command
     over = (d / "trial_000" / ".hydra" / "overrides.yaml").read_text()
     assert "method.adv_weight=1.0" in over
-    spec = json.loads((d / tune.SPEC).read_text())
+    spec = json.loads((d / tune_plan.SPEC).read_text())
     assert spec["criterion"] == "entropy" and spec["space"] == {"method.adv_weight": "log[0.1, 10]"}
     # run again: finished, nothing trained
     again = _tune(d.parent)

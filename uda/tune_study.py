@@ -18,7 +18,7 @@ from typing import Any
 
 from uda.errors import ConfigError
 from uda.schema.search import override
-from uda.tune import BASELINE, SPEC, STUDY, Plan, write_recipe
+from uda.tune_plan import BASELINE, SPEC, STUDY, Plan, write_recipe
 
 # ---------- the objective: a label-free reading of a finished trial
 

@@ -14,7 +14,7 @@ COLUMNS = ("trial", "overrides", "score", "target", "picked")
 
 
 def tune_dirs(dirs: list[Path]) -> list[Path]:
-    from uda.tune import SPEC
+    from uda.tune_plan import SPEC
 
     return [d for d in dirs if (d / SPEC).is_file()]
 
@@ -23,7 +23,7 @@ def tune_rows(directory: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(the study's spec, one row per candidate in order: source_only, trial_000, ...). A row: trial, overrides
     (what the trial adds to the study's command), score (``uda.tune_study.scored``: the study's own rule), target
     (None until finished), picked, default."""
-    from uda.tune import BASELINE, SPEC
+    from uda.tune_plan import BASELINE, SPEC
     from uda.tune_study import best, scored
 
     spec = json.loads((directory / SPEC).read_text())
