@@ -1,6 +1,7 @@
 """``uda tune``: every method's search space composes and samples; bad input is one line and exit 2 with
 nothing written; the objective reads no target label; a killed study resumes, continuing its interrupted
 trial and never re-running a finished one; ``uda report`` over the study writes tune.csv."""
+import contextlib
 import csv
 import json
 import os
@@ -13,7 +14,7 @@ import time
 import pytest
 
 from helpers import KILL_ARGS, SEG_SMALL, SMALL, cli, make_cfg
-from uda import tune_plan, tune_study
+from uda import tune_claims, tune_plan, tune_study
 from uda.compose import compose
 from uda.errors import ConfigError
 from uda.methods import METHODS
@@ -142,27 +143,113 @@ def test_a_study_resumed_through_another_spelling_of_its_directory_is_the_same(t
     assert relative.study_name == absolute.study_name and len(absolute.trials) == 1  # the one default, queued once
 
 
-def test_source_only_is_claimed_by_one_worker_and_a_dead_claim_is_taken_over(tmp_path):
-    path = tmp_path / "source_only.claim"
-    assert tune_study.claim_file(path) and not tune_study.claim_file(path)  # held by this live process
+def _claim_as(d, name, gen, who, age_s=0.0):
+    """Generation ``gen`` of ``name``'s claim as another process left it, last touched ``age_s`` ago."""
+    path = d / tune_claims.CLAIMS / f"{name}.{gen}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(who))
+    os.utime(path, (time.time() - age_s,) * 2)
+    return path
+
+
+def test_source_only_is_claimed_by_one_worker_and_a_dead_claim_is_taken_over_once(tmp_path):
+    first = tune_claims.take(tmp_path, "source_only")
+    assert first.name == "source_only.0" and tune_claims.take(tmp_path, "source_only") is None  # held: alive
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    path.write_text(json.dumps({"host": tune_study.socket.gethostname(), "pid": int(dead.stdout), "token": "gone"}))
-    assert tune_study.claim_file(path) and json.loads(path.read_text())["pid"] == os.getpid()
-    path.write_text("{")  # half-written just now: somebody is claiming it
-    assert not tune_study.claim_file(path)
-    os.utime(path, (0, 0))  # ... and left so by a crash long ago
-    assert tune_study.claim_file(path)
+    _claim_as(tmp_path, "source_only", 1, {"host": tune_claims.socket.gethostname(), "pid": int(dead.stdout),
+                                           "token": "gone"})
+    second = tune_claims.take(tmp_path, "source_only")  # the newest claim's process is gone: the next generation
+    assert second.name == "source_only.2" and json.loads(second.read_text())["pid"] == os.getpid()
+    assert tune_claims.take(tmp_path, "source_only") is None
+    # two workers that judged generation 2 gone together: the first to create generation 3 continues it
+    assert tune_claims.claim(tmp_path, "source_only", 3) is not None
+    assert tune_claims.claim(tmp_path, "source_only", 3) is None
+    assert not list((tmp_path / tune_claims.CLAIMS).glob(".*"))  # no temporary file left behind
+
+
+def test_an_unclaimed_trial_is_taken_after_a_minute(tmp_path):
+    assert tune_claims.take(tmp_path, "trial_004", age_s=30) is None  # its asker is about to claim it
+    assert tune_claims.take(tmp_path, "trial_004", age_s=61).name == "trial_004.0"
+
+
+REMOTE = {"host": "node-07", "pid": 1234, "token": "99", "job": None, "task": None}
 
 
 def test_a_requeued_slurm_job_continues_its_own_trials_on_any_node(monkeypatch):
     monkeypatch.setenv("SLURM_JOB_ID", "42")
-    live = tune_study.owner()
-    assert live["job"] == "42" and not tune_study.gone(live, age_s=0)  # this very process
-    earlier = {"host": "node-07", "pid": 1234, "token": "99", "job": "42"}  # the job before its requeue
-    assert tune_study.gone(earlier, age_s=0)
-    assert not tune_study.gone({**earlier, "job": "43"}, age_s=0)  # another job's, on another node: its own
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    monkeypatch.delenv("SLURM_PROCID", raising=False)
+    live = tune_claims.owner()
+    assert live["job"] == "42" and not tune_claims.gone(live, beat_s=1e9)  # this very process
+    earlier = {**REMOTE, "job": "42", "restart": 0}  # the job before its requeue, on another node
+    assert tune_claims.gone(earlier, beat_s=0)
+    assert not tune_claims.gone({**earlier, "restart": 1}, beat_s=0)  # this same run of the job, elsewhere
+    assert not tune_claims.gone({**earlier, "job": "43"}, beat_s=0)  # another job's: its own
     monkeypatch.delenv("SLURM_JOB_ID")
-    assert not tune_study.gone(earlier, age_s=0)  # outside SLURM: another host's trial is that host's
+    assert not tune_claims.gone(earlier, beat_s=0)  # outside SLURM: another host's trial is that host's
+
+
+def test_another_hosts_trial_is_taken_over_once_its_claim_is_stale(tmp_path):
+    """A job SLURM ended unrequeued (its trial did not stop within signal_delay_s) or a lost node: nobody
+    touches its claim; STALE_S later the next study run continues its trial."""
+    stale = tune_claims.STALE_S
+    assert not tune_claims.gone(REMOTE, beat_s=stale - 1) and tune_claims.gone(REMOTE, beat_s=stale + 1)
+    assert not tune_claims.gone(None, beat_s=stale - 1) and tune_claims.gone(None, beat_s=stale + 1)  # unreadable
+    _claim_as(tmp_path, "trial_001", 0, REMOTE, age_s=stale - 30)
+    assert tune_claims.take(tmp_path, "trial_001") is None  # that worker beat half a minute ago
+    _claim_as(tmp_path, "trial_001", 0, REMOTE, age_s=stale + 30)
+    assert tune_claims.take(tmp_path, "trial_001").name == "trial_001.1"
+    assert tune_claims.take(tmp_path, "trial_001") is None  # now this live process's
+
+
+class _Trains:
+    """A ``uda train`` child that runs for ``seconds`` (or is interrupted: ``raises``); SIGTERM ends it at its
+    next checkpoint (exit 143)."""
+
+    seconds, raises = 0.4, None
+
+    def __init__(self, *args, **kwargs):
+        self.terminated = threading.Event()
+
+    def terminate(self):
+        self.terminated.set()
+
+    def wait(self):
+        if self.terminated.wait(self.seconds):
+            return 143
+        if self.raises:
+            raise self.raises
+        return 0
+
+
+@pytest.mark.parametrize("raises", [None, KeyboardInterrupt])
+def test_a_trial_touches_its_claim_while_it_trains_and_stops_after(tmp_path, monkeypatch, raises):
+    mine = _claim_as(tmp_path, "trial_000", 0, tune_claims.owner(), age_s=3600)
+    monkeypatch.setattr(tune_claims, "HEARTBEAT_S", 0.05)
+    monkeypatch.setattr(_Trains, "raises", raises)
+    monkeypatch.setattr(tune_study.subprocess, "Popen", _Trains)
+    touched = []
+    monkeypatch.setattr(tune_claims.os, "utime", lambda path, *a: touched.append(time.time()))
+    with pytest.raises(KeyboardInterrupt) if raises else contextlib.nullcontext():
+        tune_study.train(tmp_path / "trial_000", ["method=dann"], tmp_path / "log", mine)
+    ended, beats = time.time(), len(touched)
+    assert beats >= 2  # at the start, then again while the child ran (every 0.05 s of its 0.4 s)
+    time.sleep(0.2)
+    assert len(touched) == beats and all(t <= ended for t in touched)  # and never after it ended
+    assert "uda-tune-heartbeat" not in [t.name for t in threading.enumerate()]
+
+
+def test_a_trial_another_worker_took_over_stops_at_a_checkpoint_and_is_left_to_it(tmp_path, monkeypatch):
+    """A worker whose claim another took over (its touches failed for minutes, say): its child is stopped
+    (SIGTERM: a checkpoint) and train() says LOST, so the study neither scores nor stops on it."""
+    mine = tune_claims.take(tmp_path, "trial_000")
+    monkeypatch.setattr(tune_claims, "HEARTBEAT_S", 0.05)
+    monkeypatch.setattr(_Trains, "seconds", 30)
+    monkeypatch.setattr(tune_study.subprocess, "Popen", _Trains)
+    threading.Timer(0.2, lambda: _claim_as(tmp_path, "trial_000", 1, REMOTE)).start()
+    start = time.time()
+    assert tune_study.train(tmp_path / "trial_000", ["method=dann"], tmp_path / "log", mine) == tune_study.LOST
+    assert time.time() - start < 10  # stopped, not run to its end
 
 
 def test_sigusr2_reaches_the_trial_which_checkpoints_then_the_previous_handler(tmp_path):
@@ -288,6 +375,9 @@ def killed_and_resumed(tmp_path_factory):
     os.killpg(proc.pid, signal.SIGKILL)  # the study and its trial, as a lost node would
     proc.wait()
     assert not (d / "trial_001" / "summary.json").exists()
+    # ... had it run on another node: a resumed study here knows it is gone only by its untouched claim
+    assert json.loads((d / tune_claims.CLAIMS / "trial_001.0").read_text())["pid"] == proc.pid  # the killed one's
+    _claim_as(d, "trial_001", 0, REMOTE, age_s=tune_claims.STALE_S + 60)
     first = (d / "trial_000" / "summary.json").stat().st_mtime_ns
     r = _tune(tmp_path, "trials=3")  # resumed, with one trial more
     return d, r, first
@@ -297,6 +387,7 @@ def test_a_killed_study_resumes_without_repeating_a_finished_trial(killed_and_re
     d, r, first = killed_and_resumed
     assert r.returncode == 0, r.stdout + r.stderr
     assert "trial_001 was interrupted: continuing it" in r.stdout
+    assert json.loads((d / tune_claims.CLAIMS / "trial_001.1").read_text())["host"] != REMOTE["host"]  # taken over
     assert (d / "trial_000" / "summary.json").stat().st_mtime_ns == first  # not re-run
     assert _commands(d / "logs" / "trial_000.log") == 1
     log1 = [ln for ln in (d / "logs" / "trial_001.log").read_text().splitlines() if ln.startswith("$ ")]

@@ -1,15 +1,13 @@
 """The study half of ``uda tune`` (the command and its plan: ``uda.tune``): the label-free objective of a
-finished trial, which process owns a trial or source-only, each trial's ``uda train`` child, and the Optuna
-study that runs (or resumes) them and picks the best by the criterion.
+finished trial, each trial's ``uda train`` child, and the Optuna study that runs (or resumes) them and picks
+the best by the criterion; which process owns a trial: ``uda.tune_claims``.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import math
-import os
 import signal
-import socket
 import subprocess
 import sys
 from datetime import datetime
@@ -18,6 +16,7 @@ from typing import Any
 
 from uda.errors import ConfigError
 from uda.schema.search import override
+from uda.tune_claims import beating, claim, take
 from uda.tune_plan import BASELINE, SPEC, STUDY, Plan, write_recipe
 
 # ---------- the objective: a label-free reading of a finished trial
@@ -47,81 +46,26 @@ def objective(run_dir: Path, key: str) -> float | None:
 # ---------- the study
 
 
-def _process(pid: int) -> str:
-    """A token of the live process ``pid`` ("" if none): its start time where /proc has it, so that a reused
-    pid does not pass for the process that claimed a trial."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return ""
-    except PermissionError:
-        pass
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return "alive"
-
-
-def owner() -> dict[str, Any]:
-    """This process as a claim: host, pid, start token, and the SLURM job and task it runs as (if any)."""
-    return {"host": socket.gethostname(), "pid": os.getpid(), "token": _process(os.getpid()),
-            "job": os.environ.get("SLURM_JOB_ID"), "task": os.environ.get("SLURM_PROCID")}
-
-
-def gone(claim: dict[str, Any] | None, age_s: float) -> bool:
-    """Whether a RUNNING trial's process is gone: claimed on this host by a process that no longer runs, by
-    an earlier run of this SLURM job (requeued, possibly onto another node: the job id stays), or never
-    claimed and older than a minute (a process claims its trial right after asking for it). Other trials
-    claimed on another host are that host's to continue."""
-    if not claim:
-        return age_s > 60
-    me = owner()
-    if claim.get("job") and (claim.get("job"), claim.get("task")) == (me["job"], me["task"]):
-        return any(claim.get(k) != me[k] for k in ("host", "pid", "token"))  # the same task, another run
-    return claim.get("host") == me["host"] and _process(int(claim.get("pid", -1))) != claim.get("token")
-
-
-def claim_file(path: Path) -> bool:
-    """Whether this process may train what ``path`` claims: created exclusively (atomic, also on a shared file
-    system), so that two workers starting together do not both train source-only into one directory; a claim
-    whose process is gone (or unreadable and older than a minute) is taken over."""
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                held = json.loads(path.read_text())
-            except (OSError, ValueError):  # being written, or left half-written by a crash
-                held = None
-            age = datetime.now().timestamp() - path.stat().st_mtime if held is None and path.exists() else math.inf
-            if not gone(held, age):
-                return False
-            path.unlink(missing_ok=True)
-            continue
-        with os.fdopen(fd, "w") as f:
-            json.dump(owner(), f)
-        return True
-    return False
-
-
+LOST = -1000  # train()'s status for a trial another worker took over meanwhile: stopped, left to that worker
 # a trial's exit status after it checkpointed on a signal and stopped (uda.engine.signals: 128 + signum):
 # interrupted, not failed; the study stops with it and a resumed study continues it
 STOPPED = {128 + s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGUSR1", 0),
                              getattr(signal, "SIGUSR2", 0)) if s}
 
 
-def train(run_dir: Path, overrides: list[str], log: Path) -> int:
+def train(run_dir: Path, overrides: list[str], log: Path, mine: Path | None = None) -> int:
     """``uda train`` in a child process into ``run_dir``: resumed from its checkpoint where a killed study
     left one, skipped where it already finished. The exit status (0: finished); KeyboardInterrupt where the
     trial stopped at a checkpoint on a signal (SLURM's SIGTERM at a time limit or preemption, a forwarded
-    SIGUSR2), so that its trial stays RUNNING for the resumed study to continue."""
+    SIGUSR2), so that its trial stays RUNNING for the resumed study to continue. Its claim ``mine`` is touched
+    meanwhile (``beating``)."""
     if (run_dir / "summary.json").is_file():
         return 0
     ckpts = run_dir / "checkpoints"
     resume = ["resume=true"] if any((ckpts / f).is_file() for f in ("last.pt", "prev.pt")) else []
     log.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "uda.cli", "train", *overrides, f"hydra.run.dir={run_dir}", *resume]
-    with open(log, "a") as out, _forwarding() as trial:
+    with open(log, "a") as out, _forwarding() as trial, beating(mine, trial.lose):
         out.write("$ " + " ".join(command) + "\n")
         out.flush()
         trial.start(subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT))
@@ -130,6 +74,8 @@ def train(run_dir: Path, overrides: list[str], log: Path) -> int:
         except KeyboardInterrupt:  # the child got the same SIGINT: it checkpoints and stops; let it
             trial.child.wait()
             raise
+    if trial.lost:
+        return LOST
     if code in STOPPED:
         raise KeyboardInterrupt
     return code
@@ -141,6 +87,13 @@ class _Trial:
     def __init__(self):
         self.child: subprocess.Popen | None = None
         self.received: list[int] = []
+        self.lost = False
+
+    def lose(self) -> None:
+        """Another worker owns the trial now: stop its ``uda train`` at a checkpoint (SIGTERM)."""
+        self.lost = True
+        if self.child is not None:
+            self.child.terminate()
 
     def forward(self, signum, frame) -> None:
         self.received.append(signum)
@@ -149,6 +102,8 @@ class _Trial:
 
     def start(self, child: subprocess.Popen) -> None:
         self.child = child
+        if self.lost:
+            child.terminate()
         for signum in self.received:  # arrived between installing the handler and the start
             child.send_signal(signum)
 
@@ -262,20 +217,26 @@ def run(p: Plan) -> dict[str, Any]:
          f"is better) in {d}; space: " + ", ".join(f"{k} {v}" for k, v in p.space.items()))
     searched = write_recipe(d / "baseline_config", p.recipe)
     base = [*p.baseline, *([f"hydra.searchpath=[file://{searched}]"] if searched else [])]
-    unclaimed = gone(study.user_attrs.get(BASELINE), age_s=math.inf)  # by a process of this or another host
-    if (d / BASELINE / "summary.json").is_file() or (unclaimed and claim_file(d / f"{BASELINE}.claim")):
-        study.set_user_attr(BASELINE, owner())
+    done = (d / BASELINE / "summary.json").is_file()
+    mine = None if done else take(d, BASELINE)  # one worker trains it (where its owner is gone: another)
+    if done or mine is not None:
         log = d / "logs" / f"{BASELINE}.log"
-        code = train(d / BASELINE, base, log)
-        _refused(code, log, BASELINE)
-        _say(f"{BASELINE}: {p.criterion} {_fmt(scored(d / BASELINE, p.key))}" +
-             ("" if code == 0 else f" (failed, exit {code}; log {log})"))
+        code = train(d / BASELINE, base, log, mine)
+        if code == LOST:
+            _say(f"{BASELINE} was taken over by another worker; left to it")
+        else:
+            _refused(code, log, BASELINE)
+            _say(f"{BASELINE}: {p.criterion} {_fmt(scored(d / BASELINE, p.key))}" +
+                 ("" if code == 0 else f" (failed, exit {code}; log {log})"))
     else:
         _say(f"{BASELINE} runs in another process; uda report {d} will read it")
 
-    def finish(number: int, params: dict[str, Any]) -> None:
+    def finish(number: int, params: dict[str, Any], mine: Path) -> None:
         name, log = f"trial_{number:03d}", d / "logs" / f"trial_{number:03d}.log"
-        code = train(d / name, [*p.args.train, *(override(k, v) for k, v in params.items())], log)
+        code = train(d / name, [*p.args.train, *(override(k, v) for k, v in params.items())], log, mine)
+        if code == LOST:
+            _say(f"{name} was taken over by another worker; left to it")
+            return
         _refused(code, log, name)
         score = scored(d / name, p.key)
         if score is None:
@@ -286,24 +247,33 @@ def run(p: Plan) -> dict[str, Any]:
             study.tell(number, score, skip_if_finished=True)
             _say(f"{name}: {p.criterion} {_fmt(score)}  " + " ".join(override(k, v) for k, v in params.items()))
 
-    now = datetime.now()
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        age = (now - t.datetime_start).total_seconds() if t.datetime_start else math.inf
-        if gone(t.user_attrs.get("owner"), age):
+    def continue_interrupted() -> None:
+        """Each RUNNING trial whose owner is gone (``take``), continued from its checkpoint."""
+        now = datetime.now()
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            age = (now - t.datetime_start).total_seconds() if t.datetime_start else math.inf
+            mine = take(d, f"trial_{t.number:03d}", age)
+            if mine is None:  # its owner trains it, or another worker took it over first
+                continue
+            if study._storage.get_trial(t._trial_id).state != TrialState.RUNNING:  # its owner ended it meanwhile
+                continue
             params = {**t.system_attrs.get("fixed_params", {}), **t.params}
             if set(params) != set(p.space):  # killed between asking and sampling: nothing was trained
                 study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
                 continue
-            # claimed again (Optuna's storage call: a Study sets attributes only of trials it asked for)
-            study._storage.set_trial_user_attr(t._trial_id, "owner", owner())
             _say(f"trial_{t.number:03d} was interrupted: continuing it")
-            finish(t.number, params)
-    while len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL,
-                                                       TrialState.RUNNING))) < p.args.trials:
+            finish(t.number, params, mine)
+
+    while True:
+        continue_interrupted()  # before each new trial: another worker's may end (a lost node) while this trains
+        if len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL,
+                                                        TrialState.RUNNING))) >= p.args.trials:
+            break
         trial = study.ask()
-        trial.set_user_attr("owner", owner())
-        params = {k: dist.suggest(trial, k) for k, dist in p.space.items()}
-        finish(trial.number, params)
+        mine = claim(d, f"trial_{trial.number:03d}")
+        if mine is None:  # asked so long ago that another worker took it over
+            continue
+        finish(trial.number, {k: dist.suggest(trial, k) for k, dist in p.space.items()}, mine)
     scores = {BASELINE: scored(d / BASELINE, p.key)}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         scores[f"trial_{t.number:03d}"] = t.value

@@ -1,0 +1,138 @@
+"""Who owns a trial of ``uda tune`` (or its source-only run): generations of claim files in the study
+directory, touched while the trial trains, and the rules by which a resumed study or another worker continues
+a trial whose owner is gone (docs/notes/tuning.md, "Who continues an interrupted trial").
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def _process(pid: int) -> str:
+    """A token of the live process ``pid`` ("" if none): its start time where /proc has it, so that a reused
+    pid does not pass for the process that claimed a trial."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return ""
+    except PermissionError:
+        pass
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return "alive"
+
+
+def owner() -> dict[str, Any]:
+    """This process as a claim: host, pid, start token, and the SLURM job, task and requeue count it runs as."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "token": _process(os.getpid()),
+            "job": os.environ.get("SLURM_JOB_ID"), "task": os.environ.get("SLURM_PROCID"),
+            "restart": int(os.environ.get("SLURM_RESTART_COUNT") or 0)}
+
+
+# A trial (or source-only) is owned through generations of claim files, claims/<name>.<k>: the owner JSON, made
+# whole before it appears (a hard link, exclusive and atomic, also over NFS), the newest generation the owner.
+# While it trains, the owner touches its claim every HEARTBEAT_S; a claim on another host untouched for STALE_S
+# is gone. Taking over generation k is creating k + 1: of the workers that judge k gone together, one wins.
+CLAIMS = "claims"
+HEARTBEAT_S, STALE_S = 60.0, 600.0
+
+
+def held(d: Path, name: str) -> tuple[int, dict[str, Any] | None, float] | None:
+    """The newest claim on ``name`` in study ``d``: (its generation, its owner, seconds since it was last
+    touched); None where nobody claimed it."""
+    gens = sorted((int(k), q) for q in (d / CLAIMS).glob(f"{name}.*")
+                  for k in [q.name.rsplit(".", 1)[1]] if k.isdigit())
+    for gen, path in reversed(gens):
+        try:
+            with open(path) as f:  # the owner and the beat of one file, even if a newer one appears meanwhile
+                touched = os.fstat(f.fileno()).st_mtime
+                who = json.load(f)
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError):
+            who = None
+        return gen, who, max(0.0, time.time() - touched)
+    return None
+
+
+def claim(d: Path, name: str, gen: int = 0) -> Path | None:
+    """Create generation ``gen`` of ``name``'s claim, owned by this process: its path, or None where another
+    process created it first."""
+    path = d / CLAIMS / f"{name}.{gen}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}")
+    tmp.write_text(json.dumps(owner()))
+    try:
+        with contextlib.suppress(OSError):  # NFS may report a link that succeeded as failed: the count tells
+            os.link(tmp, path)
+        return path if tmp.stat().st_nlink == 2 else None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def take(d: Path, name: str, age_s: float = math.inf) -> Path | None:
+    """This process's claim on ``name`` where it may train it: the first claim (where nobody claimed it, once it is
+    ``age_s`` > 60 s old: a process claims its trial right after asking for it), or the next generation of a
+    claim whose owner is gone (``gone``); None where it is another's."""
+    h = held(d, name)
+    if h is None:
+        return claim(d, name) if age_s > 60 else None
+    gen, who, beat_s = h
+    return claim(d, name, gen + 1) if gone(who, beat_s) else None
+
+
+def gone(who: dict[str, Any] | None, beat_s: float) -> bool:
+    """Whether a claim's owner is gone: a process of this host that no longer runs, an earlier run of this SLURM
+    job and task (requeued, possibly onto another node: the job id stays, its restart count grows), or, on
+    another host, a worker whose claim is ``beat_s`` > STALE_S seconds untouched (a job SLURM ended
+    unrequeued, a lost node). Clocks are those of the cluster, synchronised (MUNGE, which SLURM authenticates
+    with, needs them within minutes)."""
+    me = owner()
+    if who and who.get("host") == me["host"]:  # this host knows its processes (a stopped one still runs)
+        return _process(int(who.get("pid", -1))) != who.get("token")
+    if who and who.get("job") and (who.get("job"), who.get("task")) == (me["job"], me["task"]) \
+            and int(who.get("restart") or 0) < me["restart"]:
+        return True
+    return beat_s > STALE_S
+
+
+@contextlib.contextmanager
+def beating(mine: Path | None, lose: Callable[[], None]):
+    """Touch the claim ``mine`` now and every HEARTBEAT_S seconds until the block ends (a daemon thread); where
+    another worker took the trial over meanwhile (a newer generation), or no touch succeeded for STALE_S / 2
+    (others will judge it gone), ``lose()`` once: the trial is no longer this worker's to train."""
+    if mine is None:
+        yield
+        return
+    name, gen = mine.name.rsplit(".", 1)
+    stop = threading.Event()
+
+    def beat() -> None:
+        touched = time.time()
+        while not stop.wait(HEARTBEAT_S):
+            with contextlib.suppress(OSError):  # a flaky file system: the next beat tries again
+                os.utime(mine)
+                touched = time.time()
+            newest = held(mine.parent.parent, name)
+            if (newest is not None and newest[0] > int(gen)) or time.time() - touched > STALE_S / 2:
+                lose()
+                return
+
+    with contextlib.suppress(OSError):
+        os.utime(mine)
+    thread = threading.Thread(target=beat, name="uda-tune-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)  # a touch hung on a dead mount must not hold up a requeue
