@@ -25,11 +25,12 @@ PAPERS: dict[str, tuple[str, float | None, str]] = {
     "adaptsegnet_single": ("method=adaptsegnet method.multi_level=false", 41.4, "Tsai et al. 2018, Table 1"),
     "adaptsegnet": ("method=adaptsegnet", 42.4, "Tsai et al. 2018, Table 1 (multi-level)"),
     "advent_minent": ("method=advent method.mode=minent", 42.3, "Vu et al. 2019, Table 1"),
-    "advent": ("method=advent", 43.8, "Vu et al. 2019, Table 1 (AdvEnt; not checked against the paper text here)"),
+    "advent": ("method=advent", 43.8, "Vu et al. 2019, Table 1 (AdvEnt, DeepLab-v2 R101; "
+                                        "as on valeo.ai's blog, 2020-07-07)"),
     "dacs": ("method=dacs", 52.1, "Tranheden et al. 2021, Table 1"),
     "road": ("method=road", 39.4, "Chen et al. 2018, Table 1 (PSPNet; no official code)"),
-    "lsd": ("method=lsd", 37.1, "Sankaranarayanan et al. 2018, Table 1 (FCN-8s VGG16; not checked against "
-                                 "the paper text here)"),
+    "lsd": ("method=lsd", 37.1, "Sankaranarayanan et al. 2018 (FCN-8s VGG16; not checked against the "
+                                 "paper text here: seen only in a third-party table)"),
     "daformer": ("method=daformer", 68.3, "Hoyer et al. 2022, DAFormer README (MiT-B5)"),
     "mic_dacs": ("method=mic method/host=dacs", None, "no published number for this host (MIC's DeepLab-v2 "
                                                        "runs train the DAFormer codebase's DACS, not vikolss's)"),

@@ -155,9 +155,16 @@ def _claim_as(d, name, gen, who, age_s=0.0):
 def test_source_only_is_claimed_by_one_worker_and_a_dead_claim_is_taken_over_once(tmp_path):
     first = tune_claims.take(tmp_path, "source_only")
     assert first.name == "source_only.0" and tune_claims.take(tmp_path, "source_only") is None  # held: alive
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    _claim_as(tmp_path, "source_only", 1, {"host": tune_claims.socket.gethostname(), "pid": int(dead.stdout),
-                                           "token": "gone"})
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # another worker of this host
+    try:
+        who = {"host": tune_claims.socket.gethostname(), "pid": other.pid, "token": tune_claims._process(other.pid)}
+        assert who["token"] not in ("", "alive")  # its start time, read from /proc
+        _claim_as(tmp_path, "source_only", 1, who, age_s=3 * tune_claims.STALE_S)
+        assert tune_claims.take(tmp_path, "source_only") is None  # alive: this host's, untouched or not
+        assert tune_claims.gone({**who, "token": str(int(who["token"]) + 1)}, 0)  # its pid, another process
+    finally:
+        other.kill()
+        other.wait()
     second = tune_claims.take(tmp_path, "source_only")  # the newest claim's process is gone: the next generation
     assert second.name == "source_only.2" and json.loads(second.read_text())["pid"] == os.getpid()
     assert tune_claims.take(tmp_path, "source_only") is None
@@ -167,9 +174,47 @@ def test_source_only_is_claimed_by_one_worker_and_a_dead_claim_is_taken_over_onc
     assert not list((tmp_path / tune_claims.CLAIMS).glob(".*"))  # no temporary file left behind
 
 
-def test_an_unclaimed_trial_is_taken_after_a_minute(tmp_path):
-    assert tune_claims.take(tmp_path, "trial_004", age_s=30) is None  # its asker is about to claim it
-    assert tune_claims.take(tmp_path, "trial_004", age_s=61).name == "trial_004.0"
+def test_a_killed_worker_not_yet_reaped_is_gone():
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    who = {"host": tune_claims.socket.gethostname(), "pid": other.pid, "token": tune_claims._process(other.pid)}
+    assert not tune_claims.gone(who, 0)
+    os.kill(other.pid, signal.SIGKILL)  # a zombie until its parent waits for it
+    deadline = time.time() + 30
+    while not tune_claims.gone(who, 0) and time.time() < deadline:
+        time.sleep(0.05)
+    try:
+        assert tune_claims.gone(who, 0) and other.poll() is not None
+    finally:
+        other.wait()
+
+
+def test_an_unclaimed_trial_is_taken_once_stale(tmp_path):
+    stale = tune_claims.STALE_S
+    assert tune_claims.take(tmp_path, "trial_004", age_s=stale - 1) is None  # its asker is about to claim it
+    assert tune_claims.take(tmp_path, "trial_004", age_s=stale + 1).name == "trial_004.0"
+
+
+def test_a_claim_that_cannot_be_read_is_judged_by_its_beat(tmp_path, monkeypatch):
+    def unreadable(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    _claim_as(tmp_path, "trial_002", 0, REMOTE, age_s=30)
+    monkeypatch.setattr(tune_claims, "open", unreadable, raising=False)
+    gen, who, beat_s = tune_claims.held(tmp_path, "trial_002")
+    assert (gen, who) == (0, None) and 29 < beat_s < 60
+    assert tune_claims.take(tmp_path, "trial_002") is None
+    _claim_as(tmp_path, "trial_002", 0, REMOTE, age_s=tune_claims.STALE_S + 30)
+    assert tune_claims.take(tmp_path, "trial_002").name == "trial_002.1"
+
+
+def test_a_file_system_without_hard_links_is_one_line(tmp_path, monkeypatch):
+    def no_links(src, dst):
+        raise OSError(tune_claims.errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(tune_claims.os, "link", no_links)
+    with pytest.raises(ConfigError, match="has no hard links .*hydra.sweep.dir"):
+        tune_claims.claim(tmp_path, "trial_000")
+    assert not list((tmp_path / tune_claims.CLAIMS).iterdir())
 
 
 REMOTE = {"host": "node-07", "pid": 1234, "token": "99", "job": None, "task": None}
@@ -209,14 +254,18 @@ class _Trains:
     seconds, raises = 0.4, None
 
     def __init__(self, *args, **kwargs):
-        self.terminated = threading.Event()
+        self.terminated, self.killed = threading.Event(), threading.Event()
 
     def terminate(self):
         self.terminated.set()
 
+    def kill(self):
+        self.killed.set()
+        self.terminated.set()
+
     def wait(self):
         if self.terminated.wait(self.seconds):
-            return 143
+            return -9 if self.killed.is_set() else 143
         if self.raises:
             raise self.raises
         return 0
@@ -239,17 +288,61 @@ def test_a_trial_touches_its_claim_while_it_trains_and_stops_after(tmp_path, mon
     assert "uda-tune-heartbeat" not in [t.name for t in threading.enumerate()]
 
 
-def test_a_trial_another_worker_took_over_stops_at_a_checkpoint_and_is_left_to_it(tmp_path, monkeypatch):
-    """A worker whose claim another took over (its touches failed for minutes, say): its child is stopped
-    (SIGTERM: a checkpoint) and train() says LOST, so the study neither scores nor stops on it."""
+def test_a_trial_another_worker_took_over_is_killed_and_left_to_it(tmp_path, monkeypatch):
+    """A worker whose claim another took over (it was suspended for minutes, say): its child is killed, not
+    stopped at a checkpoint that would overwrite the new owner's, and train() says LOST, so the study neither
+    scores nor stops on it."""
     mine = tune_claims.take(tmp_path, "trial_000")
     monkeypatch.setattr(tune_claims, "HEARTBEAT_S", 0.05)
     monkeypatch.setattr(_Trains, "seconds", 30)
-    monkeypatch.setattr(tune_study.subprocess, "Popen", _Trains)
+    children = []
+    monkeypatch.setattr(tune_study.subprocess, "Popen", lambda *a, **k: children.append(_Trains()) or children[-1])
     threading.Timer(0.2, lambda: _claim_as(tmp_path, "trial_000", 1, REMOTE)).start()
     start = time.time()
     assert tune_study.train(tmp_path / "trial_000", ["method=dann"], tmp_path / "log", mine) == tune_study.LOST
-    assert time.time() - start < 10  # stopped, not run to its end
+    assert time.time() - start < 10 and children[0].killed.is_set()  # killed, not run to its end
+
+
+def test_a_claim_that_cannot_be_touched_or_read_for_minutes_keeps_its_trial(tmp_path, monkeypatch):
+    """A flaky file system: the worker goes on training (a trial that gave up here would be left RUNNING,
+    owned by a live process, for nobody to continue) and tries again at each beat."""
+    mine = tune_claims.take(tmp_path, "trial_000")
+    monkeypatch.setattr(tune_claims, "HEARTBEAT_S", 0.02)
+    monkeypatch.setattr(tune_claims, "STALE_S", 0.05)
+
+    def failing(*args, **kwargs):
+        failing.calls += 1
+        raise OSError(5, "Input/output error")
+
+    failing.calls = 0
+    monkeypatch.setattr(tune_claims.os, "utime", failing)
+    monkeypatch.setattr(tune_claims, "held", failing)
+    monkeypatch.setattr(tune_study.subprocess, "Popen", _Trains)
+    assert tune_study.train(tmp_path / "trial_000", ["method=dann"], tmp_path / "log", mine) == 0
+    assert failing.calls >= 10  # at every beat of the 0.4 s, and the thread survived each failure
+
+
+def test_source_only_whose_owner_is_lost_during_the_study_is_continued(tmp_path, monkeypatch):
+    """Another host claimed source-only and was lost while this worker trained trial 0: before its next trial
+    this worker continues source-only, so the pick can still choose not to adapt."""
+    pytest.importorskip("optuna")
+    p = tune_plan.plan(tune_plan.parse_args([*SMALL, "method=dann", "trials=2", f"hydra.sweep.dir={tmp_path}"]))
+    _claim_as(tmp_path, tune_plan.BASELINE, 0, REMOTE)  # fresh: that worker trains it
+    trained = []
+
+    def train(run_dir, overrides, log, mine=None):
+        trained.append((run_dir.name, mine.name))
+        if run_dir.name == "trial_000":  # meanwhile the other host is lost: its claim is no longer touched
+            _claim_as(tmp_path, tune_plan.BASELINE, 0, REMOTE, age_s=tune_claims.STALE_S + 30)
+        run_dir.mkdir(parents=True)
+        (run_dir / "metrics.jsonl").write_text(json.dumps({"step": 1, p.key: 0.5}) + "\n")
+        (run_dir / "summary.json").write_text("{}")
+        return 0
+
+    monkeypatch.setattr(tune_study, "train", train)
+    result = tune_study.run(p)
+    assert trained == [("trial_000", "trial_000.0"), ("source_only", "source_only.1"), ("trial_001", "trial_001.0")]
+    assert result["scores"] == {"source_only": 0.5, "trial_000": 0.5, "trial_001": 0.5}
 
 
 def test_sigusr2_reaches_the_trial_which_checkpoints_then_the_previous_handler(tmp_path):

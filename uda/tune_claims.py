@@ -5,6 +5,7 @@ a trial whose owner is gone (docs/notes/tuning.md, "Who continues an interrupted
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -15,10 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from uda.errors import ConfigError
+
 
 def _process(pid: int) -> str:
     """A token of the live process ``pid`` ("" if none): its start time where /proc has it, so that a reused
-    pid does not pass for the process that claimed a trial."""
+    pid does not pass for the process that claimed a trial; a zombie (killed, not yet reaped) is none."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -26,7 +29,8 @@ def _process(pid: int) -> str:
     except PermissionError:
         pass
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()  # state, ..., starttime
+        return "" if fields[0] == "Z" else fields[19]
     except (OSError, IndexError):
         return "alive"
 
@@ -48,44 +52,57 @@ HEARTBEAT_S, STALE_S = 60.0, 600.0
 
 def held(d: Path, name: str) -> tuple[int, dict[str, Any] | None, float] | None:
     """The newest claim on ``name`` in study ``d``: (its generation, its owner, seconds since it was last
-    touched); None where nobody claimed it."""
+    touched); None where nobody claimed it. An owner that cannot be read is None (``gone`` judges it by its
+    beat alone); a beat that cannot be read either is now (judged alive: a claim is never taken on a guess)."""
     gens = sorted((int(k), q) for q in (d / CLAIMS).glob(f"{name}.*")
                   for k in [q.name.rsplit(".", 1)[1]] if k.isdigit())
     for gen, path in reversed(gens):
+        touched = time.time()
         try:
             with open(path) as f:  # the owner and the beat of one file, even if a newer one appears meanwhile
                 touched = os.fstat(f.fileno()).st_mtime
                 who = json.load(f)
         except FileNotFoundError:
             continue
-        except (OSError, ValueError):
+        except (OSError, ValueError):  # unreadable (permissions, a stale NFS handle) or half written
             who = None
+            with contextlib.suppress(OSError):
+                touched = path.stat().st_mtime
         return gen, who, max(0.0, time.time() - touched)
     return None
 
 
+NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS}  # link(2) on a file system without hard links
+
+
 def claim(d: Path, name: str, gen: int = 0) -> Path | None:
     """Create generation ``gen`` of ``name``'s claim, owned by this process: its path, or None where another
-    process created it first."""
+    process created it first. ConfigError where the study directory's file system has no hard links."""
     path = d / CLAIMS / f"{name}.{gen}"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}")
     tmp.write_text(json.dumps(owner()))
     try:
-        with contextlib.suppress(OSError):  # NFS may report a link that succeeded as failed: the count tells
+        try:
             os.link(tmp, path)
+        except OSError as e:  # NFS may report a link that succeeded as failed: the count below tells
+            if e.errno in NO_LINKS and not path.exists():
+                raise ConfigError(f"{d}: its file system has no hard links ({e.strerror}), which uda tune claims "
+                                  f"trials with; choose a study directory elsewhere with hydra.sweep.dir=...") from None
         return path if tmp.stat().st_nlink == 2 else None
     finally:
         tmp.unlink(missing_ok=True)
 
 
+
 def take(d: Path, name: str, age_s: float = math.inf) -> Path | None:
     """This process's claim on ``name`` where it may train it: the first claim (where nobody claimed it, once it is
-    ``age_s`` > 60 s old: a process claims its trial right after asking for it), or the next generation of a
-    claim whose owner is gone (``gone``); None where it is another's."""
+    ``age_s`` > STALE_S old: a process claims its trial right after asking for it, and another host's clock may
+    be minutes off), or the next generation of a claim whose owner is gone (``gone``); None where it is
+    another's."""
     h = held(d, name)
     if h is None:
-        return claim(d, name) if age_s > 60 else None
+        return claim(d, name) if age_s > STALE_S else None
     gen, who, beat_s = h
     return claim(d, name, gen + 1) if gone(who, beat_s) else None
 
@@ -108,8 +125,9 @@ def gone(who: dict[str, Any] | None, beat_s: float) -> bool:
 @contextlib.contextmanager
 def beating(mine: Path | None, lose: Callable[[], None]):
     """Touch the claim ``mine`` now and every HEARTBEAT_S seconds until the block ends (a daemon thread); where
-    another worker took the trial over meanwhile (a newer generation), or no touch succeeded for STALE_S / 2
-    (others will judge it gone), ``lose()`` once: the trial is no longer this worker's to train."""
+    another worker took the trial over meanwhile (a newer generation), ``lose()`` once: the trial is no longer
+    this worker's to train. A touch or a look that fails (a flaky file system) is tried again at the next beat:
+    where the claim cannot be touched, the trial cannot write its run directory either."""
     if mine is None:
         yield
         return
@@ -117,13 +135,14 @@ def beating(mine: Path | None, lose: Callable[[], None]):
     stop = threading.Event()
 
     def beat() -> None:
-        touched = time.time()
         while not stop.wait(HEARTBEAT_S):
-            with contextlib.suppress(OSError):  # a flaky file system: the next beat tries again
+            with contextlib.suppress(OSError):
                 os.utime(mine)
-                touched = time.time()
-            newest = held(mine.parent.parent, name)
-            if (newest is not None and newest[0] > int(gen)) or time.time() - touched > STALE_S / 2:
+            try:
+                newest = held(mine.parent.parent, name)
+            except OSError:
+                continue
+            if newest is not None and newest[0] > int(gen):
                 lose()
                 return
 

@@ -46,7 +46,7 @@ def objective(run_dir: Path, key: str) -> float | None:
 # ---------- the study
 
 
-LOST = -1000  # train()'s status for a trial another worker took over meanwhile: stopped, left to that worker
+LOST = -1000  # train()'s status for a trial another worker took over meanwhile: killed, left to that worker
 # a trial's exit status after it checkpointed on a signal and stopped (uda.engine.signals: 128 + signum):
 # interrupted, not failed; the study stops with it and a resumed study continues it
 STOPPED = {128 + s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGUSR1", 0),
@@ -74,7 +74,7 @@ def train(run_dir: Path, overrides: list[str], log: Path, mine: Path | None = No
         except KeyboardInterrupt:  # the child got the same SIGINT: it checkpoints and stops; let it
             trial.child.wait()
             raise
-    if trial.lost:
+    if trial.lost and not (run_dir / "summary.json").is_file():
         return LOST
     if code in STOPPED:
         raise KeyboardInterrupt
@@ -90,10 +90,11 @@ class _Trial:
         self.lost = False
 
     def lose(self) -> None:
-        """Another worker owns the trial now: stop its ``uda train`` at a checkpoint (SIGTERM)."""
+        """Another worker owns the trial now and resumes it from its run directory: kill this ``uda train``
+        (SIGKILL), whose checkpoint, had it written one, would overwrite the new owner's."""
         self.lost = True
         if self.child is not None:
-            self.child.terminate()
+            self.child.kill()
 
     def forward(self, signum, frame) -> None:
         self.received.append(signum)
@@ -103,7 +104,7 @@ class _Trial:
     def start(self, child: subprocess.Popen) -> None:
         self.child = child
         if self.lost:
-            child.terminate()
+            child.kill()
         for signum in self.received:  # arrived between installing the handler and the start
             child.send_signal(signum)
 
@@ -217,19 +218,32 @@ def run(p: Plan) -> dict[str, Any]:
          f"is better) in {d}; space: " + ", ".join(f"{k} {v}" for k, v in p.space.items()))
     searched = write_recipe(d / "baseline_config", p.recipe)
     base = [*p.baseline, *([f"hydra.searchpath=[file://{searched}]"] if searched else [])]
-    done = (d / BASELINE / "summary.json").is_file()
-    mine = None if done else take(d, BASELINE)  # one worker trains it (where its owner is gone: another)
-    if done or mine is not None:
+    tried = []  # source-only, once trained or tried by this worker (a failed one is left to a later run)
+
+    def source_only(first: bool) -> None:
+        """Source-only, trained by the one worker that holds its claim: at the start, or later (``first``
+        False) where its owner is gone."""
+        done = (d / BASELINE / "summary.json").is_file()
+        if tried or (done and not first):
+            return
+        mine = None if done else take(d, BASELINE)
+        if not done and mine is None:
+            if first:
+                _say(f"{BASELINE} runs in another process; uda report {d} will read it")
+            return
+        tried.append(BASELINE)
+        if not first:
+            _say(f"{BASELINE} was interrupted: continuing it")
         log = d / "logs" / f"{BASELINE}.log"
         code = train(d / BASELINE, base, log, mine)
         if code == LOST:
             _say(f"{BASELINE} was taken over by another worker; left to it")
-        else:
-            _refused(code, log, BASELINE)
-            _say(f"{BASELINE}: {p.criterion} {_fmt(scored(d / BASELINE, p.key))}" +
-                 ("" if code == 0 else f" (failed, exit {code}; log {log})"))
-    else:
-        _say(f"{BASELINE} runs in another process; uda report {d} will read it")
+            return
+        _refused(code, log, BASELINE)
+        _say(f"{BASELINE}: {p.criterion} {_fmt(scored(d / BASELINE, p.key))}" +
+             ("" if code == 0 else f" (failed, exit {code}; log {log})"))
+
+    source_only(first=True)
 
     def finish(number: int, params: dict[str, Any], mine: Path) -> None:
         name, log = f"trial_{number:03d}", d / "logs" / f"trial_{number:03d}.log"
@@ -248,7 +262,8 @@ def run(p: Plan) -> dict[str, Any]:
             _say(f"{name}: {p.criterion} {_fmt(score)}  " + " ".join(override(k, v) for k, v in params.items()))
 
     def continue_interrupted() -> None:
-        """Each RUNNING trial whose owner is gone (``take``), continued from its checkpoint."""
+        """Source-only and each RUNNING trial whose owner is gone (``take``), continued from its checkpoint."""
+        source_only(first=False)
         now = datetime.now()
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             age = (now - t.datetime_start).total_seconds() if t.datetime_start else math.inf
@@ -278,6 +293,9 @@ def run(p: Plan) -> dict[str, Any]:
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         scores[f"trial_{t.number:03d}"] = t.value
     pick = best(scores, p.higher)
+    running = [f"trial_{t.number:03d}" for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+    if running:  # another worker's, alive: this pick is without them
+        _say(f"{', '.join(running)} still run in another process; uda report {d} picks over them once finished")
     if pick is None:
         _say("no candidate finished; nothing to pick")
     else:
