@@ -16,7 +16,7 @@ from typing import Any
 
 from uda.errors import ConfigError
 from uda.schema.search import override
-from uda.tune_claims import beating, claim, take
+from uda.tune_claims import CLAIMS, beating, claim, take
 from uda.tune_plan import BASELINE, SPEC, STUDY, Plan, write_recipe
 
 # ---------- the objective: a label-free reading of a finished trial
@@ -74,8 +74,8 @@ def train(run_dir: Path, overrides: list[str], log: Path, mine: Path | None = No
         except KeyboardInterrupt:  # the child got the same SIGINT: it checkpoints and stops; let it
             trial.child.wait()
             raise
-    if trial.lost and not (run_dir / "summary.json").is_file():
-        return LOST
+    if trial.lost:  # killed; finished all the same where it wrote its summary first
+        return 0 if (run_dir / "summary.json").is_file() else LOST
     if code in STOPPED:
         raise KeyboardInterrupt
     return code
@@ -218,13 +218,14 @@ def run(p: Plan) -> dict[str, Any]:
          f"is better) in {d}; space: " + ", ".join(f"{k} {v}" for k, v in p.space.items()))
     searched = write_recipe(d / "baseline_config", p.recipe)
     base = [*p.baseline, *([f"hydra.searchpath=[file://{searched}]"] if searched else [])]
-    tried = []  # source-only, once trained or tried by this worker (a failed one is left to a later run)
+    tried = []  # source-only, once this worker trained it or tried and failed
+    failed = d / CLAIMS / f"{BASELINE}.failed"  # a worker's failed source-only: retried by a later run, not this one
 
     def source_only(first: bool) -> None:
         """Source-only, trained by the one worker that holds its claim: at the start, or later (``first``
-        False) where its owner is gone."""
+        False) where its owner is gone before it finished or failed."""
         done = (d / BASELINE / "summary.json").is_file()
-        if tried or (done and not first):
+        if tried or (not first and (done or failed.is_file())):
             return
         mine = None if done else take(d, BASELINE)
         if not done and mine is None:
@@ -234,12 +235,16 @@ def run(p: Plan) -> dict[str, Any]:
         tried.append(BASELINE)
         if not first:
             _say(f"{BASELINE} was interrupted: continuing it")
+        failed.unlink(missing_ok=True)
         log = d / "logs" / f"{BASELINE}.log"
         code = train(d / BASELINE, base, log, mine)
         if code == LOST:
+            tried.clear()  # its new owner may be lost in turn
             _say(f"{BASELINE} was taken over by another worker; left to it")
             return
         _refused(code, log, BASELINE)
+        if code != 0:
+            failed.write_text(mine.name if mine else "")
         _say(f"{BASELINE}: {p.criterion} {_fmt(scored(d / BASELINE, p.key))}" +
              ("" if code == 0 else f" (failed, exit {code}; log {log})"))
 
@@ -294,8 +299,9 @@ def run(p: Plan) -> dict[str, Any]:
         scores[f"trial_{t.number:03d}"] = t.value
     pick = best(scores, p.higher)
     running = [f"trial_{t.number:03d}" for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
-    if running:  # another worker's, alive: this pick is without them
-        _say(f"{', '.join(running)} still run in another process; uda report {d} picks over them once finished")
+    if running:  # another worker's, or interrupted and not yet judged gone: this pick is without them
+        _say(f"{', '.join(running)} not finished (another worker's, or continued by the next run of this "
+             f"command); uda report {d} picks over them once they are")
     if pick is None:
         _say("no candidate finished; nothing to pick")
     else:

@@ -132,3 +132,15 @@ def test_resuming_with_an_incompatible_architecture_is_one_clear_error(tmp_path)
     train(make_cfg(*SMALL), tmp_path)
     with pytest.raises(ckpt.CheckpointError, match="does not fit this config"):
         train(make_cfg(*SMALL, "resume=true", "trainer.max_steps=9", "backbone.cls_hidden=[50,50]"), tmp_path)
+
+
+def test_resume_trims_metrics_in_one_rename_and_drops_a_line_cut_short_by_a_kill(tmp_path, monkeypatch):
+    from uda.engine import state
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 10, "a": 1}\n{"step": 20, "a": 2}\n{"step": 30, "a": 3}\n{"step": 4')
+    written = []
+    monkeypatch.setattr(state, "write_text_atomic", lambda text, p: written.append(p) or p.write_text(text))
+    state.trim_metrics(path, 20)
+    assert written == [path]
+    assert [json.loads(ln)["step"] for ln in path.read_text().splitlines()] == [10, 20]

@@ -20,6 +20,7 @@ import torch
 from uda.engine import checkpoint as ckpt
 from uda.engine import dist
 from uda.engine.summary import versions
+from uda.io import write_text_atomic
 from uda.schema import ConfigError, TrainConfig
 from uda.schema.train import resume_problem
 
@@ -67,11 +68,21 @@ def resuming(resume: bool | str, ckpt_dir: Path) -> bool:
 
 
 def trim_metrics(path: Path, upto: int) -> None:
-    """Keep only the evaluations a checkpoint at step ``upto`` has seen (resume rewrites the rest)."""
+    """Keep only the evaluations a checkpoint at step ``upto`` has seen (resume rewrites the rest), in one rename:
+    a run killed meanwhile keeps the whole file. A line cut short by a kill while it was appended is dropped."""
     if not path.is_file():
         return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= upto]
-    path.write_text("".join(ln + "\n" for ln in keep))
+    keep = [ln for ln in path.read_text().splitlines() if _row(ln) is not None and _row(ln)["step"] <= upto]
+    write_text_atomic("".join(ln + "\n" for ln in keep), path)
+
+
+def _row(line: str) -> dict[str, Any] | None:
+    """One metrics.jsonl line as a dict, None for a blank or cut-short one."""
+    try:
+        row = json.loads(line) if line.strip() else None
+    except ValueError:
+        return None
+    return row if isinstance(row, dict) and "step" in row else None
 
 
 @dataclass
