@@ -134,14 +134,6 @@ def scored(run_dir: Path, key: str) -> float | None:
     return objective(run_dir, key) if (run_dir / "summary.json").is_file() else None
 
 
-def _refused(code: int, log: Path, name: str) -> None:
-    """A trial that ``uda train`` refused (exit 2: its command, its data) stops the study, left to resume."""
-    if code == 2:
-        lines = [ln for ln in log.read_text().splitlines() if ln.startswith("uda: error:")]
-        why = lines[-1].removeprefix("uda: error: ") if lines else f"see {log}"
-        raise ConfigError(f"{name}: uda train refused it: {why}")
-
-
 def _say(text: str) -> None:
     print(f"uda tune: {text}", flush=True)
 
@@ -210,90 +202,125 @@ def launch_workers(p: Plan) -> None:
 
 def run(p: Plan) -> dict[str, Any]:
     """Run (or resume) the study to ``trials`` trials, then print the pick. Returns the scores and the pick."""
-    from optuna.trial import TrialState
-
     study = open_study(p)
     d = p.args.directory
     _say(f"{p.method} on {p.data}, {p.args.trials} trials by {p.criterion} ({'higher' if p.higher else 'lower'} "
          f"is better) in {d}; space: " + ", ".join(f"{k} {v}" for k, v in p.space.items()))
     searched = write_recipe(d / "baseline_config", p.recipe)
-    base = [*p.baseline, *([f"hydra.searchpath=[file://{searched}]"] if searched else [])]
-    tried = []  # source-only, once this worker trained it or tried and failed
-    failed = d / CLAIMS / f"{BASELINE}.failed"  # a worker's failed source-only: retried by a later run, not this one
+    worker = _Worker(p, study, [*p.baseline, *([f"hydra.searchpath=[file://{searched}]"] if searched else [])])
+    worker.source_only(first=True)
+    worker.loop()
+    return _picked(p, study)
 
-    def source_only(first: bool) -> None:
+
+class _Worker:
+    """One process's part of a study: source-only and each trial it asks for or takes over from a worker that is
+    gone, each trained by ``train`` under its claim (``uda.tune_claims``)."""
+
+    def __init__(self, p: Plan, study, baseline: list[str]):
+        self.p, self.study, self.d, self.baseline = p, study, p.args.directory, baseline
+        self.tried = False  # source-only, once this worker trained it or tried and failed (not if it was lost)
+        # a worker's failed source-only: retried by a later run of the command, not by this one
+        self.failed = self.d / CLAIMS / f"{BASELINE}.failed"
+
+    def loop(self) -> None:
+        """Trials until the study has ``trials`` (finished, failed or running)."""
+        from optuna.trial import TrialState
+
+        while True:
+            self.continue_interrupted()  # before each new trial: another worker's may end (a lost node) meanwhile
+            if len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL,
+                                                                 TrialState.RUNNING))) >= self.p.args.trials:
+                return
+            trial = self.study.ask()
+            mine = claim(self.d, f"trial_{trial.number:03d}")
+            if mine is None:  # asked so long ago that another worker took it over
+                continue
+            self.finish(trial.number, {k: dist.suggest(trial, k) for k, dist in self.p.space.items()}, mine)
+
+    def source_only(self, first: bool) -> None:
         """Source-only, trained by the one worker that holds its claim: at the start, or later (``first``
         False) where its owner is gone before it finished or failed."""
+        d = self.d
         done = (d / BASELINE / "summary.json").is_file()
-        if tried or (not first and (done or failed.is_file())):
+        if self.tried or (not first and (done or self.failed.is_file())):
             return
         mine = None if done else take(d, BASELINE)
         if not done and mine is None:
             if first:
                 _say(f"{BASELINE} runs in another process; uda report {d} will read it")
             return
-        tried.append(BASELINE)
+        self.tried = True
         if not first:
             _say(f"{BASELINE} was interrupted: continuing it")
-        failed.unlink(missing_ok=True)
+        self.failed.unlink(missing_ok=True)
         log = d / "logs" / f"{BASELINE}.log"
-        code = train(d / BASELINE, base, log, mine)
-        if code == LOST:
-            tried.clear()  # its new owner may be lost in turn
-            _say(f"{BASELINE} was taken over by another worker; left to it")
+        code = train(d / BASELINE, self.baseline, log, mine)
+        if not _kept(code, log, BASELINE):
+            self.tried = False  # its new owner may be lost in turn
             return
-        _refused(code, log, BASELINE)
         if code != 0:
-            failed.write_text(mine.name if mine else "")
-        _say(f"{BASELINE}: {p.criterion} {_fmt(scored(d / BASELINE, p.key))}" +
+            self.failed.write_text(mine.name if mine else "")
+        _say(f"{BASELINE}: {self.p.criterion} {_fmt(scored(d / BASELINE, self.p.key))}" +
              ("" if code == 0 else f" (failed, exit {code}; log {log})"))
 
-    source_only(first=True)
+    def finish(self, number: int, params: dict[str, Any], mine: Path) -> None:
+        """Trial ``number`` trained with ``params`` (from its checkpoint where it has one) and told to the study."""
+        from optuna.trial import TrialState
 
-    def finish(number: int, params: dict[str, Any], mine: Path) -> None:
-        name, log = f"trial_{number:03d}", d / "logs" / f"trial_{number:03d}.log"
-        code = train(d / name, [*p.args.train, *(override(k, v) for k, v in params.items())], log, mine)
-        if code == LOST:
-            _say(f"{name} was taken over by another worker; left to it")
+        p, name = self.p, f"trial_{number:03d}"
+        log = self.d / "logs" / f"{name}.log"
+        code = train(self.d / name, [*p.args.train, *(override(k, v) for k, v in params.items())], log, mine)
+        if not _kept(code, log, name):
             return
-        _refused(code, log, name)
-        score = scored(d / name, p.key)
+        score = scored(self.d / name, p.key)
         if score is None:
-            study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+            self.study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
             why = f"exit {code}" if code else f"it recorded no {p.key}"
             _say(f"{name} failed ({why}; log {log})")
         else:
-            study.tell(number, score, skip_if_finished=True)
+            self.study.tell(number, score, skip_if_finished=True)
             _say(f"{name}: {p.criterion} {_fmt(score)}  " + " ".join(override(k, v) for k, v in params.items()))
 
-    def continue_interrupted() -> None:
+    def continue_interrupted(self) -> None:
         """Source-only and each RUNNING trial whose owner is gone (``take``), continued from its checkpoint."""
-        source_only(first=False)
+        from optuna.trial import TrialState
+
+        self.source_only(first=False)
         now = datetime.now()
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             age = (now - t.datetime_start).total_seconds() if t.datetime_start else math.inf
-            mine = take(d, f"trial_{t.number:03d}", age)
+            mine = take(self.d, f"trial_{t.number:03d}", age)
             if mine is None:  # its owner trains it, or another worker took it over first
                 continue
-            if study._storage.get_trial(t._trial_id).state != TrialState.RUNNING:  # its owner ended it meanwhile
+            if self.study._storage.get_trial(t._trial_id).state != TrialState.RUNNING:  # its owner ended it meanwhile
                 continue
             params = {**t.system_attrs.get("fixed_params", {}), **t.params}
-            if set(params) != set(p.space):  # killed between asking and sampling: nothing was trained
-                study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+            if set(params) != set(self.p.space):  # killed between asking and sampling: nothing was trained
+                self.study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
                 continue
             _say(f"trial_{t.number:03d} was interrupted: continuing it")
-            finish(t.number, params, mine)
+            self.finish(t.number, params, mine)
 
-    while True:
-        continue_interrupted()  # before each new trial: another worker's may end (a lost node) while this trains
-        if len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL,
-                                                        TrialState.RUNNING))) >= p.args.trials:
-            break
-        trial = study.ask()
-        mine = claim(d, f"trial_{trial.number:03d}")
-        if mine is None:  # asked so long ago that another worker took it over
-            continue
-        finish(trial.number, {k: dist.suggest(trial, k) for k, dist in p.space.items()}, mine)
+
+def _kept(code: int, log: Path, name: str) -> bool:
+    """False where another worker took the candidate over meanwhile (``LOST``: left to it); ConfigError where
+    ``uda train`` refused it (exit 2: its command, its data), which stops the study, left to resume."""
+    if code == LOST:
+        _say(f"{name} was taken over by another worker; left to it")
+        return False
+    if code == 2:
+        lines = [ln for ln in log.read_text().splitlines() if ln.startswith("uda: error:")]
+        why = lines[-1].removeprefix("uda: error: ") if lines else f"see {log}"
+        raise ConfigError(f"{name}: uda train refused it: {why}")
+    return True
+
+
+def _picked(p: Plan, study) -> dict[str, Any]:
+    """The scores of the finished candidates and the best of them, said with what is still unfinished."""
+    from optuna.trial import TrialState
+
+    d = p.args.directory
     scores = {BASELINE: scored(d / BASELINE, p.key)}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         scores[f"trial_{t.number:03d}"] = t.value
