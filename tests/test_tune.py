@@ -143,6 +143,29 @@ def test_a_study_resumed_through_another_spelling_of_its_directory_is_the_same(t
     assert relative.study_name == absolute.study_name and len(absolute.trials) == 1  # the one default, queued once
 
 
+def test_workers_started_together_draw_apart(tmp_path):
+    """Two workers that open the study at once (SLURM jobs started together): each trial's sampler is seeded by
+    its number, so they do not draw the same values (both samplers were seeded by the study's size at opening);
+    the same number draws the same values."""
+    pytest.importorskip("optuna")
+    p = tune_plan.plan(tune_plan.parse_args([*SMALL, "method=dann", "trials=8", f"hydra.sweep.dir={tmp_path}"]))
+    a, b = tune_study.open_study(p), tune_study.open_study(p)
+    assert a.ask().system_attrs["fixed_params"] == p.defaults  # worker a took the queued default
+    assert len(b.trials) == 1  # queued once
+
+    def drawn(study):
+        trial = study.ask()
+        study.sampler = tune_study.sampler(p, trial.number)
+        return trial.number, {k: dist.suggest(trial, k) for k, dist in p.space.items()}
+
+    (n_b, b_values), (n_a, a_values) = drawn(b), drawn(a)
+    assert (n_b, n_a) == (1, 2) and b_values != a_values
+    again = tune_study.open_study(tune_plan.plan(tune_plan.parse_args(
+        [*SMALL, "method=dann", "trials=8", f"hydra.sweep.dir={tmp_path / 'again'}"])))
+    again.ask()
+    assert drawn(again) == (1, b_values)
+
+
 def _claim_as(d, name, gen, who, age_s=0.0):
     """Generation ``gen`` of ``name``'s claim as another process left it, last touched ``age_s`` ago."""
     path = d / tune_claims.CLAIMS / f"{name}.{gen}"
@@ -213,6 +236,18 @@ def test_a_file_system_without_hard_links_is_one_line(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tune_claims.os, "link", no_links)
     with pytest.raises(ConfigError, match="has no hard links .*hydra.sweep.dir"):
+        tune_claims.claim(tmp_path, "trial_000")
+    assert not list((tmp_path / tune_claims.CLAIMS).iterdir())
+
+
+def test_a_claim_that_cannot_be_linked_for_another_reason_is_one_line_not_a_silent_loss(tmp_path, monkeypatch):
+    """EACCES (some FUSE mounts): before, claim() returned None as if another worker held the trial, so each
+    trial the study asked for stayed unclaimed and nothing trained."""
+    def denied(src, dst):
+        raise OSError(tune_claims.errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(tune_claims.os, "link", denied)
+    with pytest.raises(ConfigError, match="cannot create the claim trial_000.0 .Permission denied."):
         tune_claims.claim(tmp_path, "trial_000")
     assert not list((tmp_path / tune_claims.CLAIMS).iterdir())
 

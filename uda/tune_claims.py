@@ -89,6 +89,9 @@ def claim(d: Path, name: str, gen: int = 0) -> Path | None:
             if e.errno in NO_LINKS and not path.exists():
                 raise ConfigError(f"{d}: its file system has no hard links ({e.strerror}), which uda tune claims "
                                   f"trials with; choose a study directory elsewhere with hydra.sweep.dir=...") from None
+            if e.errno != errno.EEXIST and not path.exists():  # not taken by another: this one cannot claim at all
+                raise ConfigError(f"{d}: cannot create the claim {path.name} ({e.strerror}); the same command "
+                                  f"resumes the study once the directory can be written") from None
         return path if tmp.stat().st_nlink == 2 else None
     finally:
         tmp.unlink(missing_ok=True)

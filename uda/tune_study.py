@@ -139,8 +139,7 @@ def _say(text: str) -> None:
 
 
 def open_study(p: Plan):
-    """The study (created, or loaded with the same spec), its sampler seeded by the trials it already has so a
-    resumed study does not draw its first values again; ConfigError for a storage that cannot be opened or a
+    """The study (created, or loaded with the same spec); ConfigError for a storage that cannot be opened or a
     directory that holds a study of another command."""
     import hashlib
     import logging
@@ -168,13 +167,21 @@ def open_study(p: Plan):
     except Exception as e:  # noqa: BLE001 -- SQLAlchemy and Optuna raise many types; each is one line here
         raise ConfigError(f"tune.storage={p.storage}: cannot open it ({type(e).__name__}: "
                           f"{str(e).splitlines()[0] if str(e) else ''})") from None
-    startup = min(10, max(1, p.args.trials // 2))  # half the budget explores at random, then TPE's model
-    study.sampler = optuna.samplers.TPESampler(seed=p.args.seed + len(study.trials), n_startup_trials=startup)
     if not study.trials:  # the first trial: the command's own setting
         study.enqueue_trial(p.defaults)
     if held is None:
         (d / SPEC).write_text(json.dumps(spec, indent=2))
     return study
+
+
+def sampler(p: Plan, number: int):
+    """Trial ``number``'s TPE sampler, seeded by ``tune.seed`` and the number: a resumed study does not draw an
+    earlier trial's values again, and workers that ask at once (SLURM jobs started together, machines sharing
+    the storage) draw apart; in the random phase a trial's values are the same however many workers ask."""
+    import optuna
+
+    startup = min(10, max(1, p.args.trials // 2))  # half the budget explores at random, then TPE's model
+    return optuna.samplers.TPESampler(seed=p.args.seed + number, n_startup_trials=startup)
 
 
 def launch_workers(p: Plan) -> None:
@@ -233,6 +240,7 @@ class _Worker:
                                                                  TrialState.RUNNING))) >= self.p.args.trials:
                 return
             trial = self.study.ask()
+            self.study.sampler = sampler(self.p, trial.number)  # before its values are drawn (``suggest``)
             mine = claim(self.d, f"trial_{trial.number:03d}")
             if mine is None:  # asked so long ago that another worker took it over
                 continue
