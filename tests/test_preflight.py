@@ -245,3 +245,18 @@ def test_a_finished_sweep_job_whose_checkpoints_were_deleted_is_known_by_its_sum
     (run / "checkpoints").mkdir(parents=True)
     (run / "summary.json").write_text(json.dumps({"target_acc": 1.0}))
     assert finished(run, None) == {"target_acc": 1.0}  # no checkpoint left: the summary alone marks it done
+
+
+def test_ctrl_c_before_training_takes_it_is_one_line_and_status_130(tmp_path, monkeypatch, capsys):
+    """A Ctrl-C while the data loads (before the loop's handler) or a second one during training raises
+    KeyboardInterrupt: one line and 128 + SIGINT, not a traceback (``uda tune`` reads 130 as interrupted)."""
+    import uda.engine.loop
+
+    def interrupted(cfg, run_dir, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(uda.engine.loop, "train", interrupted)
+    assert main(["train", "trainer.max_steps=2", f"hydra.run.dir={tmp_path / 'run'}"]) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == "uda: interrupted; checkpoints written before it are kept"

@@ -341,6 +341,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `uda data list | head`: the reader has gone, which is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except KeyboardInterrupt:  # Ctrl-C before training installs its handler (loading data), or a second one
+        # during training ("stop now"): checkpoints are replaced by a rename, so the last one written is whole
+        print("uda: interrupted; checkpoints written before it are kept", file=sys.stderr)
+        return 130  # 128 + SIGINT, as a stop after the first Ctrl-C: `uda tune` reads it as interrupted
 
 
 def _main(argv: list[str]) -> int:
