@@ -83,7 +83,10 @@ def test_build_is_cached_and_verified_and_a_damaged_cache_is_named(tmp_path, mon
     splits, mnist = _build_small(tmp_path, monkeypatch, name)
     assert splits["train"][0].shape == (12, 3, 64, 64) and splits["test"][1].shape == (4, 64, 64)
     cache = s2r.cache_path(tmp_path, name)
-    assert "matches its SHA-256" in s2r.verify(tmp_path, name)
+    verdict = s2r.verify(tmp_path, name)
+    shares = [round(100 * float((splits["train"][1] == c).double().mean()), 2) for c in range(len(s2r.CLASS_NAMES))]
+    assert "matches its SHA-256" in verdict and verdict.endswith(  # background is class 10, after the digits
+        f"background {shares[10]:.1f}%, each digit {min(shares[:10]):.2f}-{max(shares[:10]):.2f}%")
     again = s2r.load_synth2real_seg(tmp_path, name, mnist)  # read from the cache, not rebuilt
     assert torch.equal(again["train"][0], splits["train"][0])
     data = torch.load(cache, weights_only=True)

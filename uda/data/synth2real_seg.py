@@ -231,5 +231,7 @@ def verify(root: Path, name: str) -> str:
         raise DataError(f"{cache}: damaged (its tensors do not match the SHA-256 taken at build, or another build "
                         f"version); delete it and run `uda data prepare {name}` to rebuild it")
     shares = class_shares(data["train"][1])
+    digits = [v for k, v in shares.items() if k != "background"]
     return (f"{name}: build v{BUILD_VERSION} at {cache} matches its SHA-256; {len(data['train'][0])} train + "
-            f"{len(data['test'][0])} test canvases, background {shares['background']:.1f}% of the train pixels")
+            f"{len(data['test'][0])} test canvases; of the train pixels background {shares['background']:.1f}%, "
+            f"each digit {min(digits):.2f}-{max(digits):.2f}%")
