@@ -180,7 +180,9 @@ PAPER: dict[str, dict[str, object]] = {
 
 _DAFORMER_CS = _DAFORMER | {"backbone.name": "daformer", "backbone.encoder": "pvt_v2_b5", "backbone.head_lr_mult": 10.0,
                             "backbone.drop_path": 0.1, "trainer.max_steps": 40000, "trainer.batch_size": 2,
-                            "method.pl_ignore_top": 15 / 512, "method.pl_ignore_bottom": 120 / 512}
+                            "method.pl_ignore_top": 15 / 512, "method.pl_ignore_bottom": 120 / 512,
+                            # uda_gta_to_cityscapes_512x512.py: RandomCrop(512, cat_max_ratio=0.75), RandomFlip(0.5)
+                            "data.seg_crop": [512, 512], "data.seg_crop_max_share": 0.75, "data.seg_flip": True}
 _MIC_DAFORMER_CS = {k.replace("method.", "method.host."): v for k, v in _DAFORMER_CS.items()} | {
     "method.mask_block": 32, "method.mask_side": 512, "method.mask_ratio": 0.7, "method.mask_weight": 1.0,
     "method.jitter": 0.2, "method.jitter_switch": 0.2, "method.blur": True}
@@ -207,11 +209,12 @@ PAPER_RECIPES: dict[str, dict[str, object]] = {
     "advent_synthia_cityscapes": _ADVENT | {"backbone.name": "deeplabv2", "optimizer.horizon": 250000,
                                             "method.disc_optimizer.horizon": 250000, "trainer.max_steps": 120000,
                                             "trainer.batch_size": 1},
-    # the official 250k iterations (also the poly horizon), batch 2 + 2
+    # the official 250k iterations (also the poly horizon), batch 2 + 2, 512 x 512 random crops (configUDA.json
+    # input_size, data/augmentations.py RandomCrop_gta / RandomCrop_city), no mirror
     "dacs_gta5_cityscapes": _DACS | {"backbone.name": "deeplabv2", "trainer.max_steps": 250000,
-                                     "trainer.batch_size": 2},
+                                     "trainer.batch_size": 2, "data.seg_crop": [512, 512]},
     "dacs_synthia_cityscapes": _DACS | {"backbone.name": "deeplabv2", "trainer.max_steps": 250000,
-                                        "trainer.batch_size": 2},
+                                        "trainer.batch_size": 2, "data.seg_crop": [512, 512]},
     # the official 40k iterations, batch 2 + 2, the PL crop's 15 / 120 rows of 512, MiT-B5 + the fusion decoder
     "daformer_gta5_cityscapes": _DAFORMER_CS,
     "daformer_synthia_cityscapes": _DAFORMER_CS | {"method.fd_classes": [6, 7, 10, 11, 12, 13, 14, 15],

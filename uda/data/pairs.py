@@ -220,3 +220,59 @@ def random_crop_flip(x: torch.Tensor, size: int, generator: torch.Generator) -> 
     flips = (torch.rand(n, generator=generator) < 0.5).tolist()
     out = [x[k, :, top : top + size, left : left + size] for k, (top, left) in enumerate(zip(tops, lefts))]
     return torch.stack([o.flip(-1) if f else o for o, f in zip(out, flips)])
+
+
+SEG_CROP_TRIES = 10  # mmseg's RandomCrop checks at most 10 windows; DAFormer's RCS re-crops at most 10 times
+
+
+def seg_window(height: int, width: int, size: tuple[int, int], generator: torch.Generator) -> tuple[int, int]:
+    """A uniformly random (top, left) of a ``size`` = (h, w) window inside a height x width image."""
+    top = int(torch.randint(0, height - size[0] + 1, (1,), generator=generator))
+    left = int(torch.randint(0, width - size[1] + 1, (1,), generator=generator))
+    return top, left
+
+
+def _one_seg_crop(x: torch.Tensor, y: torch.Tensor | None, size: tuple[int, int], generator: torch.Generator,
+                  max_share: float, flip: bool, ignore: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One image [C, H, W] (and its label map [H, W]): mmseg's RandomCrop, then RandomFlip at p 0.5."""
+    h, w = size
+    top, left = seg_window(x.shape[-2], x.shape[-1], size, generator)
+    if y is not None and max_share < 1:  # draw again while one class fills the window (checked at most 10 times)
+        for _ in range(SEG_CROP_TRIES):
+            window = y[top : top + h, left : left + w]
+            counts = torch.bincount(window[window != ignore].reshape(-1).long())
+            counts = counts[counts > 0]
+            if len(counts) > 1 and float(counts.max()) / float(counts.sum()) < max_share:
+                break
+            top, left = seg_window(x.shape[-2], x.shape[-1], size, generator)
+    x = x[:, top : top + h, left : left + w]
+    y = None if y is None else y[top : top + h, left : left + w]
+    if flip and float(torch.rand(1, generator=generator)) < 0.5:
+        x, y = x.flip(-1), None if y is None else y.flip(-1)
+    return x, y
+
+
+def random_seg_crop(x: torch.Tensor, y: torch.Tensor | None, size: tuple[int, int] | None, generator: torch.Generator,
+                    *, max_share: float = 1.0, flip: bool = False, need: list[tuple[int, int]] | None = None,
+                    ignore: int = 255) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Segmentation training crops of a batch x [N, C, H, W] (uint8 kept) and its label maps y [N, H, W] (None for
+    the target, whose labels are never read): per image a random ``size`` = (h, w) window (None: the whole image),
+    the same for the image and its labels; with labels and ``max_share`` < 1 the window is drawn again while one
+    class covers >= max_share of its labelled pixels or it holds a single class (mmseg's ``cat_max_ratio``: at
+    most 10 windows checked, the 11th taken as drawn); then a horizontal mirror at p 0.5 where ``flip``.
+    ``need[k] = (c, pixels)``: image k's crop (window and mirror) is taken again, at most 10 times, until it holds
+    more than ``pixels`` pixels of class c (DAFormer's rare class sampling re-crop)."""
+    size = size or (x.shape[-2], x.shape[-1])
+    xs, ys = [], []
+    for k in range(len(x)):
+        yk = None if y is None else y[k]
+        xc, yc = _one_seg_crop(x[k], yk, size, generator, max_share, flip, ignore)
+        if need is not None and yk is not None:
+            c, pixels = need[k]
+            for _ in range(SEG_CROP_TRIES):
+                if int((yc == c).sum()) > pixels:
+                    break
+                xc, yc = _one_seg_crop(x[k], yk, size, generator, max_share, flip, ignore)
+        xs.append(xc)
+        ys.append(yc)
+    return torch.stack(xs), None if y is None else torch.stack(ys)

@@ -70,8 +70,13 @@ class RareClassStream:
             raise ConfigError(f"rare class sampling: no source image where class(es) {empty} cover more than "
                               f"{min_share:g} of the pixels; lower method.rcs_min_share")
 
-    def indices(self, step: int) -> torch.Tensor:
+    def drawn(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the class drawn for each sample of the step's batch, the image drawn for it)."""
         gen = step_generator(self.seed, step, stream=self.stream)
         drawn = torch.multinomial(self.probs.float(), self.batch_size, replacement=True, generator=gen)
-        return torch.stack([self.images[k][torch.randint(len(self.images[k]), (1,), generator=gen)][0]
-                            for k in drawn.tolist()])
+        images = torch.stack([self.images[k][torch.randint(len(self.images[k]), (1,), generator=gen)][0]
+                              for k in drawn.tolist()])
+        return self.classes[drawn], images
+
+    def indices(self, step: int) -> torch.Tensor:
+        return self.drawn(step)[1]

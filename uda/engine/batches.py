@@ -9,16 +9,29 @@ this module: the target ``Batch`` carries ``y=None``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from uda.data.domain import Domain, rank_slice
-from uda.data.pairs import Normalize, random_crop_flip
+from uda.data.pairs import Normalize, random_crop_flip, random_seg_crop
 from uda.data.streams import IndexStream
 from uda.methods.base import Batch
 
 SOURCE_STREAM, TARGET_STREAM = 1, 2
+
+
+@dataclass(frozen=True)
+class SegCrop:
+    """Segmentation training crops (``data.seg_crop`` and its neighbours; ``uda.data.pairs.random_seg_crop``):
+    the window (None: whole images), mmseg's cat_max_ratio on source windows, the mirror, and the share of a
+    crop the class rare class sampling drew must exceed (0: no re-crop)."""
+
+    size: tuple[int, int] | None
+    max_share: float = 1.0
+    flip: bool = False
+    min_class_share: float = 0.0
 
 
 class PairBatches:
@@ -26,11 +39,14 @@ class PairBatches:
 
     def __init__(self, source: Domain, target: Domain, *, seed: int, batch: int, world: int, rank: int, start: int,
                  end: int, workers: int, device: torch.device, prepare: Normalize, augment_size: int | None,
-                 per_pixel: bool, source_stream: Callable[[int, int, int], Any] | None = None):
+                 per_pixel: bool, source_stream: Callable[[int, int, int], Any] | None = None,
+                 seg_crop: SegCrop | None = None):
         """``source_stream(batch, seed, stream)``: the source's index stream when the method asks for another
-        sampling than ``IndexStream``'s permutations (rare class sampling)."""
+        sampling than ``IndexStream``'s permutations (rare class sampling). ``seg_crop``: segmentation training
+        crops and mirrors."""
         self.seed, self.world, self.rank, self.step = seed, world, rank, start
         self.device, self.prepare, self.augment_size, self.per_pixel = device, prepare, augment_size, per_pixel
+        self.seg_crop = seg_crop
         self.streams = [IndexStream(d.train_size, batch * world, seed=seed, stream=s)
                         for d, s in ((source, SOURCE_STREAM), (target, TARGET_STREAM))]
         if source_stream is not None:
@@ -46,15 +62,28 @@ class PairBatches:
     def __iter__(self):
         return self
 
-    def _augment(self, x_s: torch.Tensor, x_t: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.augment_size:  # crops and flips drawn from (seed, step): a resumed run sees the same ones
-            gen = torch.Generator().manual_seed((self.seed * 1_000_003 + step) * self.world + self.rank)
-            x_s, x_t = random_crop_flip(x_s, self.augment_size, gen), random_crop_flip(x_t, self.augment_size, gen)
-        return x_s, x_t
+    def _augment(self, x_s: torch.Tensor, y_s: torch.Tensor, x_t: torch.Tensor, step: int):
+        """(x_s, y_s, x_t) cropped and mirrored as the pair asks; drawn from (seed, step, rank): a resumed run
+        sees the same crops."""
+        if not (self.augment_size or self.seg_crop):
+            return x_s, y_s, x_t
+        gen = torch.Generator().manual_seed((self.seed * 1_000_003 + step) * self.world + self.rank)
+        if self.augment_size:
+            return (random_crop_flip(x_s, self.augment_size, gen), y_s,
+                    random_crop_flip(x_t, self.augment_size, gen))
+        c = self.seg_crop
+        need = None
+        if c.size and c.min_class_share and hasattr(self.streams[0], "drawn"):  # rare class sampling's re-crop
+            classes = rank_slice(self.streams[0].drawn(step)[0], self.rank, self.batch)[: len(x_s)]
+            pixels = round(c.min_class_share * c.size[0] * c.size[1])
+            need = [(int(k), pixels) for k in classes.tolist()]
+        x_s, y_s = random_seg_crop(x_s, y_s, c.size, gen, max_share=c.max_share, flip=c.flip, need=need)
+        x_t, _ = random_seg_crop(x_t, None, c.size, gen, flip=c.flip)  # target labels are never read
+        return x_s, y_s, x_t
 
     def __next__(self) -> tuple[Batch, Batch]:
         (x_s, y_s), (x_t, _) = next(self.source), next(self.target)
-        x_s, x_t = self._augment(x_s, x_t, self.step)
+        x_s, y_s, x_t = self._augment(x_s, y_s, x_t, self.step)
         idx_t = rank_slice(self.streams[1].indices(self.step), self.rank, self.batch)
         self.step += 1
         y_s = y_s.to(self.device, non_blocking=True)
@@ -83,7 +112,8 @@ class PairBatches:
         crops are drawn for these n images, so they need not be the step's own)."""
         out = {}
         idx = [rank_slice(st.indices(self.step), self.rank, self.batch)[:n] for st in self.streams]
-        x_s, x_t = (dom.train_batch(i)[0] for dom, i in zip(self.domains, idx))
-        for role, x in zip(("source", "target"), self._augment(x_s, x_t, self.step)):
+        (x_s, y_s), (x_t, _) = (dom.train_batch(i) for dom, i in zip(self.domains, idx))
+        x_s, _, x_t = self._augment(x_s, y_s, x_t, self.step)
+        for role, x in zip(("source", "target"), (x_s, x_t)):
             out[f"train/{role}"] = self.prepare.undo(self.prepare(x.to(self.device)))
         return out

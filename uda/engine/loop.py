@@ -21,7 +21,7 @@ import torch
 from uda.data.pairs import Normalize, PairInfo, build_pair
 from uda.data.streams import RareClassStream
 from uda.engine import dist
-from uda.engine.batches import PairBatches
+from uda.engine.batches import PairBatches, SegCrop
 from uda.engine.contention import Contention, default_threads
 from uda.engine.evaluation import BestCheckpoint, Evaluator
 from uda.engine.guards import NonFiniteGuard, NonFiniteLoss, RankCheck, check_free_space, check_writable, on_main
@@ -40,6 +40,7 @@ from uda.engine.runtime import (
 from uda.engine.signals import StopFlag, TrainingInterrupted
 from uda.engine.state import Checkpointer, Counters, config_dict, resuming, trim_metrics
 from uda.engine.summary import git_commit, read_metrics, selected, versions, write_summary
+from uda.errors import ConfigError
 from uda.methods import Method, get_method
 from uda.schema import Precision, Progress, TrainConfig
 
@@ -107,6 +108,19 @@ def source_stream(method: Method, source, info) -> Callable[[int, int, int], Rar
     return lambda batch, seed, stream: made(batch, seed=seed, stream=stream)
 
 
+def seg_crop(data, method: Method, info) -> SegCrop | None:
+    """A segmentation pair's training crops and mirrors (``data.seg_crop``, ``data.seg_flip``), or None; the crop
+    must fit each domain's images (file-backed pairs are checked with the config)."""
+    if not (data.seg_crop or data.seg_flip):
+        return None
+    size = tuple(data.seg_crop) if data.seg_crop else None
+    if size and info.image_size and (size[0] > info.image_size or size[1] > info.image_size):
+        raise ConfigError(f"data.seg_crop {list(size)} is larger than the {info.name} images ({info.image_size} x "
+                          f"{info.image_size})")
+    rcs = method.source_sampling()
+    return SegCrop(size, data.seg_crop_max_share, data.seg_flip, rcs.min_crop_share if rcs else 0.0)
+
+
 def _start(cfg: TrainConfig, run_dir: Path, counters: Counters) -> Run:
     """Device, data, method, optimizers; the checkpoint to continue, if any (checked before any training)."""
     tr, commit = cfg.trainer, git_commit()  # the code this run starts with
@@ -150,7 +164,7 @@ def _start(cfg: TrainConfig, run_dir: Path, counters: Counters) -> Run:
     batches = PairBatches(source, target, seed=cfg.seed, batch=tr.batch_size, world=dist.world(), rank=dist.rank(),
                           start=start, end=tr.max_steps, workers=cfg.data.workers, device=device, prepare=prepare,
                           augment_size=info.image_size if cfg.data.augment else None, per_pixel=info.metric == "miou",
-                          source_stream=source_stream(method, source, info))
+                          source_stream=source_stream(method, source, info), seg_crop=seg_crop(cfg.data, method, info))
     if (
         dist.is_main() and not resume and tr.images
     ):  # what the data became: one grid of training images, as the network sees them

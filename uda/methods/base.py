@@ -33,11 +33,13 @@ class Batch(NamedTuple):
 @dataclass(frozen=True)
 class RareClassSampling:
     """A method's request that the trainer draw source images by rare class sampling (DAFormer;
-    ``uda.data.streams.RareClassStream``): temperature T, and the share of an image's pixels a class must
-    exceed for the image to be drawn for it."""
+    ``uda.data.streams.RareClassStream``): temperature T, the share of an image's pixels a class must exceed
+    for the image to be drawn for it, and, where the pair takes training crops (``data.seg_crop``), the share of
+    the crop's pixels the drawn class must exceed, re-cropping until it does (at most 10 times)."""
 
     temperature: float
     min_share: float
+    min_crop_share: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,9 @@ DACS self-training (a student and its EMA teacher) with three training strategie
 order of the official code (lhoyer/DAFormer mmseg/models/uda/dacs.py ``forward_train``):
   0) rare class sampling (RCS) picks the source images (the trainer's source stream, ``source_sampling``):
      a class c ~ softmax((1 - f_c) / T) (f_c: c's share of the source label pixels), then an image where c
-     covers more than ``rcs_min_share`` of the label map.
+     covers more than ``rcs_min_share`` of the label map; where the pair takes training crops (``data.seg_crop``)
+     the crop is taken again, at most 10 times, until c covers more than ``rcs_min_crop_share`` of it (the
+     official 1500 pixels of 512 x 512).
   1) teacher <- alpha_t teacher + (1 - alpha_t) student, alpha_t = min(1 - 1 / (t + 1), ema_max), before the
      student's step (the teacher starts as a copy of the student).
   2) source CE of the student on x_s (a mean over all pixels, ignored ones adding 0: mmseg's CrossEntropyLoss).
@@ -26,8 +28,8 @@ order of the official code (lhoyer/DAFormer mmseg/models/uda/dacs.py ``forward_t
   ``optimizer.warmup`` (0.0375 of the run), which method/daformer.yaml brings. Prediction: the student.
 
 Where ours differs from the official code (ledger: docs/fidelity.md#daformer): an empty FD mask adds 0 (the
-official mean over no pixels is NaN with no gradient; a NaN loss would skip our whole update); the RCS re-crop
-(up to 10 crops until one holds the drawn class) needs random crops, which the offline pairs do not use.
+official mean over no pixels is NaN with no gradient; a NaN loss would skip our whole update); the offline
+pairs take no training crops, so they have no RCS re-crop.
 """
 from __future__ import annotations
 
@@ -59,6 +61,7 @@ from uda.schema.search import choice
 
 CITYSCAPES_THINGS = [6, 7, 11, 12, 13, 14, 15, 16, 17, 18]  # traffic light, sign, person ... bicycle (train ids)
 GTA5_RCS_MIN_SHARE = 3000 / (1914 * 1052)  # the official 3000 pixels of a full-size GTA5 label map
+RCS_MIN_CROP_SHARE = 3000 * 0.5 / (512 * 512)  # rcs_min_pixels x rcs_min_crop_ratio of the official 512 x 512 crop
 
 
 @dataclass
@@ -79,6 +82,7 @@ class DAFormerConfig(MethodConfig):
     rcs: bool = True
     rcs_temperature: float = 0.01
     rcs_min_share: float = GTA5_RCS_MIN_SHARE
+    rcs_min_crop_share: float = RCS_MIN_CROP_SHARE  # with data.seg_crop: the drawn class's share of the crop
     fd_weight: float = 0.005  # 0: no feature distance; it needs backbone.weights (ImageNet) in any case
     fd_classes: list[int] = field(default_factory=lambda: list(CITYSCAPES_THINGS))
     fd_min_ratio: float = 0.75
@@ -89,7 +93,8 @@ class DAFormerConfig(MethodConfig):
     }
 
     def check(self, cfg, key: str = "method") -> None:
-        check_self_training(self, key, unit=("pl_ignore_top", "pl_ignore_bottom", "rcs_min_share", "fd_min_ratio"),
+        check_self_training(self, key, unit=("pl_ignore_top", "pl_ignore_bottom", "rcs_min_share", "rcs_min_crop_share",
+                                                  "fd_min_ratio"),
                             nonnegative=("fd_weight",))
         if self.pl_ignore_top + self.pl_ignore_bottom >= 1:
             raise ConfigError(f"{key}.pl_ignore_top + {key}.pl_ignore_bottom must leave rows, got "
@@ -178,7 +183,7 @@ class DAFormer(Method):
 
     def source_sampling(self):
         c = self.cfg
-        return RareClassSampling(c.rcs_temperature, c.rcs_min_share) if c.rcs else None
+        return RareClassSampling(c.rcs_temperature, c.rcs_min_share, c.rcs_min_crop_share) if c.rcs else None
 
     def update(self, src: Batch, tgt: Batch, step, opt):
         c = self.cfg

@@ -60,6 +60,14 @@ class DataConfig:
     # full size)
     source_size: list[int] = field(default_factory=list)
     target_size: list[int] = field(default_factory=list)
+    # segmentation pairs: [height, width] of a random training crop per image, the same window for the image and
+    # its label map ([] = whole images; mmseg's RandomCrop); evaluation always sees whole images
+    seg_crop: list[int] = field(default_factory=list)
+    # with seg_crop: a source window is drawn again (at most 10 checked) while one class covers at least this
+    # share of its labelled pixels (mmseg's cat_max_ratio; 1 = off); target windows never read labels
+    seg_crop_max_share: float = 1.0
+    # segmentation pairs: a horizontal mirror of each training image and its labels at p 0.5 (mmseg's RandomFlip)
+    seg_flip: bool = False
     # DataLoader worker processes for file-backed domains (0 = read in the training process)
     workers: int = 0
     # DomainNet: read <domain>_train<suffix>.txt and <domain>_test<suffix>.txt (e.g. the lists
@@ -106,6 +114,7 @@ class DataConfig:
             dom = getattr(self, key.split("_")[0])
             if DOMAINS[dom.name].files and DOMAINS[dom.name].task == SEGMENTATION and not size:
                 raise ConfigError(f"data.{key} ([height, width]) is required for the file-backed domain {dom.name}")
+        self._check_seg_crop()
         for key in ("workers", "val_size", "load_size"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"data.{key} must be >= 0, got {getattr(self, key)}")
@@ -118,6 +127,23 @@ class DataConfig:
             raise ConfigError(
                 "data.augment (random crop + flip of images only) is not available for segmentation pairs"
             )
+
+
+    def _check_seg_crop(self) -> None:
+        crop = list(self.seg_crop)
+        if (crop or self.seg_flip) and self.task != SEGMENTATION:
+            raise ConfigError(f"data.seg_crop / data.seg_flip are for segmentation pairs; {self.name} is a "
+                              f"classification pair (its crops and flips: data.augment)")
+        if crop and (len(crop) != 2 or any(v <= 0 for v in crop)):
+            raise ConfigError(f"data.seg_crop must be [height, width] with positive values, or [] for whole "
+                              f"images; got {crop}")
+        if not 0 < self.seg_crop_max_share <= 1:
+            raise ConfigError(f"data.seg_crop_max_share must be in (0, 1] (1 = off), got {self.seg_crop_max_share}")
+        for key in ("source_size", "target_size"):  # file-backed domains: the size the images are stored at
+            size = list(getattr(self, key))
+            if crop and size and (crop[0] > size[0] or crop[1] > size[1]):
+                raise ConfigError(f"data.seg_crop {crop} is larger than data.{key} {size}: crops are taken from the "
+                                  f"stored images")
 
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
