@@ -608,3 +608,14 @@ def test_workers_through_a_hydra_launcher(tmp_path):
     assert sorted(p.name for p in d.glob("trial_*")) == ["trial_000"]
     assert _commands(d / "logs" / "trial_000.log") == 1 and _commands(d / "logs" / "source_only.log") == 1
     assert r.stdout.count("picked") == 2
+    assert "share the SQLite file" not in r.stdout  # the basic launcher runs them here, one after the other
+
+
+@pytest.mark.parametrize("extra, warned", [
+    (["hydra/launcher=submitit_slurm"], True),
+    (["hydra/launcher=submitit_slurm", "tune.storage=postgresql://db/uda"], False),
+    (["hydra/launcher=basic"], False),
+])
+def test_workers_on_a_cluster_are_told_to_share_an_rdb_not_the_sqlite_file(tmp_path, extra, warned):
+    args = tune_plan.parse_args([*SMALL, "method=dann", "tune.workers=2", *extra, f"hydra.sweep.dir={tmp_path}"])
+    assert tune_study.shared_sqlite(tune_plan.plan(args)) is warned

@@ -184,6 +184,14 @@ def sampler(p: Plan, number: int):
     return optuna.samplers.TPESampler(seed=p.args.seed + number, n_startup_trials=startup)
 
 
+def shared_sqlite(p: Plan) -> bool:
+    """Whether a launcher places the workers (possibly on several nodes) while the study is the default SQLite
+    file, which Optuna advises against sharing between machines."""
+    chosen = [a.lstrip("+").split("=", 1)[1] for a in p.args.launcher if a.lstrip("+").startswith("hydra/launcher=")]
+    one_machine = chosen and all(name == "basic" for name in chosen)  # Hydra's basic launcher: here, in turn
+    return bool(p.args.launcher) and not one_machine and p.args.workers > 1 and p.storage.startswith("sqlite:")
+
+
 def launch_workers(p: Plan) -> None:
     """``tune.workers=N``: N copies of the study's loop as the jobs of a Hydra multirun, placed by the launcher
     given (``hydra/launcher=slurm``, ...), sharing the study's storage (``tune.storage``: an RDB URL where
@@ -195,6 +203,9 @@ def launch_workers(p: Plan) -> None:
     from uda.compose import CONFIG_DIR, register_configs
 
     open_study(p)  # created, its first trial queued and its spec written once, before any worker
+    if shared_sqlite(p):
+        _say(f"{p.args.workers} workers placed by {p.args.launcher[0]} share the SQLite file {p.storage}: "
+             f"on several nodes give tune.storage=<RDB URL> (SQLite over a network file system may lock)")
     register_configs()
     ConfigStore.instance().store(name="tune_worker", node={"worker": 0})
 
