@@ -58,6 +58,16 @@ def test_a_row_of_one_seed_has_no_interval_so_only_bits_reproduce_it():
     assert not v.ok and "the row has one seed, so no interval" in v.reason
 
 
+def test_an_fp32_row_re_runs_in_fp32_and_its_layout_unless_its_command_sets_them():
+    assert res.pinned(ROW, 0) == ["trainer.precision=fp32", "trainer.channels_last=false"]
+    cl = res.Row("x", ("method=dann",), "target_acc", {0: seed_run(70.0, "a", channels_last=True)})
+    assert res.pinned(cl, 0) == ["trainer.precision=fp32", "trainer.channels_last=true"]
+    own = res.Row("x", ("method=dann", "trainer.precision=fp32"), "target_acc", {0: seed_run(70.0, "a")})
+    assert res.pinned(own, 5) == ["trainer.channels_last=false"]  # a seed the row lacks: its first seed's
+    bf16 = res.Row("x", ("method=dann",), "target_acc", {0: seed_run(70.0, "a", precision="bf16")})
+    assert res.pinned(bf16, 0) == []  # left to the command: bf16 where a CPU lacks it is ~7x slower
+
+
 def test_a_row_round_trips_and_a_damaged_one_is_one_line_naming_it(tmp_path):
     path = res.write_row(ROW, tmp_path)
     assert path == tmp_path / "dann_x.json" and res.read_row(path) == ROW

@@ -278,6 +278,20 @@ def finished_record(run_dir: Path, row: Row) -> dict[str, Any] | None:
     return seed_record(run_dir, summary, row.metric) if summary.get("steps") in steps else None
 
 
+def pinned(row: Row, seed: int) -> list[str]:
+    """The overrides that keep a re-run in the numerics the row recorded where its command leaves them to
+    ``auto``: an fp32 row runs in fp32 with its memory layout (``auto`` would take bf16 on a CPU with AMX or
+    AVX-512 BF16). Other precisions are left to the command: bf16 on a CPU without it runs ~7x slower, fp16
+    needs CUDA; the verdict says when the machine differs."""
+    given = {o.lstrip("+").split("=", 1)[0] for o in row.overrides}
+    rec = (row.seeds.get(seed) or row.seeds[min(row.seeds)])["machine"]
+    if rec.get("precision") != "fp32":
+        return []
+    layout = f"trainer.channels_last={'true' if rec.get('channels_last') else 'false'}"
+    return [o for key, o in (("trainer.precision", "trainer.precision=fp32"), ("trainer.channels_last", layout))
+            if key not in given]
+
+
 def repro(name: str, seeds: list[int] | None, results: Path, out: Path) -> int:
     """Run the row's command for each seed (a finished seed is not run again; a partial one resumes),
     print the comparison, and return 0 when it reproduced, 1 when not."""
@@ -291,7 +305,7 @@ def repro(name: str, seeds: list[int] | None, results: Path, out: Path) -> int:
         run_dir = out / row.name / f"seed_{s}"
         done = finished_record(run_dir, row)
         if done is None:
-            argv = [*row.overrides, f"seed={s}", f"hydra.run.dir={run_dir}", "resume=auto"]
+            argv = [*row.overrides, *pinned(row, s), f"seed={s}", f"hydra.run.dir={run_dir}", "resume=auto"]
             print(f"uda repro: seed {s}: uda train {' '.join(argv)}", flush=True)
             rc = subprocess.call([sys.executable, "-m", "uda.cli", "train", *argv])
             if rc != 0:
