@@ -182,7 +182,9 @@ _DAFORMER_CS = _DAFORMER | {"backbone.name": "daformer", "backbone.encoder": "pv
                             "backbone.drop_path": 0.1, "trainer.max_steps": 40000, "trainer.batch_size": 2,
                             "method.pl_ignore_top": 15 / 512, "method.pl_ignore_bottom": 120 / 512,
                             # uda_gta_to_cityscapes_512x512.py: RandomCrop(512, cat_max_ratio=0.75), RandomFlip(0.5)
-                            "data.seg_crop": [512, 512], "data.seg_crop_max_share": 0.75, "data.seg_flip": True}
+                            "data.seg_crop": [512, 512], "data.seg_crop_max_share": 0.75, "data.seg_flip": True,
+                            # uda_dataset.py: rcs_min_pixels 3000 x rcs_min_crop_ratio 0.5 of the crop
+                            "method.rcs_min_crop_share": 1500 / 512**2}
 _MIC_DAFORMER_CS = {k.replace("method.", "method.host."): v for k, v in _DAFORMER_CS.items()} | {
     "method.mask_block": 32, "method.mask_side": 512, "method.mask_ratio": 0.7, "method.mask_weight": 1.0,
     "method.jitter": 0.2, "method.jitter_switch": 0.2, "method.blur": True}
@@ -216,11 +218,12 @@ PAPER_RECIPES: dict[str, dict[str, object]] = {
     "dacs_synthia_cityscapes": _DACS | {"backbone.name": "deeplabv2", "trainer.max_steps": 250000,
                                         "trainer.batch_size": 2, "data.seg_crop": [512, 512]},
     # the official 40k iterations, batch 2 + 2, the PL crop's 15 / 120 rows of 512, MiT-B5 + the fusion decoder
-    "daformer_gta5_cityscapes": _DAFORMER_CS,
+    # mmseg's Resize(img_scale=(1280, 720)) keeps the aspect ratio: a 1914 x 1052 GTA5 image becomes 1280 x 704
+    "daformer_gta5_cityscapes": _DAFORMER_CS | {"data.source_size": [704, 1280]},
     "daformer_synthia_cityscapes": _DAFORMER_CS | {"method.fd_classes": [6, 7, 10, 11, 12, 13, 14, 15],
                                                    "method.rcs_min_share": 3000 / (1280 * 760)},
     # MIC(DAFormer): blocks of 32 on 512 crops, 70% masked, weight 1, on the same host
-    "mic_daformer_gta5_cityscapes": _MIC_DAFORMER_CS,
+    "mic_daformer_gta5_cityscapes": _MIC_DAFORMER_CS | {"data.source_size": [704, 1280]},
     "mic_daformer_synthia_cityscapes": _MIC_DAFORMER_CS | {"method.host.fd_classes": [6, 7, 10, 11, 12, 13, 14, 15],
                                                            "method.host.rcs_min_share": 3000 / (1280 * 760)},
     "lsd_gta5_cityscapes": {"backbone.name": "fcn8s", "optimizer.lr": 1e-5, "method.gan_optimizer.lr": 2e-4},

@@ -236,6 +236,9 @@ def _one_seg_crop(x: torch.Tensor, y: torch.Tensor | None, size: tuple[int, int]
                   max_share: float, flip: bool, ignore: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One image [C, H, W] (and its label map [H, W]): mmseg's RandomCrop, then RandomFlip at p 0.5."""
     h, w = size
+    if h > x.shape[-2] or w > x.shape[-1]:
+        raise ConfigError(f"data.seg_crop {list(size)} is larger than a training image ({x.shape[-2]} x "
+                          f"{x.shape[-1]}); crops are taken from the stored images")
     top, left = seg_window(x.shape[-2], x.shape[-1], size, generator)
     if y is not None and max_share < 1:  # draw again while one class fills the window (checked at most 10 times)
         for _ in range(SEG_CROP_TRIES):
@@ -253,7 +256,7 @@ def _one_seg_crop(x: torch.Tensor, y: torch.Tensor | None, size: tuple[int, int]
 
 
 def random_seg_crop(x: torch.Tensor, y: torch.Tensor | None, size: tuple[int, int] | None, generator: torch.Generator,
-                    *, max_share: float = 1.0, flip: bool = False, need: list[tuple[int, int]] | None = None,
+                    *, max_share: float = 1.0, flip: bool = False, need: list[tuple[int, float]] | None = None,
                     ignore: int = 255) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Segmentation training crops of a batch x [N, C, H, W] (uint8 kept) and its label maps y [N, H, W] (None for
     the target, whose labels are never read): per image a random ``size`` = (h, w) window (None: the whole image),
@@ -270,7 +273,7 @@ def random_seg_crop(x: torch.Tensor, y: torch.Tensor | None, size: tuple[int, in
         if need is not None and yk is not None:
             c, pixels = need[k]
             for _ in range(SEG_CROP_TRIES):
-                if int((yc == c).sum()) > pixels:
+                if int((yc == c).sum()) > pixels:  # strictly more, as the official n_class > 3000 x 0.5
                     break
                 xc, yc = _one_seg_crop(x[k], yk, size, generator, max_share, flip, ignore)
         xs.append(xc)

@@ -75,7 +75,7 @@ class PairBatches:
         need = None
         if c.size and c.min_class_share and hasattr(self.streams[0], "drawn"):  # rare class sampling's re-crop
             classes = rank_slice(self.streams[0].drawn(step)[0], self.rank, self.batch)[: len(x_s)]
-            pixels = round(c.min_class_share * c.size[0] * c.size[1])
+            pixels = c.min_class_share * c.size[0] * c.size[1]  # not rounded: the test is strict
             need = [(int(k), pixels) for k in classes.tolist()]
         x_s, y_s = random_seg_crop(x_s, y_s, c.size, gen, max_share=c.max_share, flip=c.flip, need=need)
         x_t, _ = random_seg_crop(x_t, None, c.size, gen, flip=c.flip)  # target labels are never read

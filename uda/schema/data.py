@@ -139,6 +139,9 @@ class DataConfig:
                               f"images; got {crop}")
         if not 0 < self.seg_crop_max_share <= 1:
             raise ConfigError(f"data.seg_crop_max_share must be in (0, 1] (1 = off), got {self.seg_crop_max_share}")
+        if self.seg_crop_max_share < 1 and not crop:
+            raise ConfigError(f"data.seg_crop_max_share={self.seg_crop_max_share} chooses among crops: give "
+                              f"data.seg_crop=[height,width] too, or leave it at 1")
         for key in ("source_size", "target_size"):  # file-backed domains: the size the images are stored at
             size = list(getattr(self, key))
             if crop and size and (crop[0] > size[0] or crop[1] > size[1]):
