@@ -234,24 +234,18 @@ def test_a_claim_that_cannot_be_read_is_judged_by_its_beat(tmp_path, monkeypatch
     assert tune_claims.take(tmp_path, "trial_002").name == "trial_002.1"
 
 
-def test_a_file_system_without_hard_links_is_one_line(tmp_path, monkeypatch):
-    def no_links(src, dst):
-        raise OSError(tune_claims.errno.EPERM, "Operation not permitted")
+@pytest.mark.parametrize("code, message, needle", [
+    ("EPERM", "Operation not permitted", "has no hard links .*hydra.sweep.dir"),
+    # EACCES (some FUSE mounts): claim() returned None as if another worker held the trial, so each trial the
+    # study asked for stayed unclaimed and nothing trained
+    ("EACCES", "Permission denied", "cannot create the claim trial_000.0 .Permission denied."),
+])
+def test_a_claim_that_cannot_be_linked_is_one_line_not_a_silent_loss(tmp_path, monkeypatch, code, message, needle):
+    def refused(src, dst):
+        raise OSError(getattr(tune_claims.errno, code), message)
 
-    monkeypatch.setattr(tune_claims.os, "link", no_links)
-    with pytest.raises(ConfigError, match="has no hard links .*hydra.sweep.dir"):
-        tune_claims.claim(tmp_path, "trial_000")
-    assert not list((tmp_path / tune_claims.CLAIMS).iterdir())
-
-
-def test_a_claim_that_cannot_be_linked_for_another_reason_is_one_line_not_a_silent_loss(tmp_path, monkeypatch):
-    """EACCES (some FUSE mounts): before, claim() returned None as if another worker held the trial, so each
-    trial the study asked for stayed unclaimed and nothing trained."""
-    def denied(src, dst):
-        raise OSError(tune_claims.errno.EACCES, "Permission denied")
-
-    monkeypatch.setattr(tune_claims.os, "link", denied)
-    with pytest.raises(ConfigError, match="cannot create the claim trial_000.0 .Permission denied."):
+    monkeypatch.setattr(tune_claims.os, "link", refused)
+    with pytest.raises(ConfigError, match=needle):
         tune_claims.claim(tmp_path, "trial_000")
     assert not list((tmp_path / tune_claims.CLAIMS).iterdir())
 
