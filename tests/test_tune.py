@@ -154,7 +154,7 @@ def test_workers_started_together_draw_apart(tmp_path):
     pytest.importorskip("optuna")
     p = tune_plan.plan(tune_plan.parse_args([*SMALL, "method=dann", "trials=8", f"hydra.sweep.dir={tmp_path}"]))
     a, b = tune_study.open_study(p), tune_study.open_study(p)
-    assert a.ask().system_attrs["fixed_params"] == p.defaults  # worker a took the queued default
+    assert a.ask().number == 0 and a.trials[0].system_attrs["fixed_params"] == p.defaults  # a took the default
     assert len(b.trials) == 1  # queued once
 
     def drawn(study):
