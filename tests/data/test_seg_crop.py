@@ -117,7 +117,7 @@ def test_the_trainer_crops_source_with_labels_and_target_without_and_asks_for_it
     (["data=synthetic_seg", "data.seg_crop_max_share=0"], "data.seg_crop_max_share must be in (0, 1]"),
     (["data=synthetic_seg", "data.seg_crop_max_share=0.75"], "give data.seg_crop=[height,width] too"),
     (["+experiment=daformer_gta5_cityscapes", "data.seg_crop=[800,800]"],
-     "data.seg_crop [800, 800] is larger than data.source_size [720, 1280]"),
+     "data.seg_crop [800, 800] is larger than data.source_size [704, 1280]"),
 ])
 def test_bad_crop_settings_are_refused_with_the_valid_ones(overrides, needle):
     with pytest.raises(ConfigError) as e:
