@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from helpers import KILL_ARGS, SEG_SMALL, SMALL, cli, make_cfg
+from helpers import KILL_ARGS, SEG_SMALL, SMALL, cli, make_cfg, run_cli
 from uda import tune_claims, tune_plan, tune_study
 from uda.compose import compose
 from uda.errors import ConfigError
@@ -86,6 +86,8 @@ def test_source_only_has_no_space_and_says_how_to_give_one(tmp_path):
     (["method=dann", "hydra.run.dir=x"], "hydra.sweep.dir"),
     (["method=dann", "hydra/launcher=slurm"], "give tune.workers=N"),
     (["method=dann", "tune.workers=0"], "tune.workers=0: give at least 1"),
+    (["method=dann", "tune.seeds=0"], "tune.seeds=0: each candidate needs at least 1 seed"),
+    (["method=dann", "tune.seeds=two"], "tune.seeds=two: not an integer"),
     (["method=dann", "method.adv_weight=-1"], "method.adv_weight must be >= 0"),
     (["method=dann", "method.adv_weight=20"], "lies outside the space log[0.1, 10]"),
     (["method=dann", "tune.space.method.adv_weight=choice[1,1.0]"], "names one value twice"),
@@ -590,6 +592,76 @@ def test_report_over_the_study(killed_and_resumed, tmp_path):
     md = (tmp_path / "report.md").read_text()
     assert "## Tuning study: dann on synthetic" in md and "regret" in md
     assert list(tmp_path.glob("tune_*.png"))
+
+
+SEEDS_STUDY = [*SMALL, "method=dann", "trainer.max_steps=4", "trainer.eval_every=2", "trainer.threads=1", "trials=1",
+               "seed=5"]
+
+
+def test_several_seeds_per_candidate_are_scored_and_reported_by_their_mean(tmp_path):
+    """``tune.seeds=2`` with the command's seed 5: source-only and the trial each run seeds 5 and 6 in
+    ``<name>/seed_<s>``; the study's score (Optuna's value) and the report's are the mean of the two runs'
+    criterion, the report's target metric the mean of their target accuracies; run again, nothing trains;
+    the same directory without ``tune.seeds`` is another command, refused."""
+    optuna = pytest.importorskip("optuna")
+    d = tmp_path / "study"
+    r = run_cli("tune", *SEEDS_STUDY, "tune.seeds=2", f"hydra.sweep.dir={d}", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "the mean over seeds 5, 6" in r.stdout
+    for name in ("source_only", "trial_000"):
+        assert sorted(p.name for p in (d / name).iterdir()) == ["seed_5", "seed_6"]
+        for s in (5, 6):
+            assert json.loads((d / name / f"seed_{s}" / "summary.json").read_text())["seed"] == s
+    spec = json.loads((d / tune_plan.SPEC).read_text())
+    assert spec["seeds"] == [5, 6]
+    per_seed = {name: [tune_study.objective(d / name / f"seed_{s}", spec["key"]) for s in (5, 6)]
+                for name in ("source_only", "trial_000")}
+    assert per_seed["trial_000"][0] != per_seed["trial_000"][1]  # so that the mean differs from either
+    storage = f"sqlite:///{d / 'study.db'}"
+    (summary,) = optuna.get_all_study_summaries(storage)
+    (trial,) = optuna.load_study(study_name=summary.study_name, storage=storage).trials
+    assert trial.value == pytest.approx(sum(per_seed["trial_000"]) / 2, rel=1e-9)
+
+    again = cli("tune", *SEEDS_STUDY, "tune.seeds=2", f"hydra.sweep.dir={d}")  # finished: nothing trains
+    assert again.returncode == 0 and "continuing" not in again.stdout, again.stdout + again.stderr
+    assert [_commands(d / "logs" / f"{name}.log") for name in ("source_only", "trial_000")] == [2, 2]
+    one = cli("tune", *SEEDS_STUDY, f"hydra.sweep.dir={d}")
+    assert one.returncode == 2 and "holds a study of another command (seeds: [5, 6], not None)" in one.stderr
+
+    out = tmp_path / "report"
+    rep = cli("report", str(d), "--out", str(out))
+    assert rep.returncode == 0, rep.stderr
+    rows = {x["trial"]: x for x in csv.DictReader(open(out / "tune.csv"))}
+    for name, scores in per_seed.items():
+        summaries = [json.loads((d / name / f"seed_{s}" / "summary.json").read_text()) for s in (5, 6)]
+        assert float(rows[name]["score"]) == pytest.approx(sum(scores) / 2, abs=1e-6)
+        assert float(rows[name]["target_acc"]) == pytest.approx(sum(x["target_acc"] for x in summaries) / 2,
+                                                                abs=1e-4)
+    assert rows["trial_000"]["overrides"] == "method.adv_weight=1.0"  # the seeds are not the trial's own setting
+    assert "the mean over seeds 5, 6" in (out / "report.md").read_text()
+
+
+def test_a_candidate_taken_over_between_its_seeds_is_left_to_the_new_owner(tmp_path, monkeypatch):
+    """Another worker takes the trial over while its first seed finishes: this worker does not start the
+    second seed (the new owner's), and tells the study nothing of the trial."""
+    pytest.importorskip("optuna")
+    p = tune_plan.plan(tune_plan.parse_args([*SMALL, "method=dann", "trials=1", "tune.seeds=2",
+                                             f"hydra.sweep.dir={tmp_path}"]))
+    trained = []
+
+    def train(run_dir, overrides, log, mine=None):
+        trained.append(f"{run_dir.parent.name}/{run_dir.name}")
+        if run_dir.parent.name == "trial_000":  # taken over as its first seed ends
+            _claim_as(tmp_path, "trial_000", 1, REMOTE)
+        run_dir.mkdir(parents=True)
+        (run_dir / "metrics.jsonl").write_text(json.dumps({"step": 1, p.key: 0.5}) + "\n")
+        (run_dir / "summary.json").write_text("{}")
+        return 0
+
+    monkeypatch.setattr(tune_study, "train", train)
+    result = tune_study.run(p)
+    assert trained == ["source_only/seed_0", "source_only/seed_1", "trial_000/seed_0"]
+    assert result["scores"] == {"source_only": 0.5}  # trial 0 still RUNNING: its new owner finishes it
 
 
 def test_workers_through_a_hydra_launcher(tmp_path):

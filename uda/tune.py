@@ -6,7 +6,8 @@ A study (Optuna, TPE) over the method's declared search space (``Config.SEARCH``
 log[a,b]`` from the command line). Every trial is an ordinary run directory ``<dir>/trial_<k>`` trained by
 ``uda train`` in a child process (resumable, TensorBoard, summary.json); the first trial is the method's
 default, and source-only on the same pair (``<dir>/source_only``) is always a candidate, so the study can
-choose not to adapt. The objective of a trial is a label-free criterion of its last evaluation
+choose not to adapt; with ``tune.seeds=N`` each candidate is N runs ``<name>/seed_<s>`` and its score their
+mean. The objective of a trial is a label-free criterion of its last evaluation
 (``tune.criterion``; default: ``trainer.select``'s recommendation, or the next by measured regret where the
 method's own loss optimises it) read through ``label_free``: target labels cannot reach it.
 
@@ -24,7 +25,8 @@ from uda.tune_plan import parse_args, plan, show_space
 from uda.tune_study import launch_workers, run
 
 USAGE = """usage: uda tune method=NAME [data=PAIR] [trials=N] [tune.criterion=NAME] [tune.space.KEY=DIST]
-                [tune.storage=URL] [tune.seed=N] [tune.workers=N hydra/launcher=...] [hydra.sweep.dir=DIR]
+                [tune.seeds=N] [tune.storage=URL] [tune.seed=N] [tune.workers=N hydra/launcher=...]
+                [hydra.sweep.dir=DIR]
                 [any uda train override]
 
   trials=N                 trials of the method (default 10; the first is the method's default); source-only
@@ -33,6 +35,9 @@ USAGE = """usage: uda tune method=NAME [data=PAIR] [trials=N] [tune.criterion=NA
                            measured regret where the method optimises it: entropy, im, mano, source_val)
   tune.space.KEY=DIST      search KEY over DIST (log[a,b], uniform[a,b], int[a,b], choice[x,y,...]); =none drops
                            a declared key; the declared spaces: uda tune method=NAME --space
+  tune.seeds=N             each candidate runs with N seeds (the command's seed and the N - 1 after it) and is
+                           scored by their mean criterion (default 1): a setting on the edge of collapse on
+                           some seeds scores badly, where one lucky seed would have picked it
   tune.storage=URL         an Optuna RDB URL that several machines share (default sqlite in the directory)
   tune.workers=N           N workers of the study as a Hydra multirun: hydra/launcher=slurm places them on a
                            cluster (with a shared tune.storage); the same command on several machines also works

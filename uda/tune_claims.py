@@ -126,6 +126,19 @@ def gone(who: dict[str, Any] | None, beat_s: float) -> bool:
 
 
 @contextlib.contextmanager
+def superseded(mine: Path | None) -> bool:
+    """Whether another worker took the claim ``mine`` over (a newer generation exists); False where it cannot
+    be read (a flaky file system: the heartbeat looks again)."""
+    if mine is None:
+        return False
+    name, gen = mine.name.rsplit(".", 1)
+    try:
+        newest = held(mine.parent.parent, name)
+    except OSError:
+        return False
+    return newest is not None and newest[0] > int(gen)
+
+
 def beating(mine: Path | None, lose: Callable[[], None]):
     """Touch the claim ``mine`` now and every HEARTBEAT_S seconds until the block ends (a daemon thread); where
     another worker took the trial over meanwhile (a newer generation), ``lose()`` once: the trial is no longer
@@ -134,18 +147,13 @@ def beating(mine: Path | None, lose: Callable[[], None]):
     if mine is None:
         yield
         return
-    name, gen = mine.name.rsplit(".", 1)
     stop = threading.Event()
 
     def beat() -> None:
         while not stop.wait(HEARTBEAT_S):
             with contextlib.suppress(OSError):
                 os.utime(mine)
-            try:
-                newest = held(mine.parent.parent, name)
-            except OSError:
-                continue
-            if newest is not None and newest[0] > int(gen):
+            if superseded(mine):
                 lose()
                 return
 

@@ -32,6 +32,7 @@ class TuneArgs:
     criterion: str | None = None
     storage: str | None = None
     seed: int = 0
+    seeds: int = 1  # runs per candidate (seeds seed, seed + 1, ...): its score and target metric are their means
     space: dict[str, str] = field(default_factory=dict)  # tune.space.KEY=TEXT as given ("none" drops KEY)
     show_space: bool = False
     workers: int = 1
@@ -52,6 +53,12 @@ class Plan:
     defaults: dict[str, Any]  # each space key's value in the composed command: the first trial
     baseline: list[str] = field(default_factory=list)  # source-only's overrides (baseline_command)
     recipe: tuple[str, str] | None = None  # (name, YAML) of the recipe copy source-only needs, if any
+    seed: int = 0  # the command's seed: a candidate's first run
+
+    @property
+    def seeds(self) -> list[int]:
+        """The seeds of each candidate's runs (``tune.seeds=N``: the command's seed and the N - 1 after it)."""
+        return list(range(self.seed, self.seed + self.args.seeds))
 
     @property
     def storage(self) -> str:
@@ -60,7 +67,21 @@ class Plan:
     def spec(self) -> dict[str, Any]:
         return {"train": self.args.train, "method": self.method, "data": self.data, "criterion": self.criterion,
                 "key": self.key, "higher": self.higher, "metric": self.metric,
-                "space": {k: str(d) for k, d in self.space.items()}}
+                "space": {k: str(d) for k, d in self.space.items()},
+                **({"seeds": self.seeds} if self.args.seeds > 1 else {})}  # absent for one: older studies resume
+
+
+def candidate_runs(directory: Path, name: str, seeds: list[int]) -> list[tuple[Path, list[str]]]:
+    """A candidate's runs, each (run directory, the overrides it adds): ``<dir>/<name>`` itself for one seed;
+    ``<dir>/<name>/seed_<s>`` with ``seed=<s>`` for several."""
+    if len(seeds) == 1:
+        return [(directory / name, [])]
+    return [(directory / name / f"seed_{s}", [f"seed={s}"]) for s in seeds]
+
+
+def without_seed(overrides: list[str]) -> list[str]:
+    """The command's overrides less its ``seed=``: each run of a several-seed candidate gives its own."""
+    return [o for o in overrides if o.partition("=")[0].lstrip("+~") != "seed"]
 
 
 def parse_args(argv: list[str]) -> TuneArgs:
@@ -78,14 +99,14 @@ def parse_args(argv: list[str]) -> TuneArgs:
             space[key[len("tune.space."):]] = value
         elif key.lstrip("+") == "hydra/launcher" or key.startswith("hydra.launcher."):
             launcher.append(a)
-        elif key in ("trials", "tune.trials", "tune.criterion", "tune.storage", "tune.seed", "tune.workers",
-                     "hydra.sweep.dir"):
+        elif key in ("trials", "tune.trials", "tune.criterion", "tune.storage", "tune.seed", "tune.seeds",
+                     "tune.workers", "hydra.sweep.dir"):
             if not eq or not value:
                 raise ConfigError(f"{a}: give a value ({key}=...)")
             opts[key.removeprefix("tune.")] = value
         elif key.startswith("tune."):
             raise ConfigError(f"unknown key {key}; valid: trials, tune.criterion, tune.space.<key>, tune.storage, "
-                              f"tune.seed, tune.workers")
+                              f"tune.seed, tune.seeds, tune.workers")
         elif key.lstrip("+~") in ("hydra.run.dir", "resume") or key.startswith("hydra.sweep"):
             raise ConfigError(f"{a}: uda tune sets each trial's directory and resumes it itself; give the study's "
                               f"directory as hydra.sweep.dir=DIR")
@@ -94,7 +115,7 @@ def parse_args(argv: list[str]) -> TuneArgs:
     directory = Path(opts.pop("hydra.sweep.dir", None) or
                      Path("outputs/tune") / datetime.now().strftime("%Y-%m-%d/%H-%M-%S"))
     args = TuneArgs(train=train, directory=directory, space=space, show_space=show, launcher=launcher)
-    for name, cast in (("trials", int), ("seed", int), ("workers", int)):
+    for name, cast in (("trials", int), ("seed", int), ("seeds", int), ("workers", int)):
         if name in opts:
             try:
                 setattr(args, name, cast(opts[name]))
@@ -105,6 +126,8 @@ def parse_args(argv: list[str]) -> TuneArgs:
         raise ConfigError(f"trials={args.trials}: a study needs at least 1 trial")
     if args.workers < 1:
         raise ConfigError(f"tune.workers={args.workers}: give at least 1")
+    if args.seeds < 1:
+        raise ConfigError(f"tune.seeds={args.seeds}: each candidate needs at least 1 seed")
     if launcher and args.workers == 1:
         raise ConfigError(f"{launcher[0]}: a launcher places the study's workers; give tune.workers=N (N > 1)")
     args.criterion, args.storage = opts.get("criterion"), opts.get("storage")
@@ -228,12 +251,13 @@ def plan(args: TuneArgs) -> Plan:
     metric = "miou" if cfg.data.task == "segmentation" else "acc"
     key, higher = criterion_key(criterion, metric)
     return Plan(args, cfg.method.name, cfg.data.name, cfg.data.task, metric, criterion, key, higher, space, defaults,
-                baseline, recipe)
+                baseline, recipe, cfg.seed)
 
 
 def show_space(p: Plan) -> str:
     lines = [f"method={p.method}: the search space of uda tune (uda/schema/search.py)"]
     for key, dist in p.space.items():
         lines.append(f"  {key}={dist}  default {p.defaults[key]}  ({dist.source})")
-    lines.append(f"objective: {p.criterion} ({'higher' if p.higher else 'lower'} is better)")
+    lines.append(f"objective: {p.criterion} ({'higher' if p.higher else 'lower'} is better)"
+                 + (f", the mean over seeds {', '.join(map(str, p.seeds))}" if len(p.seeds) > 1 else ""))
     return "\n".join(lines)

@@ -16,8 +16,8 @@ from typing import Any
 
 from uda.errors import ConfigError
 from uda.schema.search import override
-from uda.tune_claims import CLAIMS, beating, claim, take
-from uda.tune_plan import BASELINE, SPEC, STUDY, Plan, write_recipe
+from uda.tune_claims import CLAIMS, beating, claim, superseded, take
+from uda.tune_plan import BASELINE, SPEC, STUDY, Plan, candidate_runs, without_seed, write_recipe
 
 # ---------- the objective: a label-free reading of a finished trial
 
@@ -129,9 +129,15 @@ def _forwarding():
 
 
 def scored(run_dir: Path, key: str) -> float | None:
-    """A candidate's score: its objective once it finished (summary.json), else None. The study and
-    ``uda report`` both use this rule."""
+    """A run's score: its objective once it finished (summary.json), else None."""
     return objective(run_dir, key) if (run_dir / "summary.json").is_file() else None
+
+
+def candidate_score(directory: Path, name: str, key: str, seeds: list[int]) -> float | None:
+    """A candidate's score: the mean of its runs' scores (one per seed), None until each has one. The study and
+    ``uda report`` both use this rule."""
+    scores = [scored(run_dir, key) for run_dir, _ in candidate_runs(directory, name, seeds)]
+    return None if any(v is None for v in scores) else sum(scores) / len(scores)
 
 
 def _say(text: str) -> None:
@@ -149,10 +155,10 @@ def open_study(p: Plan):
     d = p.args.directory
     spec = p.spec()
     held = json.loads((d / SPEC).read_text()) if (d / SPEC).is_file() else None
-    for name, value in spec.items():
-        if held is not None and held.get(name) != value:
-            raise ConfigError(f"{d} holds a study of another command ({name}: {held.get(name)}, not {value}); give "
-                              f"the same command to resume it, or another hydra.sweep.dir")
+    for name in [*spec, *(k for k in held or {} if k not in spec)]:  # both ways: a key one side lacks differs too
+        if held is not None and held.get(name) != spec.get(name):
+            raise ConfigError(f"{d} holds a study of another command ({name}: {held.get(name)}, not "
+                              f"{spec.get(name)}); give the same command to resume it, or another hydra.sweep.dir")
     try:
         d.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -223,7 +229,8 @@ def run(p: Plan) -> dict[str, Any]:
     study = open_study(p)
     d = p.args.directory
     _say(f"{p.method} on {p.data}, {p.args.trials} trials by {p.criterion} ({'higher' if p.higher else 'lower'} "
-         f"is better) in {d}; space: " + ", ".join(f"{k} {v}" for k, v in p.space.items()))
+         f"is better{', the mean over seeds ' + ', '.join(map(str, p.seeds)) if len(p.seeds) > 1 else ''}) in {d}; "
+         f"space: " + ", ".join(f"{k} {v}" for k, v in p.space.items()))
     searched = write_recipe(d / "baseline_config", p.recipe)
     worker = _Worker(p, study, [*p.baseline, *([f"hydra.searchpath=[file://{searched}]"] if searched else [])])
     worker.source_only(first=True)
@@ -261,7 +268,7 @@ class _Worker:
         """Source-only, trained by the one worker that holds its claim: at the start, or later (``first``
         False) where its owner is gone before it finished or failed."""
         d = self.d
-        done = (d / BASELINE / "summary.json").is_file()
+        done = all((run_dir / "summary.json").is_file() for run_dir, _ in candidate_runs(d, BASELINE, self.p.seeds))
         if self.tried or (not first and (done or self.failed.is_file())):
             return
         mine = None if done else take(d, BASELINE)
@@ -274,13 +281,13 @@ class _Worker:
             _say(f"{BASELINE} was interrupted: continuing it")
         self.failed.unlink(missing_ok=True)
         log = d / "logs" / f"{BASELINE}.log"
-        code = train(d / BASELINE, self.baseline, log, mine)
+        code = self.train(BASELINE, self.baseline, log, mine)
         if not _kept(code, log, BASELINE):
             self.tried = False  # its new owner may be lost in turn
             return
         if code != 0:
             self.failed.write_text(mine.name if mine else "")
-        _say(f"{BASELINE}: {self.p.criterion} {_fmt(scored(d / BASELINE, self.p.key))}" +
+        _say(f"{BASELINE}: {self.p.criterion} {_fmt(candidate_score(d, BASELINE, self.p.key, self.p.seeds))}" +
              ("" if code == 0 else f" (failed, exit {code}; log {log})"))
 
     def finish(self, number: int, params: dict[str, Any], mine: Path) -> None:
@@ -289,10 +296,10 @@ class _Worker:
 
         p, name = self.p, f"trial_{number:03d}"
         log = self.d / "logs" / f"{name}.log"
-        code = train(self.d / name, [*p.args.train, *(override(k, v) for k, v in params.items())], log, mine)
+        code = self.train(name, [*p.args.train, *(override(k, v) for k, v in params.items())], log, mine)
         if not _kept(code, log, name):
             return
-        score = scored(self.d / name, p.key)
+        score = candidate_score(self.d, name, p.key, p.seeds)
         if score is None:
             self.study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
             why = f"exit {code}" if code else f"it recorded no {p.key}"
@@ -300,6 +307,19 @@ class _Worker:
         else:
             self.study.tell(number, score, skip_if_finished=True)
             _say(f"{name}: {p.criterion} {_fmt(score)}  " + " ".join(override(k, v) for k, v in params.items()))
+
+    def train(self, name: str, overrides: list[str], log: Path, mine: Path | None) -> int:
+        """The candidate's runs in turn (one per seed; each skipped where it finished, resumed where it has a
+        checkpoint); the first status that is not 0, else 0. ``LOST`` before a run where another worker took the
+        candidate over meanwhile (a run finished as it was lost counts; the next one is the new owner's)."""
+        several = len(self.p.seeds) > 1
+        for run_dir, seed in candidate_runs(self.d, name, self.p.seeds):
+            if superseded(mine):
+                return LOST
+            code = train(run_dir, [*(without_seed(overrides) if several else overrides), *seed], log, mine)
+            if code != 0:
+                return code
+        return 0
 
     def continue_interrupted(self) -> None:
         """Source-only and each RUNNING trial whose owner is gone (``take``), continued from its checkpoint."""
@@ -340,7 +360,7 @@ def _picked(p: Plan, study) -> dict[str, Any]:
     from optuna.trial import TrialState
 
     d = p.args.directory
-    scores = {BASELINE: scored(d / BASELINE, p.key)}
+    scores = {BASELINE: candidate_score(d, BASELINE, p.key, p.seeds)}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         scores[f"trial_{t.number:03d}"] = t.value
     pick = best(scores, p.higher)

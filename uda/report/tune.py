@@ -21,20 +21,25 @@ def tune_dirs(dirs: list[Path]) -> list[Path]:
 
 def tune_rows(directory: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(the study's spec, one row per candidate in order: source_only, trial_000, ...). A row: trial, overrides
-    (what the trial adds to the study's command), score (``uda.tune_study.scored``: the study's own rule), target
-    (None until finished), picked, default."""
-    from uda.tune_plan import BASELINE, SPEC
-    from uda.tune_study import best, scored
+    (what the trial adds to the study's command), score (``uda.tune_study.candidate_score``: the study's own
+    rule), target (the mean over the candidate's seeds; None until each finished), picked, default."""
+    from uda.tune_plan import BASELINE, SPEC, candidate_runs
+    from uda.tune_study import best, candidate_score
 
     spec = json.loads((directory / SPEC).read_text())
+    seeds = spec.get("seeds", [0])  # one seed: the candidate's directory is its run
     rows = []
     for path in [directory / BASELINE, *sorted(directory.glob("trial_*"))]:
-        run = load_run(path) if path.is_dir() else None
-        if run is None:
+        runs = [load_run(run_dir) if run_dir.is_dir() else None for run_dir, _ in candidate_runs(directory, path.name,
+                                                                                                seeds)]
+        if runs[0] is None:
             continue
-        extra = [o for o in run.overrides if o not in spec["train"] and not o.startswith(("hydra.", "resume="))]
-        rows.append({"trial": path.name, "overrides": " ".join(extra), "score": scored(path, spec["key"]),
-                     "target": run.reported(run.summary) if run.finished else None,
+        extra = [o for o in runs[0].overrides if o not in spec["train"]
+                 and not o.startswith(("hydra.", "resume=", *(("seed=",) if len(seeds) > 1 else ())))]
+        done = all(run is not None and run.finished for run in runs)
+        rows.append({"trial": path.name, "overrides": " ".join(extra),
+                     "score": candidate_score(directory, path.name, spec["key"], seeds),
+                     "target": sum(run.reported(run.summary) for run in runs) / len(runs) if done else None,
                      "default": path.name == "trial_000"})
     pick = best({r["trial"]: r["score"] for r in rows}, spec["higher"])  # never reads "target"
     for r in rows:
@@ -70,7 +75,9 @@ def markdown(directory: Path, spec: dict[str, Any], rows: list[dict[str, Any]], 
     out = [f"## Tuning study: {spec['method']} on {spec['data']} ({directory})", "",
            f"Objective: {spec['criterion']} ({'higher' if spec['higher'] else 'lower'} is better), label-free; the "
            f"target {name} is reported, never used. Command: `uda tune {' '.join(spec['train'])}`; space: "
-           + ", ".join(f"`{k}={v}`" for k, v in spec["space"].items()) + ".", "",
+           + ", ".join(f"`{k}={v}`" for k, v in spec["space"].items()) + "."
+           + (f" Score and target {name}: the mean over seeds {', '.join(map(str, spec['seeds']))}."
+              if "seeds" in spec else ""), "",
            f"| trial | overrides | {spec['criterion']} | target {name} | picked |", "|---|---|---|---|---|"]
     for r in rows:
         out.append(f"| {r['trial']}{' (default)' if r['default'] else ''} | {r['overrides'] or '-'} | "
@@ -98,10 +105,15 @@ def plot(spec: dict[str, Any], rows: list[dict[str, Any]], out: Path, stem: str)
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
     ax.scatter([r["score"] for r in done], [r["target"] for r in done], color="tab:blue", label="trial")
-    for r in done:
-        if r["picked"] or r["trial"] == "source_only" or r["default"]:
-            label = "picked" if r["picked"] else "source-only" if r["trial"] == "source_only" else "default"
-            ax.annotate(label, (r["score"], r["target"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    # markers and a legend, not text beside the points: candidates often score within a hair of each other
+    for label, marker, color, hit in (("default", "D", "tab:green", lambda r: r["default"]),
+                                      ("source-only", "s", "tab:gray", lambda r: r["trial"] == "source_only"),
+                                      ("picked", "*", "tab:red", lambda r: r["picked"])):
+        mine = [r for r in done if hit(r)]
+        if mine:
+            ax.scatter([r["score"] for r in mine], [r["target"] for r in mine], marker=marker, s=110,
+                       facecolors="none" if label != "picked" else color, edgecolors=color, label=label)
+    ax.legend(fontsize=8)
     ax.set_xlabel(f"{spec['criterion']} ({'higher' if spec['higher'] else 'lower'} is better; label-free)")
     ax.set_ylabel(f"target {'mIoU' if spec['metric'] == 'miou' else 'accuracy'} (%)")
     ax.set_title(f"{spec['method']} on {spec['data']}: the study's trials")
