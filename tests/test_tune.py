@@ -638,7 +638,10 @@ def test_several_seeds_per_candidate_are_scored_and_reported_by_their_mean(tmp_p
         assert float(rows[name]["target_acc"]) == pytest.approx(sum(x["target_acc"] for x in summaries) / 2,
                                                                 abs=1e-4)
     assert rows["trial_000"]["overrides"] == "method.adv_weight=1.0"  # the seeds are not the trial's own setting
-    assert "the mean over seeds 5, 6" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "the mean over seeds 5, 6" in md
+    a, b = (json.loads((d / "trial_000" / f"seed_{s}" / "summary.json").read_text())["target_acc"] for s in (5, 6))
+    assert f"| {(a + b) / 2:.2f} ({a:.2f}, {b:.2f}) |" in md  # each seed's beside the mean
 
 
 def test_a_candidate_taken_over_between_its_seeds_is_left_to_the_new_owner(tmp_path, monkeypatch):

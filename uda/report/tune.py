@@ -40,6 +40,7 @@ def tune_rows(directory: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         rows.append({"trial": path.name, "overrides": " ".join(extra),
                      "score": candidate_score(directory, path.name, spec["key"], seeds),
                      "target": sum(run.reported(run.summary) for run in runs) / len(runs) if done else None,
+                     "targets": [run.reported(run.summary) for run in runs] if done else [],
                      "default": path.name == "trial_000"})
     pick = best({r["trial"]: r["score"] for r in rows}, spec["higher"])  # never reads "target"
     for r in rows:
@@ -81,7 +82,7 @@ def markdown(directory: Path, spec: dict[str, Any], rows: list[dict[str, Any]], 
            f"| trial | overrides | {spec['criterion']} | target {name} | picked |", "|---|---|---|---|---|"]
     for r in rows:
         out.append(f"| {r['trial']}{' (default)' if r['default'] else ''} | {r['overrides'] or '-'} | "
-                   f"{_num(r['score'])} | {_num(r['target'], 2)} | {'yes' if r['picked'] else ''} |")
+                   f"{_num(r['score'])} | {_target(r)} | {'yes' if r['picked'] else ''} |")
     if s:
         pick, oracle = s["pick"], s["oracle"]
         out += ["", f"Picked **{pick['trial']}** ({_num(pick['target'], 2)}); oracle {oracle['trial']} "
@@ -123,6 +124,14 @@ def plot(spec: dict[str, Any], rows: list[dict[str, Any]], out: Path, stem: str)
     return path
 
 
+def _target(r: dict[str, Any]) -> str:
+    """The target metric: the mean, and each seed's where there are several (their spread is why)."""
+    if r["target"] is None:
+        return "-"
+    return f"{r['target']:.2f}" + (f" ({', '.join(f'{t:.2f}' for t in r['targets'])})" if len(r["targets"]) > 1
+                                   else "")
+
+
 def _num(v: float | None, digits: int = 4) -> str:
     return "-" if v is None else f"{v:.{digits}f}" if digits == 2 else f"{v:.4g}"
 
@@ -153,13 +162,13 @@ def print_tunes(tunes: list[dict[str, Any]]) -> None:
         spec = t["spec"]
         name = "mIoU" if spec["metric"] == "miou" else "acc"
         table = Table(title=f"tuning study {t['dir']}: {spec['method']} on {spec['data']}, objective "
-                            f"{spec['criterion']} ({'higher' if spec['higher'] else 'lower'} is better)")
+                            f"{spec['criterion']} ({'higher' if spec['higher'] else 'lower'} is better)"
+                            + (f", means over seeds {', '.join(map(str, spec['seeds']))}" if "seeds" in spec else ""))
         for col in ("trial", "overrides", spec["criterion"], f"target {name}", "picked"):
             table.add_column(col, justify="left" if col in ("trial", "overrides") else "right")
         for r in t["rows"]:
             table.add_row(r["trial"] + (" (default)" if r["default"] else ""), r["overrides"] or "-",
-                          _num(r["score"], 2),
-                          f"{r['target']:.2f}" if r["target"] is not None else "-", "yes" if r["picked"] else "")
+                          _num(r["score"], 2), _target(r), "yes" if r["picked"] else "")
         console.print(table)
         if t.get("pick"):
             console.print(f"picked {t['pick']['trial']} ({t['pick']['target']:.2f}); oracle {t['oracle']['trial']} "
