@@ -125,7 +125,6 @@ def gone(who: dict[str, Any] | None, beat_s: float) -> bool:
     return beat_s > STALE_S
 
 
-@contextlib.contextmanager
 def superseded(mine: Path | None) -> bool:
     """Whether another worker took the claim ``mine`` over (a newer generation exists); False where it cannot
     be read (a flaky file system: the heartbeat looks again)."""
@@ -139,6 +138,7 @@ def superseded(mine: Path | None) -> bool:
     return newest is not None and newest[0] > int(gen)
 
 
+@contextlib.contextmanager
 def beating(mine: Path | None, lose: Callable[[], None]):
     """Touch the claim ``mine`` now and every HEARTBEAT_S seconds until the block ends (a daemon thread); where
     another worker took the trial over meanwhile (a newer generation), ``lose()`` once: the trial is no longer
