@@ -374,6 +374,14 @@ def test_a_claim_that_cannot_be_touched_for_minutes_keeps_its_trial(tmp_path, mo
     assert failing.calls >= 5  # at every beat, and the thread survived each failure
 
 
+def _finished(run_dir, key, score=0.5) -> int:
+    """What a finished ``uda train`` leaves for the study to read: one evaluation scoring ``score``."""
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.jsonl").write_text(json.dumps({"step": 1, key: score}) + "\n")
+    (run_dir / "summary.json").write_text("{}")
+    return 0
+
+
 @pytest.mark.parametrize("failed", [False, True])
 def test_source_only_whose_owner_is_lost_during_the_study_is_continued(tmp_path, monkeypatch, failed):
     """Another host claimed source-only and was lost while this worker trained trial 0: before its next trial
@@ -390,10 +398,7 @@ def test_source_only_whose_owner_is_lost_during_the_study_is_continued(tmp_path,
             _claim_as(tmp_path, tune_plan.BASELINE, 0, REMOTE, age_s=tune_claims.STALE_S + 30)
             if failed:
                 (tmp_path / tune_claims.CLAIMS / f"{tune_plan.BASELINE}.failed").write_text("source_only.0")
-        run_dir.mkdir(parents=True)
-        (run_dir / "metrics.jsonl").write_text(json.dumps({"step": 1, p.key: 0.5}) + "\n")
-        (run_dir / "summary.json").write_text("{}")
-        return 0
+        return _finished(run_dir, p.key)
 
     monkeypatch.setattr(tune_study, "train", train)
     result = tune_study.run(p)
@@ -656,10 +661,7 @@ def test_a_candidate_taken_over_between_its_seeds_is_left_to_the_new_owner(tmp_p
         trained.append(f"{run_dir.parent.name}/{run_dir.name}")
         if run_dir.parent.name == "trial_000":  # taken over as its first seed ends
             _claim_as(tmp_path, "trial_000", 1, REMOTE)
-        run_dir.mkdir(parents=True)
-        (run_dir / "metrics.jsonl").write_text(json.dumps({"step": 1, p.key: 0.5}) + "\n")
-        (run_dir / "summary.json").write_text("{}")
-        return 0
+        return _finished(run_dir, p.key)
 
     monkeypatch.setattr(tune_study, "train", train)
     result = tune_study.run(p)
