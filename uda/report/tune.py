@@ -37,10 +37,10 @@ def tune_rows(directory: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         extra = [o for o in runs[0].overrides if o not in spec["train"]
                  and not o.startswith(("hydra.", "resume=", *(("seed=",) if len(seeds) > 1 else ())))]
         done = all(run is not None and run.finished for run in runs)
+        targets = [run.reported(run.summary) for run in runs] if done else []
         rows.append({"trial": path.name, "overrides": " ".join(extra),
                      "score": candidate_score(directory, path.name, spec["key"], seeds),
-                     "target": sum(run.reported(run.summary) for run in runs) / len(runs) if done else None,
-                     "targets": [run.reported(run.summary) for run in runs] if done else [],
+                     "target": sum(targets) / len(targets) if targets else None, "targets": targets,
                      "default": path.name == "trial_000"})
     pick = best({r["trial"]: r["score"] for r in rows}, spec["higher"])  # never reads "target"
     for r in rows:
